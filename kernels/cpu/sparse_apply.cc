@@ -1,0 +1,66 @@
+// CPU sparse optimizer apply over slot storage. The math is herald::ApplyRow from
+// kernels/core/optimizer.h, the same code the parameter server runs.
+#include "kernels/core/c_api.h"
+#include "kernels/cpu/int64_map.h"
+#include "kernels/cpu/runner.h"
+#include "kernels/cpu/validate.h"
+
+using herald::SetOk;
+using herald::SetStatus;
+
+extern "C" {
+
+int herald_cpu_sparse_apply(const HeraldOptimizerParams* params, float* storage, float* state,
+                            int64_t* versions, int64_t slots, int64_t dim,
+                            const int64_t* unique_slots, int64_t u, const float* grads,
+                            const HeraldRunner* runner, HeraldStatus* status) {
+  if (params == nullptr || !herald::IsValidOptimizerKind(params->kind)) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected optimizer kind in {0: sgd, 1: adagrad, 2: adam}. Received: %d",
+                     params ? params->kind : -1);
+  }
+  if (slots < 0 || dim <= 0 || u < 0) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected slots >= 0, dim > 0 and u >= 0. Received: slots=%lld, dim=%lld, "
+                     "u=%lld",
+                     static_cast<long long>(slots), static_cast<long long>(dim),
+                     static_cast<long long>(u));
+  }
+  const int64_t width = herald::StateWidth(params->kind, dim);
+  if (width > 0 && state == nullptr) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected optimizer state of shape (slots, %lld) for this optimizer. "
+                     "Received: none",
+                     static_cast<long long>(width));
+  }
+  if (herald::CheckIdsInRange(unique_slots, u, slots, "unique slot", status)) return status->code;
+  {
+    herald::Int64IndexMap seen(u);
+    for (int64_t k = 0; k < u; ++k) {
+      bool inserted = false;
+      const int64_t first = seen.FindOrInsert(unique_slots[k], k, &inserted);
+      if (!inserted) {
+        return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                         "Expected distinct unique slots (sum gradients first). Received: slot "
+                         "%lld at positions %lld and %lld",
+                         static_cast<long long>(unique_slots[k]), static_cast<long long>(first),
+                         static_cast<long long>(k));
+      }
+    }
+  }
+  if (herald::CheckFinite(grads, u * dim, "gradients", status)) return status->code;
+
+  const HeraldOptimizerParams p = *params;
+  auto apply = [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t s = unique_slots[k];
+      herald::ApplyRow(p, storage + s * dim, width > 0 ? state + s * width : nullptr,
+                       versions[s], grads + k * dim, dim);
+      versions[s] += 1;
+    }
+  };
+  herald::ParallelFor(runner, u, 8 * dim, apply);
+  return SetOk(status);
+}
+
+}  // extern "C"
