@@ -1,0 +1,525 @@
+// CUDA dedup by slot and deterministic segment sum (the lookup gradient).
+//
+// Runs: a stable radix sort of (key, position) groups equal keys into runs whose positions are
+// ascending. For dedup the runs are ranked by their first position (a flag per position and an
+// exclusive scan), which gives the CPU kernel's first-appearance order. The segment sum walks the
+// sorted order in fixed chunks of kChunk elements, one warp per chunk, adding each run's rows in
+// position order; a run that crosses chunk boundaries leaves one partial per chunk, added in
+// chunk order by a second kernel. Every float addition happens in an order fixed by the input
+// alone, so results are bitwise reproducible.
+#include <stdint.h>
+
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/vec.cuh"
+
+namespace herald {
+namespace cuda {
+namespace {
+
+constexpr int kChunk = 64;   // sorted elements per warp in the segment sum
+constexpr int kUnroll = 8;   // rows in flight per lane
+
+int EndBit(int64_t limit) {
+  int bits = 1;
+  while (bits < 63 && (int64_t{1} << bits) < limit) ++bits;
+  return bits;
+}
+
+// ---------------------------------------------------------------- run construction kernels
+
+__global__ void IotaKernel(int32_t* out, int64_t n, const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    out[i] = static_cast<int32_t>(i);
+  }
+}
+
+__global__ void HeadsKernel(const unsigned long long* sorted_keys, int64_t n, int32_t* head,
+                            const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += stride) {
+    head[k] = (k == 0 || sorted_keys[k] != sorted_keys[k - 1]) ? 1 : 0;
+  }
+}
+
+// run_start[r] for every run, run_start[num_runs] = n, *num_runs_out; and (dedup mode) a flag
+// at the first position of every run.
+__global__ void RunStartsKernel(const int32_t* head, const int32_t* run_id,
+                                const int32_t* sorted_pos, int64_t n, int32_t* run_start,
+                                int32_t* first_flag, int64_t* num_runs_out,
+                                const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += stride) {
+    if (head[k]) {
+      run_start[run_id[k]] = static_cast<int32_t>(k);
+      if (first_flag != nullptr) first_flag[sorted_pos[k]] = 1;
+    }
+    if (k == n - 1) {
+      const int32_t runs = run_id[k] + head[k];
+      run_start[runs] = static_cast<int32_t>(n);
+      if (num_runs_out != nullptr) *num_runs_out = runs;
+    }
+  }
+}
+
+// Output row of every run: its rank by first position (dedup mode, rank_at_pos != NULL) or its
+// key (inverse mode). Fills row_of_run, run_of_row and (dedup mode) unique[rank] = key.
+__global__ void RankKernel(const unsigned long long* sorted_keys, const int32_t* sorted_pos,
+                           const int32_t* run_id, const int32_t* run_start, int64_t n,
+                           const int32_t* rank_at_pos, int32_t* row_of_run, int32_t* run_of_row,
+                           int64_t* unique, const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += stride) {
+    const int32_t r = run_id[k];
+    if (run_start[r] != k) continue;
+    const int32_t row = rank_at_pos != nullptr ? rank_at_pos[sorted_pos[k]]
+                                               : static_cast<int32_t>(sorted_keys[k]);
+    row_of_run[r] = row;
+    run_of_row[row] = r;
+    if (unique != nullptr) unique[row] = static_cast<int64_t>(sorted_keys[k]);
+  }
+}
+
+__global__ void InverseKernel(const int32_t* sorted_pos, const int32_t* run_id,
+                              const int32_t* row_of_run, int64_t n, int64_t* inverse,
+                              const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += stride) {
+    inverse[sorted_pos[k]] = row_of_run[run_id[k]];
+  }
+}
+
+// ---------------------------------------------------------------- segment sum kernels
+
+// Source row in grad_out and weight of position `pos` (bag lookup by binary search if ragged).
+struct Sources {
+  const int64_t* row_splits;  // (batch + 1) or NULL
+  int64_t batch;
+  int64_t ids_per_bag;  // dense bags; 0 for combiner NONE
+  int combiner;
+
+  __device__ __forceinline__ void Of(int64_t pos, int64_t* source, float* weight) const {
+    if (combiner == HERALD_COMBINER_NONE) {
+      *source = pos;
+      *weight = 1.0f;
+      return;
+    }
+    int64_t bag, length;
+    if (row_splits == nullptr) {
+      bag = pos / ids_per_bag;
+      length = ids_per_bag;
+    } else {  // largest b with row_splits[b] <= pos; it is < batch since row_splits[batch] = n
+      int64_t lo = 0, hi = batch;
+      while (hi - lo > 1) {
+        const int64_t mid = (lo + hi) / 2;
+        if (row_splits[mid] <= pos) lo = mid; else hi = mid;
+      }
+      bag = lo;
+      length = row_splits[bag + 1] - row_splits[bag];
+    }
+    *source = bag;
+    *weight = BagScale(combiner, length);
+  }
+};
+
+// One warp per chunk of kChunk sorted elements; see the file comment. partial: (chunks, 2, dim):
+// [c][0] the piece of a run that started before chunk c, [c][1] the piece of a run that starts in
+// c and continues after it.
+template <int V>
+__global__ void __launch_bounds__(kThreads)
+    ChunkSumKernel(const float* __restrict__ grad_out, int64_t dim,
+                   const int32_t* __restrict__ sorted_pos, const int32_t* __restrict__ run_id,
+                   const int32_t* __restrict__ run_start, const int32_t* __restrict__ row_of_run,
+                   int64_t n, Sources sources, float* __restrict__ summed,
+                   float* __restrict__ partial, const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  using VecT = typename Vec<V>::Type;
+  const int lane = threadIdx.x & 31;
+  const int64_t chunk = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int64_t k0 = chunk * kChunk;
+  if (k0 >= n) return;
+  const int64_t k1 = k0 + kChunk < n ? k0 + kChunk : n;
+  const int64_t dim_v = dim / V;
+  const VecT* grads = reinterpret_cast<const VecT*>(grad_out);
+  VecT* out_v = reinterpret_cast<VecT*>(summed);
+  VecT* part_v = reinterpret_cast<VecT*>(partial);
+  for (int64_t c0 = 0; c0 < dim_v; c0 += 32) {
+    const int64_t col = c0 + lane;
+    const bool active = col < dim_v;
+    VecT acc = Vec<V>::Zero();
+    for (int64_t base = k0; base < k1; base += 32) {
+      const int count = static_cast<int>(k1 - base < 32 ? k1 - base : 32);
+      int64_t my_source = 0;
+      float my_weight = 0.0f;
+      int32_t my_run = 0;
+      int my_end = 0;
+      if (lane < count) {
+        const int64_t k = base + lane;
+        sources.Of(sorted_pos[k], &my_source, &my_weight);
+        my_run = run_id[k];
+        my_end = (k + 1 == k1) || run_id[k + 1] != my_run;
+      }
+      for (int t0 = 0; t0 < count; t0 += kUnroll) {
+        VecT r[kUnroll];
+#pragma unroll
+        for (int k = 0; k < kUnroll; ++k) {
+          const int64_t src = __shfl_sync(0xffffffffu, my_source, (t0 + k) & 31);
+          r[k] = (active && t0 + k < count) ? Vec<V>::Load(grads + src * dim_v + col)
+                                            : Vec<V>::Zero();
+        }
+#pragma unroll
+        for (int k = 0; k < kUnroll; ++k) {
+          const int t = t0 + k;
+          const float w = __shfl_sync(0xffffffffu, my_weight, t & 31);
+          const int end = __shfl_sync(0xffffffffu, my_end, t & 31);
+          const int32_t run = __shfl_sync(0xffffffffu, my_run, t & 31);
+          if (t < count) {
+            Vec<V>::AddScaled(acc, w, r[k]);
+            if (end) {
+              const bool starts_in = run_start[run] >= k0;
+              const bool ends_in = run_start[run + 1] <= k1;
+              if (active) {
+                if (starts_in && ends_in) {
+                  out_v[static_cast<int64_t>(row_of_run[run]) * dim_v + col] = acc;
+                } else {
+                  const int64_t slot = chunk * 2 + (starts_in ? 1 : 0);
+                  part_v[slot * dim_v + col] = acc;
+                }
+              }
+              acc = Vec<V>::Zero();
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// One warp per output row: rows whose run spans several chunks add their partials in chunk
+// order; rows with no run (inverse mode: a unique index no id maps to) get zeros.
+template <int V>
+__global__ void __launch_bounds__(kThreads)
+    CombineKernel(const int32_t* __restrict__ run_of_row, const int32_t* __restrict__ run_start,
+                  int64_t rows, const int64_t* rows_device, int64_t dim,
+                  const float* __restrict__ partial, float* __restrict__ summed,
+                  const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  using VecT = typename Vec<V>::Type;
+  if (rows_device != nullptr) rows = *rows_device;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  const int64_t dim_v = dim / V;
+  const VecT* part_v = reinterpret_cast<const VecT*>(partial);
+  VecT* out_v = reinterpret_cast<VecT*>(summed);
+  for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+       row < rows; row += warps) {
+    const int32_t r = run_of_row[row];
+    if (r < 0) {
+      for (int64_t col = lane; col < dim_v; col += 32) out_v[row * dim_v + col] = Vec<V>::Zero();
+      continue;
+    }
+    const int64_t cs = run_start[r] / kChunk;
+    const int64_t ce = (run_start[r + 1] - 1) / kChunk;
+    if (cs == ce) continue;  // written by ChunkSumKernel
+    for (int64_t col = lane; col < dim_v; col += 32) {
+      VecT acc = part_v[(cs * 2 + 1) * dim_v + col];
+      for (int64_t c = cs + 1; c <= ce; ++c) Vec<V>::AddTo(acc, part_v[(c * 2) * dim_v + col]);
+      out_v[row * dim_v + col] = acc;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- host side
+
+// The temporary arrays of one dedup/segment-sum call (offsets into a TempBlock).
+struct RunPlan {
+  int64_t n = 0;
+  bool dedup = true;  // rows ranked by first appearance (else rows are the keys)
+  size_t keys_out, pos_in, pos_out, head, run_id, run_start, flag, row_of_run, run_of_row,
+      cub_temp;
+  size_t cub_bytes = 0;
+
+  int Plan(TempBlock* temp, int64_t count, int64_t rows_capacity, bool rank_by_first,
+           HeraldStatus* status) {
+    n = count;
+    dedup = rank_by_first;
+    keys_out = temp->Take<unsigned long long>(n);
+    pos_in = temp->Take<int32_t>(n);
+    pos_out = temp->Take<int32_t>(n);
+    head = temp->Take<int32_t>(n);
+    run_id = temp->Take<int32_t>(n);
+    run_start = temp->Take<int32_t>(n + 1);
+    flag = temp->Take<int32_t>(n);
+    row_of_run = temp->Take<int32_t>(n);
+    run_of_row = temp->Take<int32_t>(rows_capacity);
+    size_t sort_bytes = 0, scan_bytes = 0;
+    HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
+                          nullptr, sort_bytes, static_cast<const unsigned long long*>(nullptr),
+                          static_cast<unsigned long long*>(nullptr),
+                          static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+                          static_cast<int>(n), 0, 64),
+                      status);
+    HERALD_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes,
+                                                    static_cast<const int32_t*>(nullptr),
+                                                    static_cast<int32_t*>(nullptr),
+                                                    static_cast<int>(n)),
+                      status);
+    cub_bytes = sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
+    cub_temp = temp->Take<char>(cub_bytes);
+    return HERALD_OK;
+  }
+};
+
+// Sorts keys (validated to lie in [0, limit)) and builds runs, row_of_run/run_of_row, and
+// optionally unique, inverse and the device row count.
+int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64_t limit,
+                int64_t rows_capacity, int64_t* unique, int64_t* inverse, int64_t* num_rows,
+                const HeraldCudaError* error, cudaStream_t stream, HeraldStatus* status) {
+  const int64_t n = p.n;
+  const unsigned int blocks = BlocksFor(n, kThreads * 4);
+  int32_t* pos_in = t.Get<int32_t>(p.pos_in);
+  int32_t* pos_out = t.Get<int32_t>(p.pos_out);
+  unsigned long long* keys_out = t.Get<unsigned long long>(p.keys_out);
+  int32_t* head = t.Get<int32_t>(p.head);
+  int32_t* run_id = t.Get<int32_t>(p.run_id);
+  int32_t* run_start = t.Get<int32_t>(p.run_start);
+  int32_t* flag = t.Get<int32_t>(p.flag);
+  int32_t* row_of_run = t.Get<int32_t>(p.row_of_run);
+  int32_t* run_of_row = t.Get<int32_t>(p.run_of_row);
+  void* cub_temp = t.Get<void>(p.cub_temp);
+  size_t cub_bytes = p.cub_bytes;
+
+  IotaKernel<<<blocks, kThreads, 0, stream>>>(pos_in, n, error);
+  HERALD_CUDA_CHECK_LAUNCH(status);
+  HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
+                        cub_temp, cub_bytes, reinterpret_cast<const unsigned long long*>(keys),
+                        keys_out, pos_in, pos_out, static_cast<int>(n), 0, EndBit(limit), stream),
+                    status);
+  HeadsKernel<<<blocks, kThreads, 0, stream>>>(keys_out, n, head, error);
+  HERALD_CUDA_CHECK_LAUNCH(status);
+  cub_bytes = p.cub_bytes;
+  HERALD_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp, cub_bytes, head, run_id,
+                                                  static_cast<int>(n), stream),
+                    status);
+  if (p.dedup) {
+    HERALD_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int32_t) * n, stream), status);
+  } else {
+    HERALD_CUDA_CHECK(
+        cudaMemsetAsync(run_of_row, 0xff, sizeof(int32_t) * rows_capacity, stream), status);
+  }
+  RunStartsKernel<<<blocks, kThreads, 0, stream>>>(head, run_id, pos_out, n, run_start,
+                                                   p.dedup ? flag : nullptr, num_rows, error);
+  HERALD_CUDA_CHECK_LAUNCH(status);
+  int32_t* rank_at_pos = nullptr;
+  if (p.dedup) {  // rank of a run = number of run starts at earlier positions
+    rank_at_pos = head;  // head is no longer needed
+    cub_bytes = p.cub_bytes;
+    HERALD_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp, cub_bytes, flag, rank_at_pos,
+                                                    static_cast<int>(n), stream),
+                      status);
+  }
+  RankKernel<<<blocks, kThreads, 0, stream>>>(keys_out, pos_out, run_id, run_start, n,
+                                              rank_at_pos, row_of_run, run_of_row, unique, error);
+  HERALD_CUDA_CHECK_LAUNCH(status);
+  if (inverse != nullptr) {
+    InverseKernel<<<blocks, kThreads, 0, stream>>>(pos_out, run_id, row_of_run, n, inverse,
+                                                   error);
+    HERALD_CUDA_CHECK_LAUNCH(status);
+  }
+  return HERALD_OK;
+}
+
+struct SumPlan {
+  size_t partial = 0;
+  int64_t chunks = 0;
+  void Plan(TempBlock* temp, int64_t n, int64_t dim) {
+    chunks = (n + kChunk - 1) / kChunk;
+    partial = temp->Take<float>(static_cast<size_t>(chunks) * 2 * dim);
+  }
+};
+
+int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
+                      const float* grad_out, int64_t dim, const Sources& sources, int64_t rows,
+                      const int64_t* rows_device, float* summed, const HeraldCudaError* error,
+                      cudaStream_t stream, HeraldStatus* status) {
+  float* partial = t.Get<float>(s.partial);
+  const bool vec = dim % 4 == 0 && Aligned16(grad_out) && Aligned16(summed) && Aligned16(partial);
+  const unsigned int chunk_blocks = BlocksFor(s.chunks, kThreads / 32);
+  const unsigned int row_blocks = BlocksFor(rows, kThreads / 32);
+#define HERALD_LAUNCH_SUM(V)                                                                   \
+  do {                                                                                         \
+    ChunkSumKernel<V><<<chunk_blocks, kThreads, 0, stream>>>(                                  \
+        grad_out, dim, t.Get<int32_t>(p.pos_out), t.Get<int32_t>(p.run_id),                    \
+        t.Get<int32_t>(p.run_start), t.Get<int32_t>(p.row_of_run), p.n, sources, summed,       \
+        partial, error);                                                                       \
+    HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
+    CombineKernel<V><<<row_blocks, kThreads, 0, stream>>>(t.Get<int32_t>(p.run_of_row),        \
+                                                          t.Get<int32_t>(p.run_start), rows,   \
+                                                          rows_device, dim, partial, summed,   \
+                                                          error);                              \
+    HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
+  } while (0)
+  if (vec) {
+    HERALD_LAUNCH_SUM(4);
+  } else {
+    HERALD_LAUNCH_SUM(1);
+  }
+#undef HERALD_LAUNCH_SUM
+  return HERALD_OK;
+}
+
+int CheckCount(int64_t n, HeraldStatus* status) {
+  if (n < 0 || n >= (int64_t{1} << 31) - 1) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected 0 <= n < 2^31 - 1 ids per call on the GPU. Received: n=%lld",
+                     static_cast<long long>(n));
+  }
+  return SetOk(status);
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace herald
+
+using herald::SetOk;
+using herald::SetStatus;
+using herald::cuda::ErrorScope;
+using herald::cuda::RunPlan;
+using herald::cuda::Sources;
+using herald::cuda::SumPlan;
+using herald::cuda::TempBlock;
+
+extern "C" {
+
+int herald_cuda_unique_slots(const int64_t* slot_ids, int64_t n, int64_t slots, int64_t* unique,
+                             int64_t* inverse, int64_t* num_unique, cudaStream_t stream,
+                             const HeraldCudaAllocator* allocator, HeraldCudaError* error,
+                             HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckCount(n, status));
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckRowArgs(slots, 1, n, status));
+  TempBlock temp(allocator, stream);
+  ErrorScope scope(error, &temp);
+  RunPlan plan;
+  if (n > 0) HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
+  HERALD_RETURN_IF_ERROR(temp.Allocate(status));
+  HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, slots,
+                                                       HERALD_CUDA_CHECK_ID_RANGE, nullptr, 0,
+                                                       scope.record(), stream, status));
+  if (n == 0) {
+    HERALD_RETURN_IF_ERROR(
+        herald::cuda::EnqueueSetInt64(num_unique, 0, scope.record(), stream, status));
+  } else {
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(plan, temp, slot_ids, slots, n, unique,
+                                                     inverse, num_unique, scope.record(), stream,
+                                                     status));
+  }
+  return scope.Finish(stream, slot_ids, "slot id", status);
+}
+
+int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64_t n,
+                            const int64_t* row_splits, int64_t batch, int32_t combiner,
+                            int64_t num_unique, int64_t dim, float* summed, cudaStream_t stream,
+                            const HeraldCudaAllocator* allocator, HeraldCudaError* error,
+                            HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckCount(n, status));
+  HERALD_RETURN_IF_ERROR(
+      herald::cuda::CheckLookupArgs(num_unique, dim, n, batch, combiner, status));
+  if (num_unique >= (int64_t{1} << 31) - 1) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected num_unique < 2^31 - 1. Received: %lld",
+                     static_cast<long long>(num_unique));
+  }
+  const bool pooled = combiner != HERALD_COMBINER_NONE;
+  int64_t ids_per_bag = 0;
+  if (pooled) {
+    HERALD_RETURN_IF_ERROR(
+        herald::cuda::CheckDenseBags(row_splits, n, batch, &ids_per_bag, status));
+  }
+  TempBlock temp(allocator, stream);
+  ErrorScope scope(error, &temp);
+  RunPlan plan;
+  SumPlan sum;
+  if (n > 0) {
+    HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, num_unique, false, status));
+    sum.Plan(&temp, n, dim);
+  }
+  HERALD_RETURN_IF_ERROR(temp.Allocate(status));
+  HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(inverse, n, num_unique,
+                                                       HERALD_CUDA_CHECK_INVERSE,
+                                                       pooled ? row_splits : nullptr, batch,
+                                                       scope.record(), stream, status));
+  if (n == 0) {
+    // Every row is an empty sum.
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueFill(summed, num_unique * dim, 0.0f,
+                                                     scope.record(), stream, status));
+  } else {
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(plan, temp, inverse, num_unique, num_unique,
+                                                     nullptr, nullptr, nullptr, scope.record(),
+                                                     stream, status));
+    const Sources sources{pooled ? row_splits : nullptr, batch, ids_per_bag, combiner};
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueSegmentSum(plan, sum, temp, grad_out, dim,
+                                                           sources, num_unique, nullptr, summed,
+                                                           scope.record(), stream, status));
+  }
+  return scope.Finish(stream, inverse, "inverse index", status);
+}
+
+int herald_cuda_dedup_grad(const int64_t* slot_ids, int64_t n, int64_t slots,
+                           const float* grad_out, const int64_t* row_splits, int64_t batch,
+                           int32_t combiner, int64_t dim, int64_t* unique, int64_t* inverse,
+                           int64_t* num_unique, float* summed, cudaStream_t stream,
+                           const HeraldCudaAllocator* allocator, HeraldCudaError* error,
+                           HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckCount(n, status));
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckLookupArgs(slots, dim, n, batch, combiner, status));
+  const bool pooled = combiner != HERALD_COMBINER_NONE;
+  int64_t ids_per_bag = 0;
+  if (pooled) {
+    HERALD_RETURN_IF_ERROR(
+        herald::cuda::CheckDenseBags(row_splits, n, batch, &ids_per_bag, status));
+  }
+  TempBlock temp(allocator, stream);
+  ErrorScope scope(error, &temp);
+  RunPlan plan;
+  SumPlan sum;
+  if (n > 0) {
+    HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
+    sum.Plan(&temp, n, dim);
+  }
+  HERALD_RETURN_IF_ERROR(temp.Allocate(status));
+  HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, slots,
+                                                       HERALD_CUDA_CHECK_ID_RANGE,
+                                                       pooled ? row_splits : nullptr, batch,
+                                                       scope.record(), stream, status));
+  if (n == 0) {
+    HERALD_RETURN_IF_ERROR(
+        herald::cuda::EnqueueSetInt64(num_unique, 0, scope.record(), stream, status));
+  } else {
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(plan, temp, slot_ids, slots, n, unique,
+                                                     inverse, num_unique, scope.record(), stream,
+                                                     status));
+    const Sources sources{pooled ? row_splits : nullptr, batch, ids_per_bag, combiner};
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueSegmentSum(plan, sum, temp, grad_out, dim,
+                                                           sources, n, num_unique, summed,
+                                                           scope.record(), stream, status));
+  }
+  return scope.Finish(stream, slot_ids, "slot id", status);
+}
+
+}  // extern "C"
