@@ -1,0 +1,49 @@
+# herald_tf: the README's two commands are `make demo` and `make test`; both set up first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := bazel-bootstrap g++ iproute2
+STAMP := $(VENV)/.herald-setup
+
+.PHONY: setup build demo test test-all lint bench clean
+
+# Idempotent: apt packages when missing, the venv and its packages when requirements change,
+# and the op library when a source changes.
+setup: $(STAMP) build
+
+$(STAMP): requirements.txt
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+NATIVE_SOURCES := $(shell find kernels ops -name '*.cc' -o -name '*.h' 2>/dev/null) BUILD WORKSPACE tools/herald.bzl
+herald_tf/lib/_herald_ops.so: $(NATIVE_SOURCES) $(STAMP)
+	$(PY) tools/build_ops.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
+
+build: $(STAMP) herald_tf/lib/_herald_ops.so
+
+demo: setup
+	$(PY) examples/demo.py
+
+test: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check herald_tf tests benchmarks examples tools
+
+bench: setup
+	for b in benchmarks/*.py; do $(PY) $$b --quick || exit 1; done
+
+clean:
+	-bazel --batch clean
+	rm -f herald_tf/lib/*.so herald_tf/lib/BUILT_FOR_TF

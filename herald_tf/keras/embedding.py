@@ -1,0 +1,206 @@
+"""``HeraldEmbedding``: a Keras 3 embedding layer over int64 keys, trained by herald's sparse path.
+
+The layer reads like ``keras.layers.Embedding`` but its rows are not Keras-trained weights: they
+live in slot storage (a non-trainable variable) and are updated by herald's fused sparse
+optimizer (the same kernel the parameter server runs), driven by ``HeraldModel.train_step``.
+
+Mode ``local`` is the single-process reference of DESIGN §2a: an in-process table with keys
+mapped to slots by a hash table, rows created on first touch with the deterministic initializer.
+``evaluate``/``predict`` read the table and create no rows: unseen keys get their initial value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from herald_tf import ops
+from herald_tf.config import Combiner, InitializerConfig, OptimizerConfig, TableConfig
+
+_MODES = ("local",)
+
+
+@keras.saving.register_keras_serializable(package="herald_tf")
+class HeraldEmbedding(keras.layers.Layer):
+    """Embedding of int64 keys with pooling, trained by herald's sparse optimizer.
+
+    Args:
+        output_dim: embedding width.
+        capacity: rows the layer's table can hold (local mode: distinct keys ever trained).
+        combiner: ``sum``, ``mean``, ``sqrtn`` pool a bag of keys per sample into ``[B, dim]``;
+            ``none`` returns one row per key (``[B, T, dim]``).
+        optimizer: the sparse optimizer of the rows (an ``OptimizerConfig`` or its dict).
+        initializer: how a row is created on first touch (an ``InitializerConfig`` or its dict).
+        seed: table seed of the deterministic initializer.
+        mode: ``local`` (single process, the reference); distributed modes are set by the runtime.
+        table_name: name of the table on the parameter servers (default: the layer name).
+    """
+
+    def __init__(
+        self,
+        output_dim: int,
+        capacity: int,
+        combiner: str = "sum",
+        optimizer: OptimizerConfig | dict[str, Any] | None = None,
+        initializer: InitializerConfig | dict[str, Any] | None = None,
+        seed: int = 0,
+        mode: str = "local",
+        table_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if mode not in _MODES:
+            raise ValueError(f"Expected mode in {_MODES}. Received: mode={mode!r}")
+        if not isinstance(capacity, int) or capacity <= 0:
+            raise ValueError(f"Expected capacity to be a positive int. Received: capacity={capacity!r}")
+        Combiner[combiner.upper()]  # noqa: B018 - validates the name
+        if isinstance(optimizer, dict):
+            optimizer = OptimizerConfig.from_dict(optimizer)
+        if isinstance(initializer, dict):
+            initializer = InitializerConfig.from_dict(initializer)
+        self.table = TableConfig(
+            name=table_name or self.name,
+            dim=output_dim,
+            seed=seed,
+            initializer=initializer or InitializerConfig(),
+            optimizer=optimizer or OptimizerConfig(),
+        )
+        self.output_dim = output_dim
+        self.capacity = capacity
+        self.combiner = combiner
+        self.mode = mode
+
+    def build(self, input_shape: Any = None) -> None:
+        if self.built:
+            return
+        self.storage = self.add_weight(
+            shape=(self.capacity, self.output_dim), initializer="zeros", trainable=False,
+            name="storage",
+        )
+        self.optimizer_state = self.add_weight(
+            shape=(self.capacity, self.table.state_width), initializer="zeros", trainable=False,
+            name="optimizer_state",
+        )
+        self.versions = self.add_weight(
+            shape=(self.capacity,), initializer="zeros", dtype="int64", trainable=False,
+            name="versions",
+        )
+        self.rows_used = self.add_weight(
+            shape=(), initializer="zeros", dtype="int64", trainable=False, name="rows_used"
+        )
+        self.key_to_slot = tf.lookup.experimental.MutableHashTable(
+            key_dtype=tf.int64, value_dtype=tf.int64, default_value=-1, name="key_to_slot"
+        )
+        self.built = True
+
+    def call(self, keys: Any, training: bool | None = None) -> tf.Tensor:
+        keys = _as_int64_keys(keys)
+        flat = keys.values if isinstance(keys, tf.RaggedTensor) else tf.reshape(keys, [-1])
+        unique_keys, position = tf.unique(flat, out_idx=tf.int64)
+        slots = tf.reshape(self.key_to_slot.lookup(unique_keys), [-1])
+        if training:
+            slots = self._create_rows(unique_keys, slots)
+            slot_ids = _restore(tf.gather(slots, position), keys)
+            return ops.lookup(self.storage, slot_ids, self.combiner)
+        # Inference creates no rows: unseen keys read their deterministic initial value.
+        known = slots >= 0
+        stored = ops.gather_rows(self.storage, tf.where(known, slots, tf.zeros_like(slots)))
+        initial = ops.init_rows(unique_keys, self.output_dim, self.table.seed,
+                                self.table.initializer)
+        rows = tf.where(known[:, tf.newaxis], stored, initial)
+        return _pool(_restore(tf.gather(rows, position), keys), self.combiner)
+
+    def _create_rows(self, unique_keys: tf.Tensor, slots: tf.Tensor) -> tf.Tensor:
+        """Assigns fresh slots to keys seen for the first time and writes their initial rows."""
+        new = slots < 0
+        new_keys = tf.boolean_mask(unique_keys, new)
+        count = tf.size(new_keys, out_type=tf.int64)
+        first = self.rows_used.value
+        tf.debugging.assert_less_equal(
+            first + count, tf.constant(self.capacity, tf.int64),
+            message=f"HeraldEmbedding '{self.name}' is full: more distinct keys than its capacity "
+            f"({self.capacity}). Raise capacity.",
+        )
+        new_slots = first + tf.range(count, dtype=tf.int64)
+        with tf.control_dependencies([self.key_to_slot.insert(new_keys, new_slots)]):
+            self.rows_used.assign_add(count)
+        rows = ops.init_rows(new_keys, self.output_dim, self.table.seed, self.table.initializer)
+        state = tf.fill([count, self.table.state_width], _initial_state(self.table.optimizer))
+        with tf.control_dependencies([
+            ops.scatter_rows(self.storage, new_slots, rows),
+            ops.scatter_rows(self.optimizer_state, new_slots, state)
+            if self.table.state_width else tf.no_op(),
+        ]):
+            filled = tf.tensor_scatter_nd_update(
+                slots, tf.where(new), new_slots
+            )
+            return tf.identity(filled)
+
+    def apply_embedding_gradients(self, gradient: tf.IndexedSlices, learning_rate: Any = None) -> Any:
+        """Applies this step's (deduplicated) storage gradient with the table's sparse optimizer."""
+        return ops.sparse_apply(
+            self.storage, self.optimizer_state, self.versions, gradient.indices, gradient.values,
+            self.table.optimizer, learning_rate,
+        )
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        batch = input_shape[0]
+        if self.combiner == "none" and len(input_shape) == 2:
+            return (batch, input_shape[1], self.output_dim)
+        return (batch, self.output_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({
+            "output_dim": self.output_dim,
+            "capacity": self.capacity,
+            "combiner": self.combiner,
+            "optimizer": self.table.optimizer.to_dict(),
+            "initializer": self.table.initializer.to_dict(),
+            "seed": self.table.seed,
+            "mode": self.mode,
+            "table_name": self.table.name,
+        })
+        return config
+
+
+def _initial_state(optimizer: OptimizerConfig) -> float:
+    return optimizer.initial_accumulator if optimizer.state_width_per_dim == 1 else 0.0
+
+
+def _as_int64_keys(keys: Any) -> Any:
+    if isinstance(keys, tf.RaggedTensor):
+        if keys.dtype != tf.int64:
+            raise TypeError(f"Expected int64 keys. Received: dtype={keys.dtype.name}")
+        return keys
+    keys = tf.convert_to_tensor(keys)
+    if keys.dtype != tf.int64:
+        raise TypeError(
+            f"Expected int64 keys (hash strings with tf.strings.to_hash_bucket_fast or use "
+            f"herald_tf.data readers). Received: dtype={keys.dtype.name}"
+        )
+    return keys
+
+
+def _restore(flat: tf.Tensor, keys: Any) -> Any:
+    """Puts per-key values (leading dimension = number of keys) back into the keys' structure."""
+    if isinstance(keys, tf.RaggedTensor):
+        return keys.with_values(flat)
+    return tf.reshape(flat, tf.concat([tf.shape(keys), tf.shape(flat)[1:]], 0))
+
+
+def _pool(rows: Any, combiner: str) -> tf.Tensor:
+    """Stock-TF pooling of per-key rows with the semantics of the Lookup op."""
+    if combiner == "none" or rows.shape.rank == 2:  # no pooling, or [B] keys: one row each
+        return rows
+    total = tf.reduce_sum(rows, axis=1)
+    if combiner == "sum":
+        return total
+    if isinstance(rows, tf.RaggedTensor):
+        length = tf.cast(rows.row_lengths(), tf.float32)[:, tf.newaxis]
+    else:
+        length = tf.cast(tf.shape(rows)[1], tf.float32) * tf.ones_like(total[:, :1])
+    scale = 1.0 / length if combiner == "mean" else 1.0 / tf.sqrt(length)
+    return tf.where(length > 0, total * scale, tf.zeros_like(total))

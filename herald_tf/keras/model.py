@@ -1,0 +1,87 @@
+"""``HeraldModel``: a Keras 3 model whose ``train_step`` also trains ``HeraldEmbedding`` tables.
+
+Dense weights are trained by the Keras optimizer given to ``compile`` as usual; every
+``HeraldEmbedding``'s rows are trained by herald's sparse optimizer from the deduplicated
+gradient of its storage (DESIGN §2a "Reference"). Use it like ``keras.Model`` (functional or
+subclassed); ``fit``, ``evaluate``, ``predict``, callbacks and ``steps_per_execution`` work as
+usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from herald_tf.keras.embedding import HeraldEmbedding
+
+
+def herald_embeddings(model: keras.Model) -> list[HeraldEmbedding]:
+    """Every ``HeraldEmbedding`` inside ``model`` (nested layers included), in a stable order."""
+    return [layer for layer in model._flatten_layers() if isinstance(layer, HeraldEmbedding)]
+
+
+def check_supported(model: keras.Model, optimizer: Any) -> None:
+    """Refuses, at compile time, what the sparse embedding path does not support (DESIGN §2a)."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "herald_tf needs Keras' TensorFlow backend. Received: KERAS_BACKEND="
+            f"{keras.backend.backend()}"
+        )
+    opt = keras.optimizers.get(optimizer) if optimizer is not None else None
+    if opt is not None:
+        for attr in ("clipnorm", "global_clipnorm"):
+            if getattr(opt, attr, None):
+                raise ValueError(
+                    f"herald_tf does not support {attr} across embeddings yet: the sparse "
+                    f"embedding gradients would not be clipped with the dense ones. Received: "
+                    f"{attr}={getattr(opt, attr)}"
+                )
+        if getattr(opt, "weight_decay", None):
+            raise ValueError(
+                "herald_tf does not support weight decay on embedding tables yet. Received: "
+                f"weight_decay={opt.weight_decay}"
+            )
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            raise ValueError("herald_tf does not support mixed precision (loss scaling) yet.")
+    if keras.config.dtype_policy().name != "float32":
+        raise ValueError(
+            "herald_tf does not support mixed precision yet. Received: dtype policy "
+            f"{keras.config.dtype_policy().name}"
+        )
+
+
+class HeraldModel(keras.Model):
+    """A ``keras.Model`` that trains ``HeraldEmbedding`` rows with herald's sparse optimizer."""
+
+    def compile(self, optimizer: Any = "rmsprop", *args: Any, jit_compile: Any = False,
+                **kwargs: Any) -> None:
+        check_supported(self, optimizer)
+        if jit_compile not in (False, "auto", None):
+            raise ValueError("herald_tf's ops do not run under XLA: compile with jit_compile=False.")
+        super().compile(optimizer, *args, jit_compile=False, **kwargs)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        tables = herald_embeddings(self)
+        with tf.GradientTape() as tape:
+            for table in tables:
+                tape.watch(table.storage.value)
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                     training=True)
+            self._loss_tracker.update_state(
+                keras.src.losses.loss.unscale_loss_for_distribution(loss),
+                sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
+            )
+            scaled = self.optimizer.scale_loss(loss)
+        dense = self.trainable_weights
+        storages = [table.storage.value for table in tables]
+        grads = tape.gradient(scaled, dense + storages)
+        if dense:
+            self.optimizer.apply_gradients(zip(grads[: len(dense)], dense))
+        for table, grad in zip(tables, grads[len(dense):]):
+            if grad is not None:
+                table.apply_embedding_gradients(grad)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
