@@ -1,0 +1,141 @@
+"""ctypes bindings of the parameter server's native pieces (kernels/ps/ps_api.h).
+
+``KeyIndex`` maps int64 keys to dense row indices in C++ (numpy has no hash table); rows are
+numbered in order of first insertion. It lives in the same shared library as the kernels
+(``libherald_core.so``), loaded through ``herald_tf._core.load_core``. Not thread-safe: callers
+serialise access to one index (the shard holds its lock).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+from herald_tf import _core
+from herald_tf.errors import InvalidArgumentError, LibraryNotFoundError
+
+PS_API_VERSION = 1
+
+_I64P = ctypes.POINTER(ctypes.c_int64)
+_U8P = ctypes.POINTER(ctypes.c_uint8)
+_I64 = ctypes.c_int64
+_STATUS = ctypes.POINTER(_core._Status)
+
+
+class _Api:
+    """The PS functions of the core library with their signatures declared on private handles."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        def fn(name: str, restype: type | None, *argtypes: type) -> ctypes._CFuncPtr:
+            f = ctypes.CFUNCTYPE(restype, *argtypes)((name, lib))
+            return f
+
+        try:
+            version = fn("herald_ps_api_version", ctypes.c_int)()
+        except AttributeError as e:
+            raise LibraryNotFoundError(
+                f"libherald_core.so has no parameter-server functions ({e}); it was built without "
+                "kernels/ps/*.cc. Rebuild it with `make build`."
+            ) from e
+        if version != PS_API_VERSION:
+            raise LibraryNotFoundError(
+                f"libherald_core.so implements PS API version {version}, herald_tf expects "
+                f"{PS_API_VERSION}. Rebuild it with `make build`."
+            )
+        vp = ctypes.c_void_p
+        self.create = fn("herald_ps_key_index_create", ctypes.c_int, _I64,
+                         ctypes.POINTER(vp), _STATUS)
+        self.destroy = fn("herald_ps_key_index_destroy", None, vp)
+        self.size = fn("herald_ps_key_index_size", ctypes.c_int64, vp)
+        self.lookup = fn("herald_ps_key_index_lookup", ctypes.c_int, vp, _I64P, _I64, _I64P,
+                         _STATUS)
+        self.lookup_or_insert = fn("herald_ps_key_index_lookup_or_insert", ctypes.c_int, vp,
+                                   _I64P, _I64, _I64P, _U8P, _I64P, _STATUS)
+        self.export = fn("herald_ps_key_index_export", ctypes.c_int, vp, _I64P, _I64, _STATUS)
+        self.find_duplicate = fn("herald_ps_find_duplicate", ctypes.c_int, _I64P, _I64, _I64P,
+                                 _I64P, _STATUS)
+
+
+@functools.cache
+def api() -> _Api:
+    """The PS part of the core library (loaded once)."""
+    return _Api(_core.load_core())
+
+
+def _keys(keys: np.ndarray) -> np.ndarray:
+    keys = np.asarray(keys)
+    if keys.dtype != np.int64 or keys.ndim != 1:
+        raise InvalidArgumentError(
+            f"Expected keys to be a 1-D int64 array. Received: dtype={keys.dtype}, "
+            f"shape={keys.shape}"
+        )
+    return np.ascontiguousarray(keys)
+
+
+def _p(a: np.ndarray, ctype: type) -> ctypes._Pointer:
+    return a.ctypes.data_as(ctypes.POINTER(ctype))
+
+
+class KeyIndex:
+    """An int64 key → dense row index map (C++), rows numbered in order of first insertion."""
+
+    def __init__(self, capacity_hint: int = 0) -> None:
+        self._api = api()
+        handle = ctypes.c_void_p()
+        st = _core._Status()
+        _core._check(self._api.create(int(capacity_hint), ctypes.byref(handle),
+                                      ctypes.byref(st)), st)
+        self._handle = handle
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None and handle.value:
+            self._api.destroy(handle)
+            self._handle = None
+
+    def __len__(self) -> int:
+        return int(self._api.size(self._handle))
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each key, -1 where absent; changes nothing."""
+        keys = _keys(keys)
+        rows = np.empty(keys.shape[0], dtype=np.int64)
+        st = _core._Status()
+        _core._check(self._api.lookup(self._handle, _p(keys, ctypes.c_int64), keys.shape[0],
+                                      _p(rows, ctypes.c_int64), ctypes.byref(st)), st)
+        return rows
+
+    def lookup_or_insert(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, is_new): absent keys get the next rows; is_new marks their first appearance."""
+        keys = _keys(keys)
+        n = keys.shape[0]
+        rows = np.empty(n, dtype=np.int64)
+        is_new = np.empty(n, dtype=np.uint8)
+        num_new = ctypes.c_int64(0)
+        st = _core._Status()
+        _core._check(self._api.lookup_or_insert(
+            self._handle, _p(keys, ctypes.c_int64), n, _p(rows, ctypes.c_int64),
+            _p(is_new, ctypes.c_uint8), ctypes.byref(num_new), ctypes.byref(st)), st)
+        return rows, is_new.view(np.bool_)
+
+    def keys(self) -> np.ndarray:
+        """Every key, in row order (row r holds keys()[r])."""
+        n = len(self)
+        out = np.empty(n, dtype=np.int64)
+        st = _core._Status()
+        _core._check(self._api.export(self._handle, _p(out, ctypes.c_int64), n,
+                                      ctypes.byref(st)), st)
+        return out
+
+
+def find_duplicate(keys: np.ndarray) -> tuple[int, int] | None:
+    """(earlier position, later position) of the first repeated key, or None if all distinct."""
+    keys = _keys(keys)
+    dup = ctypes.c_int64(-1)
+    first = ctypes.c_int64(-1)
+    st = _core._Status()
+    _core._check(api().find_duplicate(_p(keys, ctypes.c_int64), keys.shape[0], ctypes.byref(dup),
+                                      ctypes.byref(first), ctypes.byref(st)), st)
+    return None if dup.value < 0 else (int(first.value), int(dup.value))

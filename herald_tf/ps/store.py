@@ -1,0 +1,379 @@
+"""One parameter-server shard: named tables, the push aggregation protocol, waits, stats.
+
+``ShardStore`` is the row-serving core, free of gRPC and TensorFlow, so a PS process wraps it in
+a gRPC service (herald_tf/ps/service.py) and a worker that owns rows can serve them with the
+same code (DESIGN §3). All methods are thread-safe (one lock per shard; waits release it).
+
+Step protocol (DESIGN §2a Aggregation). Steps are numbered 0, 1, 2, ... (a restored shard
+continues after its checkpoint's step). Each of the N workers sends exactly one push per
+(shard, step), possibly empty. A push is validated completely on arrival (unknown table, dtype,
+shape, non-finite gradient, duplicate keys, a step already applied or pushed by that rank, a
+learning rate differing from the other ranks') and either refused with nothing recorded or
+recorded. When all N pushes of step ``applied_step + 1`` are there, the shard sums each key's
+gradients in rank order and applies the optimizer once (``_core.sparse_apply``); pushes of later
+steps (up to ``push_window`` ahead) wait their turn. Nothing blocks on a missing push except
+callers that ask to wait (``push(wait_applied=True)``, ``pull(min_versions=...)``,
+``checkpoint``), and they get ``DeadlineExceededError`` naming the missing ranks when their
+deadline passes; the pending step stays pending, so a late worker can still complete it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from herald_tf.config import TableConfig
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps.errors import DeadlineExceededError, FailedPreconditionError
+from herald_tf.ps.table import TableShard, check_keys, check_rows
+
+DEFAULT_WAIT_S = 60.0
+
+
+@dataclasses.dataclass
+class PushEntry:
+    """The gradients of one table in one push: distinct keys, (n, dim) float32, step's lr."""
+
+    table: str
+    keys: np.ndarray
+    grads: np.ndarray
+    learning_rate: float
+
+
+@dataclasses.dataclass
+class _PendingStep:
+    first_arrival: float
+    pushes: dict[int, list[PushEntry]] = dataclasses.field(default_factory=dict)
+    learning_rates: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class PullResult:
+    """Rows of a pull, in request order for the positions listed.
+
+    Args:
+        positions: (m,) int64 positions in the request of the rows returned (all of them unless
+            ``have_versions`` filtered some out).
+        values: (m, dim) float32.
+        state: (m, state_width) float32, or None when not asked for.
+        versions: (m,) int64.
+    """
+
+    positions: np.ndarray
+    values: np.ndarray
+    state: np.ndarray | None
+    versions: np.ndarray
+
+
+class ShardStore:
+    """Shard ``shard_index`` of ``num_shards``: tables, step aggregation and row service."""
+
+    def __init__(self, shard_index: int = 0, num_shards: int = 1, num_workers: int | None = None,
+                 push_window: int = 8, wait_s: float = DEFAULT_WAIT_S) -> None:
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"Expected 0 <= shard_index < num_shards. Received: "
+                             f"shard_index={shard_index}, num_shards={num_shards}")
+        self.shard_index = shard_index
+        self.num_shards = num_shards
+        self.num_workers = num_workers
+        self.push_window = push_window
+        self.wait_s = wait_s
+        self.tables: dict[str, TableShard] = {}
+        self.applied_step = -1
+        self._pending: dict[int, _PendingStep] = {}
+        self._cond = threading.Condition()
+        self._started = time.time()
+        self._counters = {k: 0 for k in (
+            "pull_requests", "push_requests", "flush_requests", "rows_pulled", "rows_pushed",
+            "rows_updated", "rows_flushed", "steps_applied", "errors")}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> TableShard:
+        table = self.tables.get(name)
+        if table is None:
+            known = ", ".join(sorted(self.tables)) or "none"
+            raise InvalidArgumentError(
+                f"Expected a table this PS holds ({known}). Received: table='{name}'. Connect "
+                "with the table's config first."
+            )
+        return table
+
+    def _wait(self, ready: Any, deadline: float, what: Any) -> None:
+        """Waits (lock held) until ready() or the deadline; raises with what() on timeout."""
+        while not ready():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceededError(what())
+            self._cond.wait(timeout=left)
+
+    def _missing(self, step: int) -> str:
+        pending = self._pending.get(step)
+        have = set(pending.pushes) if pending else set()
+        missing = [r for r in range(self.num_workers or 0) if r not in have]
+        return f"step {step} still waits for pushes from ranks {missing}"
+
+    # -- control -------------------------------------------------------------------------------
+
+    def connect(self, tables: Sequence[TableConfig], num_workers: int | None = None,
+                rank: int | None = None) -> dict[str, Any]:
+        """Registers a worker's tables: creates unknown ones, refuses any config mismatch.
+
+        The first connect that names ``num_workers`` fixes it (unless the server was started
+        with it); a different value later is refused. Nothing changes on a refusal.
+        """
+        with self._cond:
+            if num_workers is not None:
+                if not isinstance(num_workers, int) or num_workers <= 0:
+                    raise InvalidArgumentError(
+                        f"Expected num_workers > 0. Received: num_workers={num_workers!r}")
+                if self.num_workers is not None and self.num_workers != num_workers:
+                    raise FailedPreconditionError(
+                        f"Expected num_workers={self.num_workers} (this PS's cluster). Received: "
+                        f"num_workers={num_workers}")
+            if rank is not None and num_workers is not None and not 0 <= rank < num_workers:
+                raise InvalidArgumentError(
+                    f"Expected 0 <= rank < {num_workers}. Received: rank={rank}")
+            for cfg in tables:
+                have = self.tables.get(cfg.name)
+                if have is not None and have.config != cfg:
+                    raise FailedPreconditionError(
+                        f"Expected table '{cfg.name}' to match the PS's config "
+                        f"{have.config.to_dict()}. Received: {cfg.to_dict()}. Every worker must "
+                        "use the same dim, seed, initializer and optimizer."
+                    )
+            if num_workers is not None:
+                self.num_workers = num_workers
+            for cfg in tables:
+                if cfg.name not in self.tables:
+                    self.tables[cfg.name] = TableShard(cfg)
+            return self.health()
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and progress: shard, applied step, pending steps and their missing ranks."""
+        with self._cond:
+            now = time.time()
+            return {
+                "ok": True,
+                "shard_index": self.shard_index,
+                "num_shards": self.num_shards,
+                "num_workers": self.num_workers,
+                "applied_step": self.applied_step,
+                "tables": sorted(self.tables),
+                "pending_steps": {
+                    str(step): {"ranks": sorted(p.pushes), "age_s": round(now - p.first_arrival, 3)}
+                    for step, p in sorted(self._pending.items())
+                },
+                "uptime_s": round(now - self._started, 3),
+            }
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and per-table sizes (rows and bytes held)."""
+        with self._cond:
+            tables = {}
+            for name, t in self.tables.items():
+                n = t.size
+                tables[name] = {"rows": n, "bytes": n * (4 * (t.dim + t.state_width) + 8),
+                                "dim": t.dim, "state_width": t.state_width}
+            return {**self._counters, "applied_step": self.applied_step, "tables": tables,
+                    "shard_index": self.shard_index, "num_shards": self.num_shards}
+
+    def count_error(self) -> None:
+        """Counts one refused request (called by the service)."""
+        with self._cond:
+            self._counters["errors"] += 1
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def pull(self, table: str, keys: np.ndarray, have_versions: np.ndarray | None = None,
+             min_versions: np.ndarray | None = None, with_state: bool = False,
+             timeout: float | None = None) -> PullResult:
+        """Rows of ``keys`` (duplicates allowed); absent rows read as initial rows, version 0.
+
+        ``min_versions``: wait until every row's version is at least this (DESIGN §2a), up to
+        ``timeout`` seconds. ``have_versions``: return only rows whose version is greater (the
+        caller's copies of the others are current).
+        """
+        keys = check_keys(keys, "pulled keys", unique=False)
+        n = keys.shape[0]
+        for what, arr in (("have_versions", have_versions), ("min_versions", min_versions)):
+            if arr is not None and (not isinstance(arr, np.ndarray) or arr.dtype != np.int64
+                                    or arr.shape != (n,)):
+                raise InvalidArgumentError(
+                    f"Expected {what} as ({n},) int64, one per key. Received: "
+                    f"{getattr(arr, 'dtype', type(arr))}{getattr(arr, 'shape', '')}")
+        with self._cond:
+            t = self._table(table)
+            if min_versions is not None and n:
+                deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
+
+                def short() -> str:
+                    v = t.versions_of(keys)
+                    i = int(np.flatnonzero(v < min_versions)[0])
+                    nxt = self.applied_step + 1
+                    return (f"pull of table '{table}' waited for key {int(keys[i])} to reach "
+                            f"version {int(min_versions[i])} (it is at {int(v[i])}); "
+                            f"{self._missing(nxt)}")
+
+                self._wait(lambda: bool((t.versions_of(keys) >= min_versions).all()), deadline,
+                           short)
+            values, state, versions = t.read(keys, with_state)
+            self._counters["pull_requests"] += 1
+            if have_versions is not None:
+                positions = np.flatnonzero(versions > have_versions).astype(np.int64)
+                if positions.shape[0] != n:
+                    values, versions = values[positions], versions[positions]
+                    state = state[positions] if state is not None else None
+            else:
+                positions = np.arange(n, dtype=np.int64)
+            self._counters["rows_pulled"] += int(positions.shape[0])
+            return PullResult(positions, values, state, versions)
+
+    def versions(self, table: str, keys: np.ndarray) -> np.ndarray:
+        """Version of every key (0 for a row never written)."""
+        keys = check_keys(keys, "keys", unique=False)
+        with self._cond:
+            return self._table(table).versions_of(keys)
+
+    def flush(self, table: str, keys: np.ndarray, values: np.ndarray, state: np.ndarray | None,
+              versions: np.ndarray) -> None:
+        """Writes back dirty rows (value, optimizer state, version); versions never go back."""
+        with self._cond:
+            t = self._table(table)
+            keys, values, state, versions = t.check_flush(keys, values, state, versions)
+            t.write(keys, values, state, versions)
+            self._counters["flush_requests"] += 1
+            self._counters["rows_flushed"] += int(keys.shape[0])
+            self._cond.notify_all()
+
+    def push(self, step: int, rank: int, entries: Sequence[PushEntry], wait_applied: bool = False,
+             timeout: float | None = None) -> int:
+        """Records rank's one push of ``step`` (see the module docstring); returns applied step.
+
+        With ``wait_applied`` it returns only once the step is applied, or raises
+        ``DeadlineExceededError`` after ``timeout`` seconds (the push stays recorded).
+        """
+        with self._cond:
+            checked = self._check_push(step, rank, entries)
+            pending = self._pending.get(step)
+            if pending is None:
+                pending = self._pending[step] = _PendingStep(time.time())
+            pending.pushes[rank] = checked
+            for e in checked:
+                pending.learning_rates.setdefault(e.table, e.learning_rate)
+            self._counters["push_requests"] += 1
+            self._counters["rows_pushed"] += sum(int(e.keys.shape[0]) for e in checked)
+            self._apply_ready()
+            if wait_applied:
+                deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
+                self._wait(lambda: self.applied_step >= step, deadline,
+                           lambda: self._missing(min(step, self.applied_step + 1)))
+            return self.applied_step
+
+    def _check_push(self, step: int, rank: int, entries: Sequence[PushEntry]) -> list[PushEntry]:
+        if self.num_workers is None:
+            raise FailedPreconditionError(
+                "Expected the number of workers to be known before a push. Connect with "
+                "num_workers first (or start the PS with --num-workers).")
+        if not isinstance(rank, int) or not 0 <= rank < self.num_workers:
+            raise InvalidArgumentError(
+                f"Expected 0 <= rank < {self.num_workers}. Received: rank={rank!r}")
+        if not isinstance(step, int) or step <= self.applied_step:
+            raise FailedPreconditionError(
+                f"Expected a step after {self.applied_step}, the last one this shard applied. "
+                f"Received: step={step!r} from rank {rank}. Each worker sends exactly one push "
+                "per (shard, step), in step order.")
+        if step > self.applied_step + self.push_window:
+            raise FailedPreconditionError(
+                f"Expected a step at most {self.push_window} ahead of the applied step "
+                f"{self.applied_step}. Received: step={step} from rank {rank}; "
+                f"{self._missing(self.applied_step + 1)}")
+        pending = self._pending.get(step)
+        if pending is not None and rank in pending.pushes:
+            raise FailedPreconditionError(
+                f"Expected one push per (shard, step). Received: a second push of step {step} "
+                f"from rank {rank}")
+        seen: set[str] = set()
+        out = []
+        for e in entries:
+            t = self._table(e.table)
+            if e.table in seen:
+                raise InvalidArgumentError(
+                    f"Expected each table at most once in a push. Received: '{e.table}' twice")
+            seen.add(e.table)
+            keys = check_keys(e.keys, f"pushed keys of table '{e.table}'", unique=True)
+            grads = check_rows(e.grads, keys.shape[0], t.dim, "gradients", e.table)
+            lr = float(e.learning_rate)
+            if not math.isfinite(lr) or lr < 0:
+                raise InvalidArgumentError(
+                    f"Expected a finite learning rate >= 0 for table '{e.table}'. Received: {lr}")
+            if pending is not None and e.table in pending.learning_rates and \
+                    pending.learning_rates[e.table] != np.float32(lr):
+                raise FailedPreconditionError(
+                    f"Expected every rank to push step {step} of table '{e.table}' with learning "
+                    f"rate {pending.learning_rates[e.table]}. Received: {lr} from rank {rank}")
+            out.append(PushEntry(e.table, keys, grads, float(np.float32(lr))))
+        return out
+
+    def _apply_ready(self) -> None:
+        """Applies every complete step in order (lock held)."""
+        while True:
+            step = self.applied_step + 1
+            pending = self._pending.get(step)
+            if pending is None or len(pending.pushes) < (self.num_workers or 0):
+                return
+            for name in sorted(pending.learning_rates):
+                keys, grads = [], []
+                for r in range(self.num_workers or 0):
+                    for e in pending.pushes[r]:
+                        if e.table == name:
+                            keys.append(e.keys)
+                            grads.append(e.grads)
+                self._counters["rows_updated"] += self.tables[name].apply(
+                    keys, grads, pending.learning_rates[name])
+            del self._pending[step]
+            self.applied_step = step
+            self._counters["steps_applied"] += 1
+            self._cond.notify_all()
+
+    # -- checkpoints (file format in herald_tf/ps/checkpoint.py) --------------------------------
+
+    def snapshot(self, step: int, timeout: float | None = None) -> dict[str, Any]:
+        """A consistent copy of every row as of ``step`` (waits until applied, up to timeout)."""
+        with self._cond:
+            deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
+            self._wait(lambda: self.applied_step >= step, deadline,
+                       lambda: f"checkpoint of step {step}: "
+                               f"{self._missing(self.applied_step + 1)}")
+            if self.applied_step != step:
+                raise FailedPreconditionError(
+                    f"Expected to checkpoint the step this shard applied last. Received: step="
+                    f"{step}, but shard {self.shard_index} already applied step "
+                    f"{self.applied_step}")
+            return {
+                "step": step,
+                "num_workers": self.num_workers,
+                "tables": {name: (t.config, t.export()) for name, t in self.tables.items()},
+            }
+
+    def replace(self, step: int, tables: dict[str, tuple[TableConfig, dict[str, np.ndarray]]],
+                num_workers: int | None) -> None:
+        """Replaces all state by restored rows (pending pushes are dropped)."""
+        new_tables = {}
+        for name, (cfg, arrays) in tables.items():
+            t = TableShard(cfg, capacity_hint=max(16, int(arrays["keys"].shape[0])))
+            t.load(arrays["keys"], arrays["values"], arrays["state"], arrays["versions"])
+            new_tables[name] = t
+        with self._cond:
+            self.tables = new_tables
+            self.applied_step = step
+            self._pending.clear()
+            if num_workers is not None:
+                self.num_workers = num_workers
+            self._cond.notify_all()

@@ -1,0 +1,223 @@
+"""One shard of one embedding table: key index (C++), growable row storage, and its updates.
+
+A row is (value[dim], optimizer state[state_width], version). Rows are created on first write
+(push or flush) with the deterministic initializer (herald_tf._core.init_rows) and the
+optimizer's initial state; a read of an absent key returns that initial row with version 0 and
+creates nothing. Updates use herald_tf._core.sparse_apply, the kernel the worker runs. Every
+method validates its whole request before changing anything and does per-key work in C++ or
+vectorised numpy. Not thread-safe: the owning ``ShardStore`` serialises calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from herald_tf import _core
+from herald_tf.config import TableConfig
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps._native import KeyIndex, find_duplicate
+from herald_tf.ps.errors import FailedPreconditionError
+
+
+def check_keys(keys: np.ndarray, what: str, unique: bool) -> np.ndarray:
+    """A 1-D int64 key array (optionally required distinct), else ``InvalidArgumentError``."""
+    if not isinstance(keys, np.ndarray) or keys.dtype != np.int64 or keys.ndim != 1:
+        raise InvalidArgumentError(
+            f"Expected {what} to be a 1-D int64 array. Received: "
+            f"dtype={getattr(keys, 'dtype', type(keys))}, shape={getattr(keys, 'shape', None)}"
+        )
+    keys = np.ascontiguousarray(keys)
+    if unique:
+        dup = find_duplicate(keys)
+        if dup is not None:
+            raise InvalidArgumentError(
+                f"Expected distinct {what} (sum gradients per key first). Received: key "
+                f"{int(keys[dup[0]])} at positions {dup[0]} and {dup[1]}"
+            )
+    return keys
+
+
+def check_rows(rows: np.ndarray, n: int, width: int, what: str, table: str,
+               finite: bool = True) -> np.ndarray:
+    """A (n, width) float32 array with finite values, else ``InvalidArgumentError``."""
+    if not isinstance(rows, np.ndarray) or rows.dtype != np.float32:
+        raise InvalidArgumentError(
+            f"Expected {what} of table '{table}' to be float32. Received: "
+            f"dtype={getattr(rows, 'dtype', type(rows))}"
+        )
+    if rows.shape != (n, width):
+        raise InvalidArgumentError(
+            f"Expected {what} of table '{table}' with shape ({n}, {width}). Received: "
+            f"shape={rows.shape}"
+        )
+    rows = np.ascontiguousarray(rows)
+    if finite and rows.size and not np.isfinite(rows).all():
+        bad = int(np.flatnonzero(~np.isfinite(rows.reshape(-1)))[0])
+        raise InvalidArgumentError(
+            f"Expected finite {what} for table '{table}'. Received: {rows.reshape(-1)[bad]} at "
+            f"row {bad // max(width, 1)}, column {bad % max(width, 1)}"
+        )
+    return rows
+
+
+class TableShard:
+    """The rows of one table that live on one shard."""
+
+    def __init__(self, config: TableConfig, capacity_hint: int = 1024) -> None:
+        self.config = config
+        self.dim = config.dim
+        self.state_width = config.state_width
+        self.index = KeyIndex(capacity_hint)
+        cap = max(int(capacity_hint), 16)
+        self.values = np.empty((cap, self.dim), dtype=np.float32)
+        self.state = np.empty((cap, self.state_width), dtype=np.float32)
+        self.versions = np.zeros(cap, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        """Number of rows held."""
+        return len(self.index)
+
+    def _reserve(self, total: int) -> None:
+        cap = self.values.shape[0]
+        if total <= cap:
+            return
+        new_cap = max(total, 2 * cap)
+        for name in ("values", "state", "versions"):
+            old = getattr(self, name)
+            new = np.zeros((new_cap,) + old.shape[1:], dtype=old.dtype)
+            new[: self.size] = old[: self.size]
+            setattr(self, name, new)
+
+    def _rows_creating(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of ``keys``, creating absent ones (initial value, initial state, version 0)."""
+        before = self.size
+        self._reserve(before + keys.shape[0])
+        rows, is_new = self.index.lookup_or_insert(keys)
+        if is_new.any():
+            new_keys = keys[is_new]
+            new_rows = rows[is_new]  # == before, before + 1, ... in order
+            cfg = self.config
+            self.values[new_rows] = _core.init_rows(cfg.initializer, cfg.seed, new_keys, self.dim)
+            if self.state_width:
+                self.state[new_rows] = _core.init_state(cfg.optimizer, new_keys.shape[0], self.dim)
+            self.versions[new_rows] = 0
+        return rows
+
+    def versions_of(self, keys: np.ndarray) -> np.ndarray:
+        """Version of every key (0 for an absent row)."""
+        rows = self.index.lookup(keys)
+        out = np.zeros(keys.shape[0], dtype=np.int64)
+        present = rows >= 0
+        out[present] = self.versions[rows[present]]
+        return out
+
+    def read(self, keys: np.ndarray, with_state: bool) -> tuple[np.ndarray, np.ndarray | None,
+                                                                np.ndarray]:
+        """(values, state or None, versions) of ``keys``; absent rows read as initial rows."""
+        rows = self.index.lookup(keys)
+        present = rows >= 0
+        n = keys.shape[0]
+        values = np.empty((n, self.dim), dtype=np.float32)
+        versions = np.zeros(n, dtype=np.int64)
+        state = np.empty((n, self.state_width), dtype=np.float32) if with_state else None
+        if present.all():
+            np.take(self.values, rows, axis=0, out=values)
+            np.take(self.versions, rows, out=versions)
+            if state is not None:
+                np.take(self.state, rows, axis=0, out=state)
+            return values, state, versions
+        pr = rows[present]
+        values[present] = self.values[pr]
+        versions[present] = self.versions[pr]
+        absent = ~present
+        cfg = self.config
+        values[absent] = _core.init_rows(cfg.initializer, cfg.seed, keys[absent], self.dim)
+        if state is not None:
+            state[present] = self.state[pr]
+            if self.state_width:
+                state[absent] = _core.init_state(cfg.optimizer, int(absent.sum()), self.dim)
+        return values, state, versions
+
+    def check_flush(self, keys: np.ndarray, values: np.ndarray, state: np.ndarray | None,
+                    versions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                   np.ndarray]:
+        """Validates a flush (distinct keys, shapes, finite, version not behind the server's)."""
+        name = self.config.name
+        keys = check_keys(keys, f"flushed keys of table '{name}'", unique=True)
+        n = keys.shape[0]
+        values = check_rows(values, n, self.dim, "flushed values", name)
+        if self.state_width:
+            if state is None:
+                raise InvalidArgumentError(
+                    f"Expected optimizer state with each flushed row of table '{name}' "
+                    f"({self.state_width} floats per row). Received: none"
+                )
+            state = check_rows(state, n, self.state_width, "flushed optimizer state", name)
+        if not isinstance(versions, np.ndarray) or versions.dtype != np.int64 or \
+                versions.shape != (n,):
+            raise InvalidArgumentError(
+                f"Expected flushed versions of table '{name}' as ({n},) int64. Received: "
+                f"{getattr(versions, 'dtype', type(versions))}{getattr(versions, 'shape', '')}"
+            )
+        current = self.versions_of(keys)
+        behind = versions < current
+        if behind.any():
+            i = int(np.flatnonzero(behind)[0])
+            raise FailedPreconditionError(
+                f"Expected flushed rows at least as new as the server's. Received: key "
+                f"{int(keys[i])} of table '{name}' with version {int(versions[i])}, the server "
+                f"holds version {int(current[i])} (a stale write-back would lose updates)"
+            )
+        return keys, values, state, versions
+
+    def write(self, keys: np.ndarray, values: np.ndarray, state: np.ndarray | None,
+              versions: np.ndarray) -> None:
+        """Stores validated rows (value, state, version), creating absent ones."""
+        rows = self._rows_creating(keys)
+        self.values[rows] = values
+        if self.state_width and state is not None:
+            self.state[rows] = state
+        self.versions[rows] = versions
+
+    def apply(self, keys_by_rank: list[np.ndarray], grads_by_rank: list[np.ndarray],
+              learning_rate: float) -> int:
+        """Sums validated gradients in rank order and applies the optimizer once per key.
+
+        Each rank's keys are distinct; a key's summed gradient is ((g_r0 + g_r1) + g_r2) ... in
+        increasing rank order, so the result does not depend on arrival order. Returns the number
+        of rows updated.
+        """
+        all_keys = np.concatenate(keys_by_rank) if keys_by_rank else np.empty(0, np.int64)
+        if all_keys.shape[0] == 0:
+            return 0
+        rows = self._rows_creating(all_keys)
+        unique_rows, inverse = np.unique(rows, return_inverse=True)
+        summed = np.zeros((unique_rows.shape[0], self.dim), dtype=np.float32)
+        start = 0
+        for grads in grads_by_rank:
+            n = grads.shape[0]
+            summed[inverse[start:start + n]] += grads
+            start += n
+        _core.sparse_apply(self.config.optimizer, self.values, self.state, self.versions,
+                           unique_rows, summed, learning_rate=learning_rate)
+        return int(unique_rows.shape[0])
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Copies of every row: keys, values, state, versions (row order)."""
+        n = self.size
+        return {
+            "keys": self.index.keys(),
+            "values": self.values[:n].copy(),
+            "state": self.state[:n].copy(),
+            "versions": self.versions[:n].copy(),
+        }
+
+    def load(self, keys: np.ndarray, values: np.ndarray, state: np.ndarray,
+             versions: np.ndarray) -> None:
+        """Inserts rows exported by ``export`` (keys distinct, not yet present)."""
+        rows = self._rows_creating(keys)
+        self.values[rows] = values
+        if self.state_width:
+            self.state[rows] = state
+        self.versions[rows] = versions

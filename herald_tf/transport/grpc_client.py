@@ -1,0 +1,175 @@
+"""gRPC implementation of the ``Transport`` (one channel per shard, raw-bytes chunked messages).
+
+Each request carries the cluster token in its metadata; TLS is used when root certificates are
+given. gRPC deadlines are the caller's timeout plus a margin over the server-side wait, so a
+server's ``DeadlineExceededError`` (naming the missing ranks) arrives before the channel's own.
+Byte counters count the bytes fields actually put into / read from the messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+
+from herald_tf.errors import HeraldError
+from herald_tf.ps.errors import ERROR_BY_GRPC_CODE, PsError
+from herald_tf.transport import herald_ps_pb2 as pb
+from herald_tf.transport import herald_ps_pb2_grpc as pb_grpc
+from herald_tf.transport import wire
+from herald_tf.transport.grpc_server import TOKEN_METADATA
+from herald_tf.transport.sharded import PullPart, ShardedTransport
+from herald_tf.transport.types import FaultInjection
+
+DEFAULT_TIMEOUT_S = 120.0
+DEADLINE_MARGIN_S = 10.0
+
+
+def _error(e: grpc.RpcError) -> HeraldError:
+    code = e.code().name if hasattr(e, "code") and e.code() is not None else "UNKNOWN"
+    details = e.details() if hasattr(e, "details") else str(e)
+    cls = ERROR_BY_GRPC_CODE.get(code, PsError)
+    if code == "DEADLINE_EXCEEDED" and "waited" not in (details or "") and \
+            "still waits" not in (details or ""):
+        details = f"gRPC deadline exceeded: {details}"
+    return cls(details or code)
+
+
+class GrpcTransport(ShardedTransport):
+    """Client of PS shards at ``addresses`` ("host:port", shard i at addresses[i])."""
+
+    def __init__(self, addresses: Sequence[str], token: str, *,
+                 root_certificates: bytes | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+                 faults: FaultInjection | None = None, retries: int = 3) -> None:
+        super().__init__(len(addresses), faults=faults, retries=retries)
+        self.addresses = list(addresses)
+        self._metadata = ((TOKEN_METADATA, token),)
+        self._timeout_s = timeout_s
+        self._chunk_bytes = chunk_bytes
+        self._channels = []
+        self._stubs = []
+        for address in self.addresses:
+            if root_certificates is not None:
+                creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+                channel = grpc.secure_channel(address, creds, options=wire.GRPC_OPTIONS)
+            else:
+                channel = grpc.insecure_channel(address, options=wire.GRPC_OPTIONS)
+            self._channels.append(channel)
+            self._stubs.append(pb_grpc.ParameterServerStub(channel))
+
+    def _deadline(self, timeout: float | None) -> float:
+        return (self._timeout_s if timeout is None else timeout) + DEADLINE_MARGIN_S
+
+    def _call(self, fn: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return fn(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def _count_sent(self, msg: Any, **kinds: int) -> Any:
+        self.counters.add(wire=msg.ByteSize(), **kinds)
+        return msg
+
+    def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
+                    need: np.ndarray | None, with_state: bool,
+                    timeout: float | None) -> PullPart:
+        row_bytes = 8 * (1 + (have is not None) + (need is not None))
+
+        def requests() -> Iterator[pb.PullRequest]:
+            for b, e in wire.row_ranges(keys.shape[0], row_bytes, self._chunk_bytes):
+                k = wire.to_bytes(keys[b:e])
+                h = wire.to_bytes(None if have is None else have[b:e])
+                m = wire.to_bytes(None if need is None else need[b:e])
+                yield self._count_sent(
+                    pb.PullRequest(table=table, keys=k, have_versions=h, min_versions=m,
+                                   with_state=with_state, timeout_s=timeout or 0.0),
+                    keys=len(k), control=len(h) + len(m))
+
+        try:
+            replies = list(self._stubs[shard].Pull(requests(), timeout=self._deadline(timeout),
+                                                   metadata=self._metadata))
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        pos, val, st, ver = [], [], [], []
+        dim = width = 0
+        for r in replies:
+            self.counters.add(pulled_rows=len(r.positions) + len(r.values) + len(r.state)
+                              + len(r.versions), wire=r.ByteSize())
+            pos.append(r.positions)
+            val.append(r.values)
+            st.append(r.state)
+            ver.append(r.versions)
+            dim, width = r.dim, r.state_width
+        positions = wire.from_bytes(wire.join(pos), np.int64, "positions")
+        values = wire.from_bytes(wire.join(val), np.float32, "values", dim)
+        state = wire.from_bytes(wire.join(st), np.float32, "state", width) if with_state \
+            and width else (np.zeros((positions.shape[0], 0), np.float32) if with_state else None)
+        versions = wire.from_bytes(wire.join(ver), np.int64, "versions")
+        return positions, values, state, versions
+
+    def _push_shard(self, shard: int, step: int, rank: int,
+                    entries: list[tuple[str, np.ndarray, np.ndarray, float]],
+                    wait_applied: bool, timeout: float | None) -> int:
+        def requests() -> Iterator[pb.PushRequest]:
+            if not entries:
+                yield self._count_sent(pb.PushRequest(step=step, rank=rank,
+                                                      wait_applied=wait_applied,
+                                                      timeout_s=timeout or 0.0))
+            for table, keys, grads, lr in entries:
+                row_bytes = 8 + 4 * grads.shape[1]
+                for b, e in wire.row_ranges(keys.shape[0], row_bytes, self._chunk_bytes):
+                    k = wire.to_bytes(keys[b:e])
+                    g = wire.to_bytes(grads[b:e])
+                    yield self._count_sent(
+                        pb.PushRequest(step=step, rank=rank, table=table, learning_rate=lr,
+                                       keys=k, grads=g, wait_applied=wait_applied,
+                                       timeout_s=timeout or 0.0),
+                        keys=len(k), pushed_gradients=len(g))
+
+        reply = self._call(self._stubs[shard].Push, requests(), timeout)
+        self.counters.add(wire=reply.ByteSize())
+        return int(reply.applied_step)
+
+    def _flush_shard(self, shard: int, table: str, keys: np.ndarray, values: np.ndarray,
+                     state: np.ndarray | None, versions: np.ndarray) -> None:
+        row_bytes = 16 + 4 * values.shape[1] + (4 * state.shape[1] if state is not None else 0)
+
+        def requests() -> Iterator[pb.FlushRequest]:
+            for b, e in wire.row_ranges(keys.shape[0], row_bytes, self._chunk_bytes):
+                k = wire.to_bytes(keys[b:e])
+                v = wire.to_bytes(values[b:e])
+                s = wire.to_bytes(None if state is None else state[b:e])
+                ver = wire.to_bytes(versions[b:e])
+                yield self._count_sent(
+                    pb.FlushRequest(table=table, keys=k, values=v, state=s, versions=ver),
+                    keys=len(k), flushed_rows=len(v) + len(s) + len(ver))
+
+        self._call(self._stubs[shard].Flush, requests(), None)
+
+    def _versions_shard(self, shard: int, table: str, keys: np.ndarray) -> np.ndarray:
+        def requests() -> Iterator[pb.VersionsRequest]:
+            for b, e in wire.row_ranges(keys.shape[0], 8, self._chunk_bytes):
+                k = wire.to_bytes(keys[b:e])
+                yield self._count_sent(pb.VersionsRequest(table=table, keys=k), keys=len(k))
+
+        reply = self._call(self._stubs[shard].Versions, requests(), None)
+        self.counters.add(control=len(reply.versions), wire=reply.ByteSize())
+        return wire.from_bytes(reply.versions, np.int64, "versions").copy()
+
+    def _control_shard(self, shard: int, op: str, args: Mapping[str, Any]) -> Any:
+        payload = json.dumps(dict(args))
+        request = self._count_sent(pb.ControlRequest(op=op, json=payload),
+                                   control=len(op.encode()) + len(payload.encode()))
+        timeout = args.get("timeout_s")
+        reply = self._call(self._stubs[shard].Control, request, timeout)
+        self.counters.add(control=len(reply.json.encode()), wire=reply.ByteSize())
+        return json.loads(reply.json)
+
+    def close(self) -> None:
+        super().close()
+        for channel in self._channels:
+            channel.close()

@@ -1,0 +1,267 @@
+"""gRPC service over a ``ShardStore``: the PS process's server, also usable inside a worker.
+
+``serve()`` binds to the configured address (loopback by default), requires the cluster token on
+every call (``x-herald-token`` metadata, compared in constant time by an interceptor), optionally
+with TLS, and reports the port it bound (useful with port 0). Each RPC decodes raw-bytes chunks,
+calls the store, and maps errors to gRPC status codes with the store's message, so one bad
+request fails only its caller and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+
+from herald_tf.config import TableConfig
+from herald_tf.errors import HeraldError, InvalidArgumentError
+from herald_tf.ps import checkpoint
+from herald_tf.ps.errors import grpc_code_of
+from herald_tf.ps.store import PushEntry, ShardStore
+from herald_tf.transport import herald_ps_pb2 as pb
+from herald_tf.transport import herald_ps_pb2_grpc as pb_grpc
+from herald_tf.transport import wire
+
+TOKEN_METADATA = "x-herald-token"
+
+
+class _TokenInterceptor(grpc.ServerInterceptor):
+    """Refuses every call whose token differs from the cluster's (constant-time compare)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    def intercept_service(self, continuation: Callable, details: Any) -> Any:
+        presented = b""
+        for key, value in details.invocation_metadata or ():
+            if key == TOKEN_METADATA:
+                presented = value.encode() if isinstance(value, str) else value
+        handler = continuation(details)
+        if hmac.compare_digest(presented, self._token) or handler is None:
+            return handler
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "Expected the cluster token in the call metadata. Received: a missing "
+                          "or wrong token; pass the token the PS was started with.")
+
+        def deny_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            deny(request, context)
+            yield from ()
+
+        kind = (handler.request_streaming, handler.response_streaming)
+        make = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[kind]
+        return make(deny_stream if kind[1] else deny)
+
+
+def _abort(context: grpc.ServicerContext, store: ShardStore, error: BaseException) -> None:
+    store.count_error()
+    code = grpc_code_of(error)
+    message = str(error) if isinstance(error, HeraldError) else f"{type(error).__name__}: {error}"
+    context.abort(getattr(grpc.StatusCode, code), message)
+
+
+class ParameterServerServicer(pb_grpc.ParameterServerServicer):
+    """Serves one ``ShardStore`` (and its checkpoints under ``checkpoint_dir``)."""
+
+    def __init__(self, store: ShardStore, checkpoint_dir: str | None = None,
+                 chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES) -> None:
+        self.store = store
+        self.checkpoint_dir = checkpoint_dir
+        self.chunk_bytes = chunk_bytes
+
+    def _dims(self, table: str) -> tuple[int, int]:
+        t = self.store._table(table)
+        return t.dim, t.state_width
+
+    def Pull(self, request_iterator: Iterator[pb.PullRequest],
+             context: grpc.ServicerContext) -> Iterator[pb.PullReply]:
+        try:
+            first = None
+            keys, have, need = [], [], []
+            for req in request_iterator:
+                if first is None:
+                    first = req
+                keys.append(req.keys)
+                have.append(req.have_versions)
+                need.append(req.min_versions)
+            if first is None:
+                raise InvalidArgumentError("Expected at least one pull request chunk.")
+            k = wire.from_bytes(wire.join(keys), np.int64, "keys")
+            h = wire.join(have)
+            m = wire.join(need)
+            result = self.store.pull(
+                first.table, k,
+                have_versions=wire.from_bytes(h, np.int64, "have_versions") if h else None,
+                min_versions=wire.from_bytes(m, np.int64, "min_versions") if m else None,
+                with_state=first.with_state, timeout=first.timeout_s or None)
+            dim, width = self._dims(first.table)
+        except Exception as e:  # noqa: BLE001 - every error goes back to this caller only
+            _abort(context, self.store, e)
+            return
+        n = result.positions.shape[0]
+        row_bytes = 4 * dim + 16 + (4 * width if result.state is not None else 0)
+        for b, e in wire.row_ranges(n, row_bytes, self.chunk_bytes):
+            yield pb.PullReply(
+                positions=wire.to_bytes(result.positions[b:e]),
+                values=wire.to_bytes(result.values[b:e]),
+                state=wire.to_bytes(result.state[b:e]) if result.state is not None else b"",
+                versions=wire.to_bytes(result.versions[b:e]), dim=dim, state_width=width)
+
+    def Push(self, request_iterator: Iterator[pb.PushRequest],
+             context: grpc.ServicerContext) -> pb.PushReply:
+        try:
+            first = None
+            tables: dict[str, tuple[list[bytes], list[bytes], float]] = {}
+            for req in request_iterator:
+                if first is None:
+                    first = req
+                if req.step != first.step or req.rank != first.rank:
+                    raise InvalidArgumentError(
+                        f"Expected one step and rank per push. Received: chunks of step "
+                        f"{first.step}/rank {first.rank} and step {req.step}/rank {req.rank}")
+                if not req.table:
+                    continue
+                parts = tables.setdefault(req.table, ([], [], req.learning_rate))
+                parts[0].append(req.keys)
+                parts[1].append(req.grads)
+            if first is None:
+                raise InvalidArgumentError("Expected at least one push request chunk.")
+            entries = []
+            for name, (k, g, lr) in tables.items():
+                dim, _ = self._dims(name)
+                entries.append(PushEntry(
+                    name, wire.from_bytes(wire.join(k), np.int64, f"keys of table '{name}'"),
+                    wire.from_bytes(wire.join(g), np.float32, f"gradients of table '{name}'",
+                                    width=dim), lr))
+            applied = self.store.push(first.step, first.rank, entries,
+                                      wait_applied=first.wait_applied,
+                                      timeout=first.timeout_s or None)
+            return pb.PushReply(applied_step=applied)
+        except Exception as e:  # noqa: BLE001
+            _abort(context, self.store, e)
+
+    def Flush(self, request_iterator: Iterator[pb.FlushRequest],
+              context: grpc.ServicerContext) -> pb.FlushReply:
+        try:
+            first = None
+            parts: dict[str, list[bytes]] = {"keys": [], "values": [], "state": [],
+                                             "versions": []}
+            for req in request_iterator:
+                if first is None:
+                    first = req
+                for name, lst in parts.items():
+                    lst.append(getattr(req, name))
+            if first is None:
+                raise InvalidArgumentError("Expected at least one flush request chunk.")
+            dim, width = self._dims(first.table)
+            state = wire.join(parts["state"])
+            self.store.flush(
+                first.table, wire.from_bytes(wire.join(parts["keys"]), np.int64, "keys"),
+                wire.from_bytes(wire.join(parts["values"]), np.float32, "flushed values", dim),
+                wire.from_bytes(state, np.float32, "flushed state", width) if width else None,
+                wire.from_bytes(wire.join(parts["versions"]), np.int64, "flushed versions"))
+            return pb.FlushReply()
+        except Exception as e:  # noqa: BLE001
+            _abort(context, self.store, e)
+
+    def Versions(self, request_iterator: Iterator[pb.VersionsRequest],
+                 context: grpc.ServicerContext) -> pb.VersionsReply:
+        try:
+            first = None
+            keys = []
+            for req in request_iterator:
+                if first is None:
+                    first = req
+                keys.append(req.keys)
+            if first is None:
+                raise InvalidArgumentError("Expected at least one versions request chunk.")
+            v = self.store.versions(first.table,
+                                    wire.from_bytes(wire.join(keys), np.int64, "keys"))
+            return pb.VersionsReply(versions=wire.to_bytes(v))
+        except Exception as e:  # noqa: BLE001
+            _abort(context, self.store, e)
+
+    def Control(self, request: pb.ControlRequest,
+                context: grpc.ServicerContext) -> pb.ControlReply:
+        try:
+            args = json.loads(request.json) if request.json else {}
+            result = self.control(request.op, args)
+            return pb.ControlReply(json=json.dumps(result))
+        except Exception as e:  # noqa: BLE001
+            _abort(context, self.store, e)
+
+    def control(self, op: str, args: dict[str, Any]) -> Any:
+        """Runs one control operation (connect, health, stats, checkpoint, commit, restore)."""
+        store = self.store
+        if op == "connect":
+            tables = [TableConfig.from_dict(d) for d in args.get("tables", [])]
+            return store.connect(tables, args.get("num_workers"), args.get("rank"))
+        if op == "health":
+            return store.health()
+        if op == "stats":
+            return store.stats()
+        if op in ("checkpoint", "commit", "restore"):
+            directory = args.get("directory") or self.checkpoint_dir
+            if not directory:
+                raise InvalidArgumentError(
+                    "Expected a checkpoint directory. Received: none; start the PS with "
+                    "--checkpoint-dir or pass one.")
+            if op == "checkpoint":
+                return {"file": checkpoint.write_shard(store, directory, int(args["step"]),
+                                                       args.get("timeout_s"))}
+            if op == "commit":
+                return {"manifest": checkpoint.commit(
+                    directory, int(args["step"]), store.num_shards,
+                    [t.config.to_dict() for _, t in sorted(store.tables.items())],
+                    store.num_workers)}
+            return {"step": checkpoint.restore(store, directory, args.get("step"))}
+        raise InvalidArgumentError(
+            "Expected a control op in {connect, health, stats, checkpoint, commit, restore}. "
+            f"Received: op={op!r}")
+
+
+def serve(store: ShardStore, token: str, address: str = "127.0.0.1", port: int = 0,
+          checkpoint_dir: str | None = None, tls_cert: str | None = None,
+          tls_key: str | None = None, max_threads: int = 32,
+          chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES) -> tuple[grpc.Server, int]:
+    """Starts a gRPC server for ``store``; returns (server, bound port). Stop with server.stop()."""
+    if not token:
+        raise InvalidArgumentError("Expected a non-empty cluster token. Received: ''")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads,
+                                                    thread_name_prefix="herald-ps"),
+                         interceptors=[_TokenInterceptor(token)], options=wire.GRPC_OPTIONS)
+    pb_grpc.add_ParameterServerServicer_to_server(
+        ParameterServerServicer(store, checkpoint_dir, chunk_bytes), server)
+    target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    if tls_cert or tls_key:
+        with open(tls_key, "rb") as f:
+            key = f.read()
+        with open(tls_cert, "rb") as f:
+            cert = f.read()
+        bound = server.add_secure_port(target, grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        bound = server.add_insecure_port(target)
+    if bound == 0:
+        raise OSError(f"herald-ps could not bind {target}")
+    server.start()
+    return server, bound
+
+
+def write_port_file(path: str, port: int) -> None:
+    """Writes the bound port to ``path`` atomically (temp + rename), for launchers and tests."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,233 @@
+"""Splitting requests over shards, parallel sends, merging, retries and fault injection.
+
+``ShardedTransport`` implements the ``Transport`` contract on top of five per-shard calls that a
+concrete transport provides (gRPC in grpc_client.py, in-process in local.py). Keys are split with
+``herald_tf.ps.sharding.split_by_shard`` (vectorised), the per-shard calls run in parallel on a
+thread pool, and replies are scattered back into request order. Idempotent calls (pull,
+versions, flush, control reads) are retried on ``UnavailableError`` with exponential backoff;
+pushes and checkpoint/restore control calls never are.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps.errors import UnavailableError
+from herald_tf.ps.sharding import split_by_shard
+from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, PullRows, Transport
+
+#: Control ops that are safe to repeat.
+IDEMPOTENT_CONTROL = frozenset({"connect", "health", "stats"})
+
+PullPart = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+
+
+def _keys(keys: np.ndarray, what: str = "keys") -> np.ndarray:
+    if not isinstance(keys, np.ndarray) or keys.dtype != np.int64 or keys.ndim != 1:
+        raise InvalidArgumentError(
+            f"Expected {what} to be a 1-D int64 numpy array. Received: "
+            f"dtype={getattr(keys, 'dtype', type(keys))}, shape={getattr(keys, 'shape', None)}")
+    return np.ascontiguousarray(keys)
+
+
+def _rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
+    if not isinstance(rows, np.ndarray) or rows.dtype != np.float32 or rows.ndim != 2 or \
+            rows.shape[0] != n:
+        raise InvalidArgumentError(
+            f"Expected {what} to be a float32 array of shape ({n}, width). Received: "
+            f"dtype={getattr(rows, 'dtype', type(rows))}, shape={getattr(rows, 'shape', None)}")
+    return np.ascontiguousarray(rows)
+
+
+def _versions(v: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
+    if v is None:
+        return None
+    if not isinstance(v, np.ndarray) or v.dtype != np.int64 or v.shape != (n,):
+        raise InvalidArgumentError(
+            f"Expected {what} as a ({n},) int64 array. Received: "
+            f"dtype={getattr(v, 'dtype', type(v))}, shape={getattr(v, 'shape', None)}")
+    return np.ascontiguousarray(v)
+
+
+class ShardedTransport(Transport):
+    """Common client logic; subclasses implement the ``_*_shard`` calls and count bytes."""
+
+    def __init__(self, num_shards: int, faults: FaultInjection | None = None,
+                 retries: int = 3, backoff_s: float = 0.05, threads: int | None = None) -> None:
+        if num_shards <= 0:
+            raise ValueError(f"Expected num_shards > 0. Received: {num_shards}")
+        self.num_shards = num_shards
+        self.counters = ByteCounters()
+        self._faults_left = dict((faults or FaultInjection()).drop)
+        self._faults_lock = threading.Lock()
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._pool = ThreadPoolExecutor(max_workers=threads or max(16, 8 * num_shards),
+                                        thread_name_prefix="herald-transport")
+
+    # -- per-shard calls -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
+                    need: np.ndarray | None, with_state: bool,
+                    timeout: float | None) -> PullPart:
+        """(positions within ``keys``, values, state or None, versions) from one shard."""
+
+    @abc.abstractmethod
+    def _push_shard(self, shard: int, step: int, rank: int,
+                    entries: list[tuple[str, np.ndarray, np.ndarray, float]],
+                    wait_applied: bool, timeout: float | None) -> int:
+        """One push to one shard; returns the shard's applied step."""
+
+    @abc.abstractmethod
+    def _flush_shard(self, shard: int, table: str, keys: np.ndarray, values: np.ndarray,
+                     state: np.ndarray | None, versions: np.ndarray) -> None:
+        """Flush to one shard."""
+
+    @abc.abstractmethod
+    def _versions_shard(self, shard: int, table: str, keys: np.ndarray) -> np.ndarray:
+        """Versions from one shard."""
+
+    @abc.abstractmethod
+    def _control_shard(self, shard: int, op: str, args: Mapping[str, Any]) -> Any:
+        """One control op on one shard."""
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _attempt(self, op: str, call: Callable[[], Any], idempotent: bool) -> Any:
+        for attempt in range(self._retries + 1 if idempotent else 1):
+            try:
+                with self._faults_lock:
+                    drop = self._faults_left.get(op, 0) > 0
+                    if drop:
+                        self._faults_left[op] -= 1
+                if drop:
+                    raise UnavailableError(f"{op} request dropped by fault injection")
+                return call()
+            except UnavailableError:
+                if not idempotent or attempt == self._retries:
+                    raise
+                time.sleep(self._backoff_s * (2 ** attempt))
+        raise AssertionError("unreachable")
+
+    def _submit(self, op: str, call: Callable[[], Any], idempotent: bool) -> Any:
+        return self._pool.submit(self._attempt, op, call, idempotent)
+
+    def _pull_call(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
+                   need: np.ndarray | None, with_state: bool,
+                   timeout: float | None) -> Callable[[], PullPart]:
+        return lambda: self._pull_shard(shard, table, keys, have, need, with_state, timeout)
+
+    def _split(self, keys: np.ndarray) -> list[np.ndarray]:
+        return split_by_shard(keys, self.num_shards)
+
+    # -- Transport -----------------------------------------------------------------------------
+
+    def pull(self, table: str, keys: np.ndarray, *, have_versions: np.ndarray | None = None,
+             min_versions: np.ndarray | None = None, with_state: bool = False,
+             timeout: float | None = None) -> Handle[PullRows]:
+        keys = _keys(keys)
+        n = keys.shape[0]
+        have = _versions(have_versions, n, "have_versions")
+        need = _versions(min_versions, n, "min_versions")
+        parts = self._split(keys)
+        futures = [self._submit("pull", self._pull_call(
+            s, table, keys[pos], None if have is None else have[pos],
+            None if need is None else need[pos], with_state, timeout), idempotent=True)
+            for s, pos in enumerate(parts)]
+
+        def combine(replies: list[PullPart]) -> PullRows:
+            dim = next((r[1].shape[1] for r in replies), 0)
+            width = next((r[2].shape[1] for r in replies if r[2] is not None), 0)
+            values = np.zeros((n, dim), dtype=np.float32)
+            versions = np.full(n, -1, dtype=np.int64)
+            state = np.zeros((n, width), dtype=np.float32) if with_state else None
+            received = np.zeros(n, dtype=bool)
+            for pos, (p, v, st, ver) in zip(parts, replies, strict=True):
+                dest = pos[p]
+                values[dest] = v
+                versions[dest] = ver
+                received[dest] = True
+                if state is not None and st is not None:
+                    state[dest] = st
+            return PullRows(values, versions, state, received)
+
+        return Handle(futures, combine)
+
+    def push(self, step: int, rank: int, grads: Mapping[str, tuple[np.ndarray, np.ndarray]],
+             learning_rates: Mapping[str, float], *, wait_applied: bool = False,
+             timeout: float | None = None) -> Handle[int]:
+        per_shard: list[list[tuple[str, np.ndarray, np.ndarray, float]]] = [
+            [] for _ in range(self.num_shards)]
+        for table, (k, g) in grads.items():
+            k = _keys(k, f"pushed keys of table '{table}'")
+            g = _rows(g, k.shape[0], f"gradients of table '{table}'")
+            if table not in learning_rates:
+                raise InvalidArgumentError(
+                    f"Expected a learning rate for every pushed table. Received: none for "
+                    f"'{table}'")
+            lr = float(learning_rates[table])
+            for s, pos in enumerate(self._split(k)):
+                if pos.shape[0]:
+                    per_shard[s].append((table, k[pos], g[pos], lr))
+        futures = [self._submit("push", (
+            lambda s=s, e=entries: self._push_shard(s, step, rank, e, wait_applied, timeout)),
+            idempotent=False) for s, entries in enumerate(per_shard)]
+        return Handle(futures, min)
+
+    def flush(self, table: str, keys: np.ndarray, values: np.ndarray,
+              state: np.ndarray | None, versions: np.ndarray) -> Handle[None]:
+        keys = _keys(keys, "flushed keys")
+        n = keys.shape[0]
+        values = _rows(values, n, "flushed values")
+        if state is not None:
+            state = _rows(state, n, "flushed optimizer state")
+        versions = _versions(versions, n, "flushed versions")
+        if versions is None:
+            raise InvalidArgumentError("Expected the versions of the flushed rows. Received: None")
+        futures = []
+        for s, pos in enumerate(self._split(keys)):
+            if pos.shape[0] == 0:
+                continue
+            futures.append(self._submit("flush", (
+                lambda s=s, p=pos: self._flush_shard(
+                    s, table, keys[p], values[p], None if state is None else state[p],
+                    versions[p])), idempotent=True))
+        return Handle(futures, lambda _: None)
+
+    def versions(self, table: str, keys: np.ndarray) -> Handle[np.ndarray]:
+        keys = _keys(keys)
+        parts = self._split(keys)
+        futures = [self._submit("versions", (
+            lambda s=s, p=pos: self._versions_shard(s, table, keys[p])), idempotent=True)
+            for s, pos in enumerate(parts)]
+
+        def combine(replies: list[np.ndarray]) -> np.ndarray:
+            out = np.zeros(keys.shape[0], dtype=np.int64)
+            for pos, v in zip(parts, replies, strict=True):
+                out[pos] = v
+            return out
+
+        return Handle(futures, combine)
+
+    def control(self, op: str, args: Mapping[str, Any] | None = None,
+                shards: Sequence[int] | None = None) -> list[Any]:
+        targets = range(self.num_shards) if shards is None else shards
+        futures = [self._submit("control", (
+            lambda s=s: self._control_shard(s, op, dict(args or {}))),
+            idempotent=op in IDEMPOTENT_CONTROL) for s in targets]
+        return Handle(futures, list).wait()
+
+    def byte_counts(self) -> dict[str, int]:
+        return self.counters.snapshot()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,61 @@
+"""Byte encoding of arrays on the wire and the chunking of large messages (shared by both ends).
+
+Arrays travel as raw little-endian bytes (int64 keys/versions/positions, float32 rows). A message
+stays under ``chunk_bytes`` by splitting rows into consecutive ranges; gRPC's own limit is raised
+on both ends to ``MAX_MESSAGE_BYTES`` so a chunk never hits it (DESIGN §4a).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
+from herald_tf.errors import InvalidArgumentError
+
+DEFAULT_CHUNK_BYTES = 4 << 20
+MAX_MESSAGE_BYTES = 64 << 20
+#: Channel/server options raising gRPC's 4 MB default message limit on both ends.
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+if sys.byteorder != "little":  # pragma: no cover
+    raise ImportError("herald_tf's wire format assumes a little-endian host")
+
+
+def to_bytes(array: np.ndarray | None) -> bytes:
+    """The raw bytes of a C-contiguous array (empty for None)."""
+    if array is None:
+        return b""
+    return np.ascontiguousarray(array).tobytes()
+
+
+def from_bytes(data: bytes, dtype: type, what: str, width: int | None = None) -> np.ndarray:
+    """A read-only array over ``data``: (n,) or (n, width); refuses a length that does not fit."""
+    itemsize = np.dtype(dtype).itemsize * (width or 1)
+    if len(data) % itemsize:
+        raise InvalidArgumentError(
+            f"Expected {what} as a whole number of {itemsize}-byte rows"
+            f"{f' (width {width})' if width else ''}. Received: {len(data)} bytes")
+    a = np.frombuffer(data, dtype=dtype)
+    return a.reshape(-1, width) if width is not None else a
+
+
+def join(parts: list[bytes]) -> bytes:
+    """Concatenation of byte chunks (no copy for a single chunk)."""
+    if len(parts) == 1:
+        return parts[0]
+    return b"".join(parts)
+
+
+def row_ranges(n: int, row_bytes: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+    """Consecutive [begin, end) ranges of at most ``chunk_bytes`` each; one empty range if n=0."""
+    per = max(1, chunk_bytes // max(row_bytes, 1))
+    if n == 0:
+        yield 0, 0
+        return
+    for begin in range(0, n, per):
+        yield begin, min(n, begin + per)

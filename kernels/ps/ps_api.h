@@ -1,0 +1,63 @@
+// C ABI of the parameter server's native pieces (framework-free, no TensorFlow, no global state).
+// Used by herald_tf/ps/_native.py through ctypes, from a PS process or from a worker that serves
+// rows itself (DESIGN §3). Every function validates before it changes anything, returns a
+// HeraldStatusCode and fills `status`; no C++ exception crosses this boundary.
+//
+// HeraldKeyIndex maps int64 keys (any value, unbounded) to dense row indices 0, 1, 2, ... in
+// order of first insertion. It never forgets a key, so row r stays the row of the same key for
+// the index's life, and keys can be exported in row order (checkpoints). A handle is not
+// thread-safe: the caller serialises calls on one handle (the PS holds its shard lock).
+#ifndef HERALD_KERNELS_PS_PS_API_H_
+#define HERALD_KERNELS_PS_PS_API_H_
+
+#include <stdint.h>
+
+#include "kernels/core/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Version of this ABI; bump on any incompatible change. Checked by herald_tf/ps/_native.py.
+#define HERALD_PS_API_VERSION 1
+int herald_ps_api_version(void);
+
+typedef struct HeraldKeyIndex HeraldKeyIndex;  // opaque
+
+// Creates an empty index sized for about `capacity_hint` keys (it grows as needed).
+// On success *out holds a handle to release with herald_ps_key_index_destroy.
+int herald_ps_key_index_create(int64_t capacity_hint, HeraldKeyIndex** out, HeraldStatus* status);
+
+// Releases the index; NULL is a no-op.
+void herald_ps_key_index_destroy(HeraldKeyIndex* index);
+
+// Number of keys (= rows) held.
+int64_t herald_ps_key_index_size(const HeraldKeyIndex* index);
+
+// rows[i] = row of keys[i], or -1 when the key is absent. Changes nothing.
+int herald_ps_key_index_lookup(const HeraldKeyIndex* index, const int64_t* keys /* (n) */,
+                               int64_t n, int64_t* rows /* (n) */, HeraldStatus* status);
+
+// rows[i] = row of keys[i]; keys not yet present get the next rows (size, size + 1, ...) in order
+// of first appearance in `keys`. is_new[i] = 1 exactly at the first appearance of a newly
+// inserted key, else 0; *num_new = number of keys inserted. Storage for all of them is reserved
+// before the first insert, so on failure (out of memory) the index is unchanged.
+int herald_ps_key_index_lookup_or_insert(HeraldKeyIndex* index, const int64_t* keys /* (n) */,
+                                         int64_t n, int64_t* rows /* (n) */,
+                                         uint8_t* is_new /* (n) */, int64_t* num_new,
+                                         HeraldStatus* status);
+
+// out[r] = key of row r for r < size (out has room for `capacity` keys; capacity >= size).
+int herald_ps_key_index_export(const HeraldKeyIndex* index, int64_t* out /* (capacity) */,
+                               int64_t capacity, HeraldStatus* status);
+
+// Position of the first key that appears twice in keys[0:n], or -1 when all are distinct.
+// Written to *first_duplicate; *first_index gets the earlier position of that key.
+int herald_ps_find_duplicate(const int64_t* keys /* (n) */, int64_t n, int64_t* first_duplicate,
+                             int64_t* first_index, HeraldStatus* status);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif
+
+#endif  // HERALD_KERNELS_PS_PS_API_H_
