@@ -1,7 +1,7 @@
 """Reference plan policies, one a file (DESIGN §5); the C++ engine implements the same rules."""
 
-from herald_tf.scheduler.policies.het import HetPolicy
 from herald_tf.scheduler.policies.herald import HeraldPolicy
+from herald_tf.scheduler.policies.het import HetPolicy
 from herald_tf.scheduler.policies.ps import PsPolicy
 from herald_tf.scheduler.types import PlanPolicy, Policy, SchedulerConfig
 

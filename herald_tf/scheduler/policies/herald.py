@@ -42,25 +42,24 @@ class HeraldPolicy(PlanPolicy):
                     traffic.pull_rows += 1
                 else:
                     ctx.add(w, "init", key, slots[key])
+        for w, keys in enumerate(ctx.worker_keys):
+            for key in keys:
+                if ctx.users[key] == 1 << w:
+                    ctx.add(w, "local", key, ctx.read_slots[w][key])
+                else:
+                    ctx.add(w, "push", key)
+                    traffic.push_rows += 1
         for key in ctx.order:
             mask = ctx.users[key]
             private = mask & (mask - 1) == 0
             keep = mask if private else 0
-            for w in range(n):
-                if private and (mask >> w) & 1:
-                    ctx.add(w, "local", key, ctx.read_slots[w][key])
-                    table.set_owner(key, w)
-                elif (mask >> w) & 1:
-                    ctx.add(w, "push", key)
-                    traffic.push_rows += 1
+            table.set_owner(key, mask.bit_length() - 1 if private else -1)
             holders = table.holders(key) & ~keep
             for w in range(n):
                 if (holders >> w) & 1:
                     dirs[w].remove(key)
                     table.remove_holder(key, w)
                     ctx.add(w, "drop", key)
-            if not private:
-                table.set_owner(key, -1)
             table.version[key] = table.version.get(key, 0) + 1
             table.touch(key)
         for w, keys in enumerate(ctx.worker_keys):

@@ -44,11 +44,8 @@ class HetPolicy(PlanPolicy):
             read_version.append(versions)
         push_after = max(self.bound, 1)
         new_state: list[dict[int, tuple[int, int]]] = [{} for _ in range(cfg.num_workers)]
-        for key in ctx.order:
-            mask = ctx.users[key]
-            for w in range(cfg.num_workers):
-                if not (mask >> w) & 1:
-                    continue
+        for w, keys in enumerate(ctx.worker_keys):
+            for key in keys:
                 ctx.add(w, "local", key, ctx.read_slots[w][key])
                 entry = dirs[w].get(key)
                 pending = (entry.pending_updates if entry is not None else 0) + 1
@@ -58,6 +55,7 @@ class HetPolicy(PlanPolicy):
                     table.version[key] = table.version.get(key, 0) + pending
                     pending = 0
                 new_state[w][key] = (read_version[w][key] + 1, pending)
+        for key in ctx.order:
             table.touch(key)
         for w, keys in enumerate(ctx.worker_keys):
             d = dirs[w]

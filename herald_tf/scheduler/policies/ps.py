@@ -24,11 +24,10 @@ class PsPolicy(PlanPolicy):
                     traffic.pull_rows += 1
                 else:
                     ctx.add(w, "init", key, slots[key])
+        for w, keys in enumerate(ctx.worker_keys):
+            for key in keys:
+                ctx.add(w, "push", key)
+                traffic.push_rows += 1
         for key in ctx.order:
-            mask = ctx.users[key]
-            for w in range(ctx.config.num_workers):
-                if (mask >> w) & 1:
-                    ctx.add(w, "push", key)
-                    traffic.push_rows += 1
             table.version[key] = table.version.get(key, 0) + 1
             table.touch(key)

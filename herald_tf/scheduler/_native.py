@@ -1,0 +1,198 @@
+"""ctypes binding of the C++ scheduler engine (kernels/scheduler/scheduler_api.h).
+
+The engine is compiled into libherald_core.so (loaded by ``herald_tf._core.load_core``). For
+development before the project's build includes it, ``HERALD_CORE_LIB`` may name a library built
+with ``g++ -O3 -std=c++17 -ffp-contract=off -fPIC -shared -I. kernels/scheduler/*.cc -o LIB``.
+ctypes releases the GIL during calls, so a scheduler thread overlaps with training.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+import numpy as np
+
+from herald_tf.errors import HeraldError, InvalidArgumentError, LibraryNotFoundError
+from herald_tf.scheduler.reference import check_batch
+from herald_tf.scheduler.types import (
+    Policy,
+    ScheduledStep,
+    SchedulerConfig,
+    StepPlan,
+    Traffic,
+)
+
+API_VERSION = 1
+#: Environment variable naming a library that exports the scheduler ABI (development and tests).
+CORE_LIB_VAR = "HERALD_CORE_LIB"
+_NUM_LISTS = 19
+_OCCURRENCE = 18
+
+
+class _Config(ctypes.Structure):
+    _fields_ = [
+        ("num_workers", ctypes.c_int32),
+        ("batch_size", ctypes.c_int32),
+        ("num_fields", ctypes.c_int32),
+        ("policy", ctypes.c_int32),
+        ("allocation", ctypes.c_int32),
+        ("eviction", ctypes.c_int32),
+        ("bound", ctypes.c_int32),
+        ("staging_regions", ctypes.c_int32),
+        ("cache_capacity", ctypes.c_int64),
+        ("emit_plans", ctypes.c_int32),
+    ]
+
+
+class _Traffic(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int64) for n in
+                ("samples", "steps", "pull_rows", "push_rows", "flush_rows")]
+
+
+class _Status(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * 512)]
+
+
+_I64P = ctypes.POINTER(ctypes.c_int64)
+_ST = ctypes.POINTER(_Status)
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    lib.herald_sched_api_version.restype = ctypes.c_int
+    lib.herald_sched_create.argtypes = [ctypes.POINTER(_Config), ctypes.POINTER(ctypes.c_void_p),
+                                        _ST]
+    lib.herald_sched_destroy.argtypes = [ctypes.c_void_p]
+    lib.herald_sched_destroy.restype = None
+    lib.herald_sched_step.argtypes = [ctypes.c_void_p, _I64P, ctypes.c_int64, ctypes.c_int64,
+                                      _I64P, _ST]
+    lib.herald_sched_traffic.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Traffic), _ST]
+    lib.herald_sched_list_size.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                           _I64P, _ST]
+    lib.herald_sched_copy_list.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                           _I64P, ctypes.c_int64, _ST]
+    version = lib.herald_sched_api_version()
+    if version != API_VERSION:
+        raise LibraryNotFoundError(
+            f"The scheduler library has ABI version {version}, herald_tf expects {API_VERSION}: "
+            "rebuild the native library from this source tree."
+        )
+    return lib
+
+
+@functools.lru_cache(maxsize=None)
+def load_library() -> ctypes.CDLL:
+    """The library exporting ``herald_sched_*``: ``$HERALD_CORE_LIB`` or libherald_core.so."""
+    path = os.environ.get(CORE_LIB_VAR)
+    if path:
+        try:
+            return _declare(ctypes.CDLL(path))
+        except OSError as e:
+            raise LibraryNotFoundError(f"Cannot load {CORE_LIB_VAR}={path}: {e}") from e
+    try:
+        from herald_tf import _core
+
+        lib = _core.load_core()
+    except (ImportError, OSError) as e:
+        raise LibraryNotFoundError(
+            f"The scheduler's native library is not available ({e}). Build libherald_core.so, "
+            f"or set {CORE_LIB_VAR} to a library built from kernels/scheduler/*.cc."
+        ) from e
+    if not hasattr(lib, "herald_sched_create"):
+        raise LibraryNotFoundError(
+            "libherald_core.so was built without kernels/scheduler/*.cc: rebuild it, or set "
+            f"{CORE_LIB_VAR} to a library built from kernels/scheduler/*.cc."
+        )
+    return _declare(lib)
+
+
+def available() -> bool:
+    """True when the native engine can be loaded."""
+    try:
+        load_library()
+    except LibraryNotFoundError:
+        return False
+    return True
+
+
+def _check(code: int, status: _Status) -> None:
+    if code == 0:
+        return
+    message = status.message.decode("utf-8", "replace")
+    if code in (1, 2):
+        raise InvalidArgumentError(message)
+    raise HeraldError(message)
+
+
+class NativeEngine:
+    """The C++ engine behind the interface of ``ReferenceEngine``.
+
+    Not thread-safe: one thread drives an engine (the ``Scheduler``'s background thread).
+    """
+
+    def __init__(self, config: SchedulerConfig, emit_plans: bool = True) -> None:
+        self.config = config
+        self.emit_plans = emit_plans
+        self._lib = load_library()
+        c = _Config(
+            num_workers=config.num_workers, batch_size=config.batch_size,
+            num_fields=config.num_fields, policy=int(config.policy),
+            allocation=int(config.allocation), eviction=int(config.eviction),
+            bound=config.bound, staging_regions=config.staging_regions,
+            cache_capacity=config.cache_capacity, emit_plans=int(emit_plans),
+        )
+        handle = ctypes.c_void_p()
+        status = _Status()
+        _check(self._lib.herald_sched_create(ctypes.byref(c), ctypes.byref(handle),
+                                             ctypes.byref(status)), status)
+        self._handle = handle
+        self.step_id = 0
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle:
+            self._lib.herald_sched_destroy(handle)
+            self._handle = None
+
+    @property
+    def traffic(self) -> Traffic:
+        """Rows moved so far."""
+        t = _Traffic()
+        status = _Status()
+        _check(self._lib.herald_sched_traffic(self._handle, ctypes.byref(t),
+                                              ctypes.byref(status)), status)
+        return Traffic(samples=t.samples, steps=t.steps, pull_rows=t.pull_rows,
+                       push_rows=t.push_rows, flush_rows=t.flush_rows,
+                       pull_with_state=self.config.policy != Policy.PS)
+
+    def _list(self, worker: int, index: int) -> np.ndarray:
+        status = _Status()
+        size = ctypes.c_int64()
+        _check(self._lib.herald_sched_list_size(self._handle, worker, index, ctypes.byref(size),
+                                                ctypes.byref(status)), status)
+        out = np.empty(size.value, dtype=np.int64)
+        _check(self._lib.herald_sched_copy_list(
+            self._handle, worker, index, out.ctypes.data_as(_I64P), size.value,
+            ctypes.byref(status)), status)
+        return out
+
+    def step(self, keys: np.ndarray, emit_plans: bool | None = None) -> ScheduledStep:
+        """Schedules the next global batch (N * B, F); plans only if the engine emits them."""
+        cfg = self.config
+        keys = check_batch(cfg, keys)
+        samples = np.empty((cfg.num_workers, cfg.batch_size), dtype=np.int64)
+        status = _Status()
+        _check(self._lib.herald_sched_step(
+            self._handle, keys.ctypes.data_as(_I64P), keys.shape[0], keys.shape[1],
+            samples.ctypes.data_as(_I64P), ctypes.byref(status)), status)
+        plans = None
+        if self.emit_plans and emit_plans is not False:
+            plans = []
+            for w in range(cfg.num_workers):
+                fields = {n: self._list(w, i) for i, n in enumerate(StepPlan.LISTS)}
+                occ = self._list(w, _OCCURRENCE).reshape(cfg.batch_size, cfg.num_fields)
+                plans.append(StepPlan(slots=occ, **fields))
+        step = self.step_id
+        self.step_id += 1
+        return ScheduledStep(step=step, samples=samples, plans=plans)

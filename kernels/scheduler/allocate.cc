@@ -1,0 +1,97 @@
+// Input allocators (reference: herald_tf/scheduler/allocators/*.py, same rules and tie-breaks).
+#include <vector>
+
+#include "kernels/scheduler/engine.h"
+
+namespace herald {
+namespace sched {
+
+void Engine::Allocate(int64_t* out) {
+  switch (cfg_.allocation) {
+    case HERALD_SCHED_ALLOC_GREEDY:
+      AllocateGreedy(out);
+      return;
+    case HERALD_SCHED_ALLOC_GROUPED:
+      AllocateGrouped(out);
+      return;
+    default:
+      for (int64_t i = 0; i < static_cast<int64_t>(n_) * b_; ++i) out[i] = i;
+  }
+}
+
+// Herald's greedy allocation over the cache snapshot: score = 2 per owned key, 1 per held key;
+// highest score among workers with room, then fewer samples, then lower index.
+void Engine::AllocateGreedy(int64_t* out) {
+  std::vector<int64_t> score(n_);
+  std::vector<int32_t> count(n_, 0);
+  const int64_t g = static_cast<int64_t>(n_) * b_;
+  for (int64_t i = 0; i < g; ++i) {
+    for (int32_t w = 0; w < n_; ++w) score[w] = 0;
+    const int32_t* row = occ_.data() + i * f_;
+    for (int32_t f = 0; f < f_; ++f) {
+      const KeyState& ks = keys_[row[f]];
+      uint64_t h = ks.holders;
+      while (h) {
+        score[__builtin_ctzll(h)] += 1;
+        h &= h - 1;
+      }
+      if (ks.owner >= 0) score[ks.owner] += ((ks.holders >> ks.owner) & 1) ? 1 : 2;
+    }
+    int32_t best = -1;
+    for (int32_t w = 0; w < n_; ++w) {
+      if (count[w] >= b_) continue;
+      if (best < 0 || score[w] > score[best] ||
+          (score[w] == score[best] && count[w] < count[best])) {
+        best = w;
+      }
+    }
+    out[static_cast<int64_t>(best) * b_ + count[best]++] = i;
+  }
+}
+
+// Marginal-transfer greedy (grouped.py): cost per key for worker w with U = workers already
+// given this key in the batch: 0 if w in U; pull if U empty or the key occurs once; 2 + pull if
+// |U| = 1; 1 + pull otherwise. pull = 0 if owned/held by w or untouched, 2 if owned elsewhere,
+// else 1. Lowest cost among workers with room, then fewer samples, then lower index.
+void Engine::AllocateGrouped(int64_t* out) {
+  std::vector<int64_t> cost(n_);
+  std::vector<int32_t> count(n_, 0);
+  const int64_t g = static_cast<int64_t>(n_) * b_;
+  for (int64_t i = 0; i < g; ++i) {
+    for (int32_t w = 0; w < n_; ++w) cost[w] = 0;
+    const int32_t* row = occ_.data() + i * f_;
+    for (int32_t f = 0; f < f_; ++f) {
+      const KeyState& ks = keys_[row[f]];
+      const uint64_t mask = ks.alloc_users;
+      int64_t extra;
+      if (mask == 0 || ks.count == 1) {
+        extra = 0;
+      } else if ((mask & (mask - 1)) == 0) {
+        extra = 2;
+      } else {
+        extra = 1;
+      }
+      const int64_t pull_default = !ks.touched ? 0 : (ks.owner >= 0 ? 2 : 1);
+      if (pull_default == 0 && extra == 0) continue;
+      for (int32_t w = 0; w < n_; ++w) {
+        if ((mask >> w) & 1) continue;
+        int64_t pull = pull_default;
+        if (ks.owner == w || ((ks.holders >> w) & 1)) pull = 0;
+        cost[w] += extra + pull;
+      }
+    }
+    int32_t best = -1;
+    for (int32_t w = 0; w < n_; ++w) {
+      if (count[w] >= b_) continue;
+      if (best < 0 || cost[w] < cost[best] || (cost[w] == cost[best] && count[w] < count[best])) {
+        best = w;
+      }
+    }
+    out[static_cast<int64_t>(best) * b_ + count[best]++] = i;
+    const uint64_t bit = 1ULL << best;
+    for (int32_t f = 0; f < f_; ++f) keys_[row[f]].alloc_users |= bit;
+  }
+}
+
+}  // namespace sched
+}  // namespace herald

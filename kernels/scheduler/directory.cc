@@ -1,0 +1,140 @@
+#include "kernels/scheduler/directory.h"
+
+#include <algorithm>
+
+namespace herald {
+namespace sched {
+
+Directory::Directory(int64_t capacity, bool lfu)
+    : capacity_(capacity), lfu_(lfu), map_(std::min<int64_t>(capacity, 1 << 20) + 16) {
+  free_slots_.reserve(capacity);
+  for (int64_t s = capacity - 1; s >= 0; --s) free_slots_.push_back(static_cast<int32_t>(s));
+}
+
+int32_t Directory::NewEntry() {
+  if (!free_entries_.empty()) {
+    int32_t e = free_entries_.back();
+    free_entries_.pop_back();
+    return e;
+  }
+  entries_.emplace_back();
+  return static_cast<int32_t>(entries_.size() - 1);
+}
+
+Directory::Group& Directory::GroupOf(int64_t step) {
+  if (groups_.empty()) base_step_ = step;
+  while (base_step_ + static_cast<int64_t>(groups_.size()) <= step) groups_.emplace_back();
+  return groups_[step - base_step_];
+}
+
+void Directory::Compact(Group& g) {
+  size_t out = 0;
+  for (size_t i = g.cursor; i < g.items.size(); ++i) {
+    int32_t e = g.items[i];
+    if (e < 0) continue;
+    entries_[e].gpos = static_cast<int32_t>(out);
+    g.items[out++] = e;
+  }
+  g.items.resize(out);
+  g.cursor = 0;
+}
+
+void Directory::Unlink(int32_t e) {
+  if (lfu_) return;  // stale heap items are skipped lazily
+  DirEntry& d = entries_[e];
+  Group& g = groups_[d.last_step - base_step_];
+  g.items[d.gpos] = -1;
+  --g.live;
+  if (g.items.size() > 64 && g.live * 4 < static_cast<int64_t>(g.items.size())) Compact(g);
+}
+
+void Directory::PushLfu(const DirEntry& d, int32_t e) {
+  lfu_heap_.emplace(d.freq, d.last_step, d.key, e);
+  if (static_cast<int64_t>(lfu_heap_.size()) > 4 * size() + 1024) {
+    std::vector<LfuItem> live;
+    live.reserve(size());
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      const DirEntry& x = entries_[i];
+      if (x.live) live.emplace_back(x.freq, x.last_step, x.key, static_cast<int32_t>(i));
+    }
+    lfu_heap_ = decltype(lfu_heap_)(std::greater<LfuItem>(), std::move(live));
+  }
+}
+
+int32_t Directory::Touch(int64_t key, int32_t kidx, int64_t step, int32_t staging) {
+  int32_t e = map_.Find(key);
+  if (e < 0) {
+    e = NewEntry();
+    DirEntry& d = entries_[e];
+    d = DirEntry();
+    d.key = key;
+    d.kidx = kidx;
+    d.last_step = step;
+    d.freq = 1;
+    d.staging = staging;
+    d.live = true;
+    map_.Insert(key, e);
+    pending_.emplace_back(e, key);
+  } else {
+    DirEntry& d = entries_[e];
+    if (d.last_step == step) return e;
+    if (!lfu_) Unlink(e);
+    d.last_step = step;
+    d.freq += 1;
+  }
+  DirEntry& d = entries_[e];
+  if (lfu_) {
+    PushLfu(d, e);
+  } else {
+    Group& g = GroupOf(step);
+    d.gpos = static_cast<int32_t>(g.items.size());
+    g.items.push_back(e);
+    ++g.live;
+  }
+  return e;
+}
+
+void Directory::Remove(int32_t e) {
+  DirEntry& d = entries_[e];
+  Unlink(e);
+  if (d.slot != kPending) free_slots_.push_back(d.slot);
+  map_.Erase(d.key);
+  d.live = false;
+  free_entries_.push_back(e);
+}
+
+int32_t Directory::NextLruVictim() {
+  while (true) {
+    Group& g = groups_.front();
+    if (g.live == 0) {
+      groups_.pop_front();
+      ++base_step_;
+      continue;
+    }
+    if (!g.sorted) {
+      Compact(g);
+      std::sort(g.items.begin(), g.items.end(),
+                [this](int32_t a, int32_t b) { return entries_[a].key < entries_[b].key; });
+      for (size_t i = 0; i < g.items.size(); ++i) entries_[g.items[i]].gpos = static_cast<int32_t>(i);
+      g.sorted = true;
+    }
+    while (g.items[g.cursor] < 0) ++g.cursor;
+    return g.items[g.cursor];
+  }
+}
+
+int32_t Directory::NextLfuVictim() {
+  while (true) {
+    const LfuItem top = lfu_heap_.top();
+    lfu_heap_.pop();
+    int32_t e = std::get<3>(top);
+    const DirEntry& d = entries_[e];
+    if (d.live && d.key == std::get<2>(top) && d.freq == std::get<0>(top) &&
+        d.last_step == std::get<1>(top)) {
+      return e;
+    }
+  }
+}
+
+}  // namespace sched
+}  // namespace herald

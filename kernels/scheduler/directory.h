@@ -1,0 +1,113 @@
+// The per-worker cache directory: key -> cache slot, LRU/LFU eviction with total orders, dirty
+// state, pending rows (in staging slots until the step's evictions are done). The reference is
+// herald_tf/scheduler/cache_directory.py; both must make the same decisions.
+#ifndef HERALD_KERNELS_SCHEDULER_DIRECTORY_H_
+#define HERALD_KERNELS_SCHEDULER_DIRECTORY_H_
+
+#include <stdint.h>
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <utility>
+#include <queue>
+#include <tuple>
+#include <vector>
+
+#include "kernels/scheduler/hash_map.h"
+
+namespace herald {
+namespace sched {
+
+constexpr int32_t kPending = -1;
+
+struct DirEntry {
+  int64_t key = 0;
+  int64_t last_step = 0;
+  int64_t version = 0;       // het: PS clock at pull + local updates
+  int32_t kidx = -1;         // index of the key in the scheduler's key table
+  int32_t slot = kPending;   // cache slot, or kPending until assigned
+  int32_t staging = -1;      // staging slot of the step that inserted the row
+  int32_t freq = 0;          // steps used since insertion
+  int32_t pending_updates = 0;  // het: local updates not pushed yet
+  int32_t gpos = -1;         // LRU: position inside its step group
+  bool dirty = false;
+  bool live = false;
+};
+
+class Directory {
+ public:
+  Directory(int64_t capacity, bool lfu);
+
+  int64_t size() const { return map_.size(); }
+  int64_t capacity() const { return capacity_; }
+
+  // Entry index of `key`, or -1.
+  int32_t Find(int64_t key) const { return map_.Find(key); }
+  DirEntry& at(int32_t e) { return entries_[e]; }
+  const DirEntry& at(int32_t e) const { return entries_[e]; }
+
+  // Marks `key` used at `step`, inserting it pending at `staging` if absent; returns its entry.
+  int32_t Touch(int64_t key, int32_t kidx, int64_t step, int32_t staging);
+
+  // Removes entry `e` and frees its slot.
+  void Remove(int32_t e);
+
+  // Evicts in eviction order until at most capacity rows remain; calls on_victim(entry) for
+  // each victim before freeing it (the entry stays readable during the call).
+  template <typename F>
+  void EvictToCapacity(F on_victim) {
+    while (size() > capacity_) {
+      int32_t e = lfu_ ? NextLfuVictim() : NextLruVictim();
+      on_victim(entries_[e]);
+      Remove(e);
+    }
+  }
+
+  // Gives each surviving pending row a cache slot, in insertion order:
+  // on_install(entry) after entry.slot is set.
+  template <typename F>
+  void AssignPending(F on_install) {
+    for (const auto& p : pending_) {
+      DirEntry& d = entries_[p.first];
+      if (!d.live || d.key != p.second || d.slot != kPending) continue;
+      d.slot = free_slots_.back();
+      free_slots_.pop_back();
+      on_install(d);
+    }
+    pending_.clear();
+  }
+
+ private:
+  struct Group {
+    std::vector<int32_t> items;  // entry indices, -1 for removed ones
+    size_t cursor = 0;           // eviction cursor once sorted
+    int64_t live = 0;
+    bool sorted = false;
+  };
+  using LfuItem = std::tuple<int32_t, int64_t, int64_t, int32_t>;  // freq, step, key, entry
+
+  int32_t NewEntry();
+  Group& GroupOf(int64_t step);
+  void Unlink(int32_t e);
+  void Compact(Group& g);
+  int32_t NextLruVictim();
+  int32_t NextLfuVictim();
+  void PushLfu(const DirEntry& d, int32_t e);
+
+  int64_t capacity_;
+  bool lfu_;
+  KeyIndexMap map_;
+  std::vector<DirEntry> entries_;
+  std::vector<int32_t> free_entries_;
+  std::vector<int32_t> free_slots_;                     // stack: back() is reused first
+  std::vector<std::pair<int32_t, int64_t>> pending_;   // (entry, key) in insertion order
+  std::deque<Group> groups_;                            // LRU: groups_[i] holds step base_step_+i
+  int64_t base_step_ = 0;
+  std::priority_queue<LfuItem, std::vector<LfuItem>, std::greater<LfuItem>> lfu_heap_;
+};
+
+}  // namespace sched
+}  // namespace herald
+
+#endif  // HERALD_KERNELS_SCHEDULER_DIRECTORY_H_

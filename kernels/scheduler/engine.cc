@@ -1,0 +1,119 @@
+#include "kernels/scheduler/engine.h"
+
+namespace herald {
+namespace sched {
+
+Engine::Engine(const HeraldSchedConfig& config)
+    : cfg_(config),
+      n_(config.num_workers),
+      b_(config.batch_size),
+      f_(config.num_fields),
+      staging_size_(static_cast<int64_t>(config.num_fields) * config.batch_size),
+      key_map_(1 << 16) {
+  for (int32_t w = 0; w < n_; ++w) {
+    dirs_.emplace_back(cfg_.cache_capacity, cfg_.eviction == HERALD_SCHED_EVICT_LFU);
+  }
+  wkeys_.resize(n_);
+  lists_.resize(static_cast<size_t>(n_) * HERALD_SCHED_NUM_LISTS);
+  keys_.reserve(1 << 16);
+}
+
+int32_t Engine::Intern(int64_t key) {
+  int32_t idx = key_map_.Find(key);
+  if (idx >= 0) return idx;
+  idx = static_cast<int32_t>(keys_.size());
+  keys_.emplace_back();
+  keys_.back().key = key;
+  key_map_.Insert(key, idx);
+  return idx;
+}
+
+void Engine::Step(const int64_t* keys, int64_t* samples_out) {
+  const int64_t g = static_cast<int64_t>(n_) * b_;
+  occ_.resize(g * f_);
+  for (int64_t i = 0; i < g * f_; ++i) {
+    int32_t idx = Intern(keys[i]);
+    occ_[i] = idx;
+    KeyState& ks = keys_[idx];
+    if (ks.stamp != step_) {
+      ks.stamp = step_;
+      ks.users = 0;
+      ks.alloc_users = 0;
+      ks.count = 0;
+    }
+    ++ks.count;
+  }
+  for (auto& l : lists_) l.clear();
+  samples_.resize(g);
+  Allocate(samples_.data());
+  BuildWorkerKeys(samples_.data());
+  switch (cfg_.policy) {
+    case HERALD_SCHED_POLICY_PS:
+      PlanPs();
+      break;
+    case HERALD_SCHED_POLICY_HET:
+      PlanHet();
+      break;
+    default:
+      PlanHerald();
+      break;
+  }
+  if (cfg_.emit_plans) EmitOccurrenceSlots();
+  for (int64_t i = 0; i < g; ++i) samples_out[i] = samples_[i];
+  traffic_.samples += g;
+  traffic_.steps += 1;
+  ++step_;
+}
+
+void Engine::BuildWorkerKeys(const int64_t* samples) {
+  order_.clear();
+  const int64_t base = cfg_.cache_capacity + (step_ % cfg_.staging_regions) * staging_size_;
+  occ_pos_.resize(static_cast<size_t>(n_) * b_ * f_);
+  for (int32_t w = 0; w < n_; ++w) {
+    std::vector<WorkerKey>& wk = wkeys_[w];
+    wk.clear();
+    const uint64_t bit = 1ULL << w;
+    Directory& dir = dirs_[w];
+    const bool has_dir = dir.capacity() > 0 && dir.size() > 0;
+    int32_t staged = 0;
+    int32_t* pos_out = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
+    for (int32_t j = 0; j < b_; ++j) {
+      const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
+      for (int32_t f = 0; f < f_; ++f) {
+        KeyState& ks = keys_[row[f]];
+        if (!(ks.users & bit)) {
+          if (ks.users == 0) order_.push_back(row[f]);
+          ks.users |= bit;
+          ks.pos = static_cast<int32_t>(wk.size());
+          int32_t e = has_dir ? dir.Find(ks.key) : -1;
+          int32_t slot = e >= 0 ? dir.at(e).slot : static_cast<int32_t>(base + staged++);
+          wk.push_back(WorkerKey{row[f], slot, e});
+        }
+        pos_out[j * f_ + f] = ks.pos;
+      }
+    }
+    if (cfg_.emit_plans) {
+      std::vector<int64_t>& k = L(w, HERALD_SCHED_KEYS);
+      std::vector<int64_t>& s = L(w, HERALD_SCHED_KEY_SLOTS);
+      k.reserve(wk.size());
+      s.reserve(wk.size());
+      for (const WorkerKey& x : wk) {
+        k.push_back(keys_[x.kidx].key);
+        s.push_back(x.slot);
+      }
+    }
+  }
+}
+
+void Engine::EmitOccurrenceSlots() {
+  for (int32_t w = 0; w < n_; ++w) {
+    std::vector<int64_t>& out = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);
+    const int32_t* pos = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
+    const std::vector<WorkerKey>& wk = wkeys_[w];
+    out.resize(static_cast<size_t>(b_) * f_);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = wk[pos[i]].slot;
+  }
+}
+
+}  // namespace sched
+}  // namespace herald

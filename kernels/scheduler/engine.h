@@ -1,0 +1,90 @@
+// The scheduler engine: key table, step skeleton, allocators (allocate.cc) and plan policies
+// (plan_ps.cc, plan_het.cc, plan_herald.cc). Mirrors herald_tf/scheduler/reference.py.
+#ifndef HERALD_KERNELS_SCHEDULER_ENGINE_H_
+#define HERALD_KERNELS_SCHEDULER_ENGINE_H_
+
+#include <stdint.h>
+
+#include <vector>
+
+#include "kernels/scheduler/directory.h"
+#include "kernels/scheduler/hash_map.h"
+#include "kernels/scheduler/scheduler_api.h"
+
+namespace herald {
+namespace sched {
+
+// Per-key facts shared by all workers (one cache line).
+struct KeyState {
+  int64_t key = 0;
+  int64_t version = 0;       // updates applied (ps, herald) or PS clock (het)
+  uint64_t holders = 0;      // workers whose directory holds the key
+  uint64_t users = 0;        // workers reading it at the current step
+  uint64_t alloc_users = 0;  // workers given a sample with it so far (grouped allocator)
+  int64_t stamp = -1;        // step at which users/alloc_users/count were last reset
+  int32_t owner = -1;        // worker owning it dirty, or -1 (the PS)
+  int32_t count = 0;         // occurrences in the current global batch
+  int32_t pos = 0;           // position in the list of the worker being built
+  bool touched = false;
+};
+
+// One unique key of a worker's step.
+struct WorkerKey {
+  int32_t kidx;
+  int32_t slot;   // read slot
+  int32_t entry;  // directory entry at step start, or -1
+};
+
+class Engine {
+ public:
+  explicit Engine(const HeraldSchedConfig& config);
+
+  // keys: (N*B, F); samples_out: (N, B).
+  void Step(const int64_t* keys, int64_t* samples_out);
+
+  const HeraldSchedTraffic& traffic() const { return traffic_; }
+  const std::vector<int64_t>& list(int32_t worker, int32_t list) const {
+    return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
+  }
+
+  // Used by the allocators and policies.
+  const HeraldSchedConfig& config() const { return cfg_; }
+
+ private:
+  std::vector<int64_t>& L(int32_t worker, int32_t list) {
+    return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
+  }
+  int32_t Intern(int64_t key);
+  void Allocate(int64_t* samples_out);
+  void AllocateGreedy(int64_t* samples_out);
+  void AllocateGrouped(int64_t* samples_out);
+  void BuildWorkerKeys(const int64_t* samples);
+  void PlanPs();
+  void PlanHet();
+  void PlanHerald();
+  void EmitOccurrenceSlots();
+  void Add(int32_t w, int32_t list, int64_t v) {
+    if (cfg_.emit_plans) L(w, list).push_back(v);
+  }
+
+  HeraldSchedConfig cfg_;
+  int64_t step_ = 0;
+  int32_t n_, b_, f_;
+  int64_t staging_size_;
+  KeyIndexMap key_map_;
+  std::vector<KeyState> keys_;
+  std::vector<Directory> dirs_;
+  HeraldSchedTraffic traffic_{};
+  // Scratch of the current step.
+  std::vector<int32_t> occ_;        // (G, F) key indices of the batch
+  std::vector<int32_t> occ_pos_;    // (N, B*F) position of each occurrence in its worker's list
+  std::vector<int32_t> order_;      // unique key indices, first occurrence, worker-major
+  std::vector<std::vector<WorkerKey>> wkeys_;
+  std::vector<int64_t> samples_;    // (N, B)
+  std::vector<std::vector<int64_t>> lists_;
+};
+
+}  // namespace sched
+}  // namespace herald
+
+#endif  // HERALD_KERNELS_SCHEDULER_ENGINE_H_

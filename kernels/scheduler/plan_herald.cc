@@ -1,0 +1,101 @@
+// Policy `herald` (reference: herald_tf/scheduler/policies/herald.py): the exact plan of
+// DESIGN §3. Dirty rows are flushed before a step where another worker reads them or when
+// evicted; private keys are applied locally by their user (who then owns them); shared keys are
+// pushed by all users and applied once by the PS; stale copies are dropped.
+#include "kernels/scheduler/engine.h"
+
+namespace herald {
+namespace sched {
+
+void Engine::PlanHerald() {
+  // 1. Flush dirty rows that another worker reads at this step.
+  for (int32_t kidx : order_) {
+    KeyState& ks = keys_[kidx];
+    if (ks.owner >= 0 && ks.users != (1ULL << ks.owner)) {
+      Directory& dir = dirs_[ks.owner];
+      DirEntry& d = dir.at(dir.Find(ks.key));
+      Add(ks.owner, HERALD_SCHED_FLUSH_KEYS, ks.key);
+      Add(ks.owner, HERALD_SCHED_FLUSH_SLOTS, d.slot);
+      ++traffic_.flush_rows;
+      d.dirty = false;
+      ks.owner = -1;
+    }
+  }
+  // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
+  for (int32_t w = 0; w < n_; ++w) {
+    for (const WorkerKey& x : wkeys_[w]) {
+      if (x.entry >= 0) continue;
+      const KeyState& ks = keys_[x.kidx];
+      if (ks.touched) {
+        Add(w, HERALD_SCHED_PULL_KEYS, ks.key);
+        Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
+        Add(w, HERALD_SCHED_PULL_VERSIONS, ks.version);
+        ++traffic_.pull_rows;
+      } else {
+        Add(w, HERALD_SCHED_INIT_KEYS, ks.key);
+        Add(w, HERALD_SCHED_INIT_SLOTS, x.slot);
+      }
+    }
+  }
+  // 3. Updates: local for private keys, pushes for shared ones; drop stale copies.
+  for (int32_t w = 0; w < n_; ++w) {
+    const uint64_t bit = 1ULL << w;
+    for (const WorkerKey& x : wkeys_[w]) {
+      const KeyState& ks = keys_[x.kidx];
+      if (ks.users == bit) {
+        Add(w, HERALD_SCHED_LOCAL_KEYS, ks.key);
+        Add(w, HERALD_SCHED_LOCAL_SLOTS, x.slot);
+      } else {
+        Add(w, HERALD_SCHED_PUSH_KEYS, ks.key);
+        ++traffic_.push_rows;
+      }
+    }
+  }
+  for (int32_t kidx : order_) {
+    KeyState& ks = keys_[kidx];
+    const bool is_private = (ks.users & (ks.users - 1)) == 0;
+    const uint64_t keep = is_private ? ks.users : 0;
+    ks.owner = is_private ? __builtin_ctzll(ks.users) : -1;
+    uint64_t stale = ks.holders & ~keep;
+    while (stale) {
+      const int32_t w = __builtin_ctzll(stale);
+      stale &= stale - 1;
+      Directory& dir = dirs_[w];
+      dir.Remove(dir.Find(ks.key));
+      ks.holders &= ~(1ULL << w);
+      Add(w, HERALD_SCHED_DROP_KEYS, ks.key);
+    }
+    ks.version += 1;
+    ks.touched = true;
+  }
+  // 4. Private keys enter their user's directory (dirty); evict to capacity; write back.
+  for (int32_t w = 0; w < n_; ++w) {
+    Directory& dir = dirs_[w];
+    const uint64_t bit = 1ULL << w;
+    for (const WorkerKey& x : wkeys_[w]) {
+      KeyState& ks = keys_[x.kidx];
+      if (ks.users != bit) continue;
+      dir.at(dir.Touch(ks.key, x.kidx, step_, x.slot)).dirty = true;
+      ks.holders |= bit;
+    }
+    dir.EvictToCapacity([&](const DirEntry& d) {
+      KeyState& ks = keys_[d.kidx];
+      ks.holders &= ~bit;
+      if (d.slot >= 0) Add(w, HERALD_SCHED_DROP_KEYS, d.key);
+      if (d.dirty) {
+        Add(w, HERALD_SCHED_WRITEBACK_KEYS, d.key);
+        Add(w, HERALD_SCHED_WRITEBACK_SLOTS, d.slot >= 0 ? d.slot : d.staging);
+        ++traffic_.flush_rows;
+        ks.owner = -1;
+      }
+    });
+    dir.AssignPending([&](const DirEntry& d) {
+      Add(w, HERALD_SCHED_INSTALL_KEYS, d.key);
+      Add(w, HERALD_SCHED_INSTALL_SRC, d.staging);
+      Add(w, HERALD_SCHED_INSTALL_DST, d.slot);
+    });
+  }
+}
+
+}  // namespace sched
+}  // namespace herald

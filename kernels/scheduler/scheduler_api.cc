@@ -1,0 +1,149 @@
+// C ABI of the scheduler: validation, status conversion, no exceptions across the boundary.
+#include "kernels/scheduler/scheduler_api.h"
+
+#include <new>
+
+#include "kernels/scheduler/engine.h"
+
+struct HeraldScheduler {
+  explicit HeraldScheduler(const HeraldSchedConfig& c) : engine(c) {}
+  herald::sched::Engine engine;
+};
+
+namespace {
+
+int Validate(const HeraldSchedConfig* c, HeraldStatus* st) {
+  using herald::SetStatus;
+  if (c == nullptr) return SetStatus(st, HERALD_INVALID_ARGUMENT, "Expected a config. Received: NULL");
+  if (c->num_workers < 1 || c->num_workers > HERALD_SCHED_MAX_WORKERS) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT,
+                     "Expected num_workers in [1, 64]. Received: num_workers=%d", c->num_workers);
+  }
+  if (c->batch_size < 1 || c->num_fields < 1 ||
+      static_cast<int64_t>(c->batch_size) * c->num_fields >= (1LL << 30)) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT,
+                     "Expected batch_size >= 1, num_fields >= 1, their product < 2**30. "
+                     "Received: batch_size=%d, num_fields=%d", c->batch_size, c->num_fields);
+  }
+  if (c->cache_capacity < 0 || c->cache_capacity >= (1LL << 30) || c->staging_regions < 1) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT,
+                     "Expected 0 <= cache_capacity < 2**30 and staging_regions >= 1. Received: "
+                     "cache_capacity=%lld, staging_regions=%d",
+                     static_cast<long long>(c->cache_capacity), c->staging_regions);
+  }
+  if (c->cache_capacity + static_cast<int64_t>(c->staging_regions) * c->batch_size * c->num_fields >=
+      (1LL << 31)) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT, "Expected fewer than 2**31 slots per worker.");
+  }
+  if (c->policy < 0 || c->policy > 2 || c->allocation < 0 || c->allocation > 2 ||
+      c->eviction < 0 || c->eviction > 1) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT,
+                     "Expected policy in [0, 2], allocation in [0, 2], eviction in [0, 1]. "
+                     "Received: policy=%d, allocation=%d, eviction=%d",
+                     c->policy, c->allocation, c->eviction);
+  }
+  if (c->bound < 0 || (c->bound > 0 && c->policy != HERALD_SCHED_POLICY_HET)) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT,
+                     "Expected bound >= 0, and 0 unless policy is het. Received: bound=%d",
+                     c->bound);
+  }
+  if (c->policy == HERALD_SCHED_POLICY_PS && c->allocation != HERALD_SCHED_ALLOC_NONE) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT,
+                     "Expected allocation none with policy ps. Received: allocation=%d",
+                     c->allocation);
+  }
+  return herald::SetOk(st);
+}
+
+}  // namespace
+
+extern "C" {
+
+int herald_sched_api_version(void) { return HERALD_SCHED_API_VERSION; }
+
+int herald_sched_create(const HeraldSchedConfig* config, HeraldScheduler** out,
+                        HeraldStatus* status) {
+  if (out == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "Expected an output handle.");
+  }
+  int code = Validate(config, status);
+  if (code != HERALD_OK) return code;
+  try {
+    *out = new HeraldScheduler(*config);
+  } catch (const std::bad_alloc&) {
+    return herald::SetStatus(status, HERALD_INTERNAL, "Out of memory creating the scheduler.");
+  }
+  return herald::SetOk(status);
+}
+
+void herald_sched_destroy(HeraldScheduler* scheduler) { delete scheduler; }
+
+int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys, int64_t num_samples,
+                      int64_t num_fields, int64_t* samples_out, HeraldStatus* status) {
+  if (scheduler == nullptr || keys == nullptr || samples_out == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected a scheduler, keys and samples_out. Received: NULL");
+  }
+  const HeraldSchedConfig& c = scheduler->engine.config();
+  const int64_t g = static_cast<int64_t>(c.num_workers) * c.batch_size;
+  if (num_samples != g || num_fields != c.num_fields) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected keys of shape (%lld, %d). Received: (%lld, %lld)",
+                             static_cast<long long>(g), c.num_fields,
+                             static_cast<long long>(num_samples),
+                             static_cast<long long>(num_fields));
+  }
+  try {
+    scheduler->engine.Step(keys, samples_out);
+  } catch (const std::bad_alloc&) {
+    return herald::SetStatus(status, HERALD_INTERNAL,
+                             "Out of memory in a scheduler step; the scheduler is unusable.");
+  }
+  return herald::SetOk(status);
+}
+
+int herald_sched_traffic(const HeraldScheduler* scheduler, HeraldSchedTraffic* out,
+                         HeraldStatus* status) {
+  if (scheduler == nullptr || out == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "Expected a scheduler and out.");
+  }
+  *out = scheduler->engine.traffic();
+  return herald::SetOk(status);
+}
+
+static int CheckList(const HeraldScheduler* s, int32_t worker, int32_t list, HeraldStatus* st) {
+  if (s == nullptr) return herald::SetStatus(st, HERALD_INVALID_ARGUMENT, "Expected a scheduler.");
+  if (worker < 0 || worker >= s->engine.config().num_workers || list < 0 ||
+      list >= HERALD_SCHED_NUM_LISTS) {
+    return herald::SetStatus(st, HERALD_OUT_OF_RANGE,
+                             "Expected worker in [0, %d) and list in [0, %d). Received: "
+                             "worker=%d, list=%d",
+                             s->engine.config().num_workers, HERALD_SCHED_NUM_LISTS, worker, list);
+  }
+  return herald::SetOk(st);
+}
+
+int herald_sched_list_size(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
+                           int64_t* size, HeraldStatus* status) {
+  int code = CheckList(scheduler, worker, list, status);
+  if (code != HERALD_OK) return code;
+  if (size == nullptr) return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "size is NULL");
+  *size = static_cast<int64_t>(scheduler->engine.list(worker, list).size());
+  return herald::SetOk(status);
+}
+
+int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
+                           int64_t* out, int64_t capacity, HeraldStatus* status) {
+  int code = CheckList(scheduler, worker, list, status);
+  if (code != HERALD_OK) return code;
+  const auto& v = scheduler->engine.list(worker, list);
+  if (capacity < static_cast<int64_t>(v.size()) || (out == nullptr && !v.empty())) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected an output of at least %lld entries. Received: %lld",
+                             static_cast<long long>(v.size()), static_cast<long long>(capacity));
+  }
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
+  return herald::SetOk(status);
+}
+
+}  // extern "C"

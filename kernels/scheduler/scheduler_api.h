@@ -1,0 +1,122 @@
+// C ABI of herald's embedding scheduler (framework-free; no TensorFlow headers).
+//
+// A scheduler turns global batches of int64 keys, shape (N * B, F), into a per-worker input
+// allocation and per-worker row-movement plans (DESIGN.md §3, §5). The semantics are defined by
+// the Python reference engine (herald_tf/scheduler/reference.py), which this code matches bit for
+// bit; herald_tf/scheduler/types.py documents the plan lists and the slot model.
+//
+// Conventions: functions never throw; they return a HeraldStatusCode and fill `status` (which may
+// be NULL). On failure nothing observable has changed. A handle may be used by one thread at a
+// time; distinct handles are independent (there is no global state).
+#ifndef HERALD_KERNELS_SCHEDULER_SCHEDULER_API_H_
+#define HERALD_KERNELS_SCHEDULER_SCHEDULER_API_H_
+
+#include <stdint.h>
+
+#include "kernels/core/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HERALD_SCHED_API_VERSION 1
+#define HERALD_SCHED_MAX_WORKERS 64
+
+// Fixed integer values, mirrored by herald_tf.scheduler.types.Policy.
+typedef enum {
+  HERALD_SCHED_POLICY_PS = 0,
+  HERALD_SCHED_POLICY_HET = 1,
+  HERALD_SCHED_POLICY_HERALD = 2,
+} HeraldSchedPolicy;
+
+// Mirrored by herald_tf.scheduler.types.Allocation.
+typedef enum {
+  HERALD_SCHED_ALLOC_NONE = 0,
+  HERALD_SCHED_ALLOC_GREEDY = 1,
+  HERALD_SCHED_ALLOC_GROUPED = 2,
+} HeraldSchedAllocation;
+
+// Mirrored by herald_tf.scheduler.types.Eviction.
+typedef enum {
+  HERALD_SCHED_EVICT_LRU = 0,  // smallest (last step used, key) first
+  HERALD_SCHED_EVICT_LFU = 1,  // smallest (steps used while cached, last step used, key) first
+} HeraldSchedEviction;
+
+// Plan lists of one worker after a step; mirrored by StepPlan.LISTS (same order) + OCCURRENCE.
+typedef enum {
+  HERALD_SCHED_KEYS = 0,
+  HERALD_SCHED_KEY_SLOTS = 1,
+  HERALD_SCHED_FLUSH_KEYS = 2,
+  HERALD_SCHED_FLUSH_SLOTS = 3,
+  HERALD_SCHED_PULL_KEYS = 4,
+  HERALD_SCHED_PULL_SLOTS = 5,
+  HERALD_SCHED_PULL_VERSIONS = 6,
+  HERALD_SCHED_INIT_KEYS = 7,
+  HERALD_SCHED_INIT_SLOTS = 8,
+  HERALD_SCHED_LOCAL_KEYS = 9,
+  HERALD_SCHED_LOCAL_SLOTS = 10,
+  HERALD_SCHED_PUSH_KEYS = 11,
+  HERALD_SCHED_DROP_KEYS = 12,
+  HERALD_SCHED_WRITEBACK_KEYS = 13,
+  HERALD_SCHED_WRITEBACK_SLOTS = 14,
+  HERALD_SCHED_INSTALL_KEYS = 15,
+  HERALD_SCHED_INSTALL_SRC = 16,
+  HERALD_SCHED_INSTALL_DST = 17,
+  HERALD_SCHED_OCCURRENCE_SLOTS = 18,  // (B, F): slot of each key occurrence of the worker
+  HERALD_SCHED_NUM_LISTS = 19,
+} HeraldSchedList;
+
+// Scheduler parameters; validated by herald_sched_create.
+typedef struct {
+  int32_t num_workers;      // N in [1, 64]
+  int32_t batch_size;       // B >= 1, samples per worker per step
+  int32_t num_fields;       // F >= 1, keys per sample
+  int32_t policy;           // a HeraldSchedPolicy
+  int32_t allocation;       // a HeraldSchedAllocation (NONE with PS)
+  int32_t eviction;         // a HeraldSchedEviction
+  int32_t bound;            // HET staleness bound (0 unless policy is HET)
+  int32_t staging_regions;  // >= 1; staging slots: region (step % regions) of F * B slots
+  int64_t cache_capacity;   // rows held per worker between steps, >= 0
+  int32_t emit_plans;       // 0: only allocation and traffic counters (faster)
+} HeraldSchedConfig;
+
+// Rows moved so far.
+typedef struct {
+  int64_t samples;
+  int64_t steps;
+  int64_t pull_rows;
+  int64_t push_rows;   // het write-backs of pending gradients included
+  int64_t flush_rows;  // flushes before reads by other workers and dirty write-backs
+} HeraldSchedTraffic;
+
+typedef struct HeraldScheduler HeraldScheduler;  // opaque
+
+int herald_sched_api_version(void);
+
+// Creates a scheduler; *out must be released with herald_sched_destroy.
+int herald_sched_create(const HeraldSchedConfig* config, HeraldScheduler** out,
+                        HeraldStatus* status);
+void herald_sched_destroy(HeraldScheduler* scheduler);
+
+// Schedules the next global batch. keys: (num_samples, num_fields) row-major with
+// num_samples == N * B. samples_out: (N, B), worker w's sample indices in row w.
+int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys /* (N*B, F) */,
+                      int64_t num_samples, int64_t num_fields, int64_t* samples_out /* (N, B) */,
+                      HeraldStatus* status);
+
+int herald_sched_traffic(const HeraldScheduler* scheduler, HeraldSchedTraffic* out,
+                         HeraldStatus* status);
+
+// Length of plan list `list` of `worker` for the last step (0 when plans are not emitted).
+int herald_sched_list_size(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
+                           int64_t* size, HeraldStatus* status);
+
+// Copies plan list `list` of `worker` into out (capacity entries, at least its size).
+int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
+                           int64_t* out /* (capacity) */, int64_t capacity, HeraldStatus* status);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif
+
+#endif  // HERALD_KERNELS_SCHEDULER_SCHEDULER_API_H_
