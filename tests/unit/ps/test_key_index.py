@@ -1,0 +1,64 @@
+"""KeyIndex (kernels/ps/key_index.cc): dense rows in first-insertion order, growth, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps._native import KeyIndex, find_duplicate
+
+
+def test_lookup_or_insert_numbers_new_keys_in_first_appearance_order() -> None:
+    index = KeyIndex()
+    rows, is_new = index.lookup_or_insert(np.array([5, -7, 5, 2**63 - 1, -(2**63)], np.int64))
+    assert rows.tolist() == [0, 1, 0, 2, 3]
+    assert is_new.tolist() == [True, True, False, True, True]
+    rows, is_new = index.lookup_or_insert(np.array([9, 5], np.int64))
+    assert rows.tolist() == [4, 0] and is_new.tolist() == [True, False]
+    assert len(index) == 5
+    assert index.keys().tolist() == [5, -7, 2**63 - 1, -(2**63), 9]
+
+
+def test_lookup_never_inserts() -> None:
+    index = KeyIndex()
+    index.lookup_or_insert(np.array([3], np.int64))
+    assert index.lookup(np.array([3, 4], np.int64)).tolist() == [0, -1]
+    assert len(index) == 1
+
+
+def test_growth_keeps_every_row() -> None:
+    index = KeyIndex(capacity_hint=4)
+    keys = np.random.default_rng(0).permutation(200_000).astype(np.int64) * 7919 - 10**12
+    for part in np.array_split(keys, 37):
+        index.lookup_or_insert(part)
+    assert len(index) == keys.shape[0]
+    np.testing.assert_array_equal(index.lookup(keys), np.arange(keys.shape[0]))
+    np.testing.assert_array_equal(index.keys(), keys)
+
+
+def test_rejects_non_int64_keys() -> None:
+    with pytest.raises(InvalidArgumentError, match="int64"):
+        KeyIndex().lookup(np.array([1, 2], np.int32))
+
+
+def test_find_duplicate() -> None:
+    assert find_duplicate(np.array([4, 1, 3, 1, 4], np.int64)) == (1, 3)
+    assert find_duplicate(np.array([], np.int64)) is None
+    assert find_duplicate(np.arange(1000, dtype=np.int64)) is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40), max_size=6))
+def test_matches_a_dict(batches: list[list[int]]) -> None:
+    index = KeyIndex()
+    model: dict[int, int] = {}
+    for batch in batches:
+        rows, is_new = index.lookup_or_insert(np.array(batch, dtype=np.int64))
+        for k, r, new in zip(batch, rows.tolist(), is_new.tolist(), strict=True):
+            assert new == (k not in model)
+            model.setdefault(k, len(model))
+            assert r == model[k]
+    assert index.keys().tolist() == list(model)

@@ -1,0 +1,212 @@
+"""ShardStore: exact step aggregation, waits, validation leaving state unchanged."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from distributed.ps_model import NumpyTable
+from reference import assert_close
+
+from herald_tf.config import OptimizerConfig, TableConfig
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps.errors import DeadlineExceededError, FailedPreconditionError
+from herald_tf.ps.store import PushEntry, ShardStore
+
+DIM = 4
+
+
+def table(opt: str = "adam", name: str = "t", dim: int = DIM) -> TableConfig:
+    return TableConfig(name, dim, seed=7,
+                       optimizer=OptimizerConfig(opt, learning_rate=0.05, epsilon=1e-4))
+
+
+def store_with(*configs: TableConfig, workers: int = 3) -> ShardStore:
+    s = ShardStore(0, 1)
+    s.connect(list(configs) or [table()], num_workers=workers, rank=0)
+    return s
+
+
+def keys(*k: int) -> np.ndarray:
+    return np.array(k, dtype=np.int64)
+
+
+def grads(n: int, seed: int, dim: int = DIM) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def snapshot(s: ShardStore) -> dict:
+    out = {}
+    for name, t in s.tables.items():
+        out[name] = {k: v.copy() for k, v in t.export().items()}
+    return {"tables": out, "applied": s.applied_step, "health": s.health()["pending_steps"]}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["applied"] == b["applied"] and a["health"].keys() == b["health"].keys()
+    for name in a["tables"]:
+        for k in a["tables"][name]:
+            np.testing.assert_array_equal(a["tables"][name][k], b["tables"][name][k])
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adagrad", "adam"])
+def test_step_applies_rank_ordered_sum_once_matching_numpy(opt: str) -> None:
+    cfg = table(opt)
+    s = store_with(cfg)
+    model = NumpyTable(cfg)
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        pushes = []
+        for rank in range(3):
+            k = rng.choice(30, size=10, replace=False).astype(np.int64)
+            pushes.append((k, grads(10, step * 10 + rank)))
+        for rank in (2, 0, 1):  # arrival order must not matter
+            s.push(step, rank, [PushEntry("t", *pushes[rank], 0.05)])
+        model.step(pushes, 0.05)
+        assert s.applied_step == step
+    k = np.arange(30, dtype=np.int64)
+    r = s.pull("t", k, with_state=True)
+    v, st, ver = model.get(k)
+    assert_close(r.values, v)
+    assert_close(r.state, st)
+    np.testing.assert_array_equal(r.versions, ver)
+
+
+def test_arrival_order_gives_bitwise_identical_rows() -> None:
+    results = []
+    for order in ((0, 1, 2), (2, 1, 0)):
+        s = store_with(table("adam"))
+        for step in range(5):
+            for rank in order:
+                s.push(step, rank, [PushEntry("t", keys(1, 2, 3), grads(3, step * 3 + rank),
+                                              0.05)])
+        results.append(s.pull("t", keys(1, 2, 3)).values)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_empty_pushes_complete_a_step_without_deadlock() -> None:
+    s = store_with(table("sgd"))
+    s.push(0, 0, [PushEntry("t", keys(1), grads(1, 0), 0.05)])
+    s.push(0, 1, [])
+    assert s.applied_step == -1
+    assert s.health()["pending_steps"]["0"]["ranks"] == [0, 1]
+    s.push(0, 2, [])
+    assert s.applied_step == 0
+    assert s.versions("t", keys(1, 2)).tolist() == [1, 0]
+
+
+def test_later_steps_wait_for_earlier_ones() -> None:
+    s = store_with(table("sgd"), workers=2)
+    s.push(1, 0, [])
+    s.push(1, 1, [])
+    assert s.applied_step == -1
+    s.push(0, 0, [])
+    s.push(0, 1, [])
+    assert s.applied_step == 1
+
+
+def test_pull_waits_for_min_versions_until_the_step_is_applied() -> None:
+    s = store_with(table("sgd"), workers=2)
+    s.push(0, 0, [PushEntry("t", keys(5), grads(1, 0), 0.05)])
+    out = {}
+    th = threading.Thread(target=lambda: out.update(r=s.pull("t", keys(5), min_versions=keys(1),
+                                                               timeout=10)))
+    th.start()
+    th.join(0.2)
+    assert th.is_alive()
+    s.push(0, 1, [])
+    th.join(10)
+    assert out["r"].versions.tolist() == [1]
+
+
+def test_waits_report_missing_ranks_at_the_deadline() -> None:
+    s = store_with(table("sgd"))
+    s.push(0, 1, [])
+    with pytest.raises(DeadlineExceededError, match=r"ranks \[0, 2\]"):
+        s.pull("t", keys(1), min_versions=keys(1), timeout=0.05)
+    with pytest.raises(DeadlineExceededError, match=r"ranks \[0\]"):
+        s.push(0, 2, [], wait_applied=True, timeout=0.05)
+    s.push(0, 0, [])  # the late worker still completes the step
+    assert s.applied_step == 0
+
+
+def test_pull_have_versions_returns_only_newer_rows() -> None:
+    s = store_with(table("sgd"), workers=1)
+    s.push(0, 0, [PushEntry("t", keys(1, 2), grads(2, 0), 0.05)])
+    r = s.pull("t", keys(1, 2, 3), have_versions=keys(1, 0, 0))
+    assert r.positions.tolist() == [1] and r.versions.tolist() == [1]
+
+
+def test_reads_create_no_rows() -> None:
+    s = store_with(table("adagrad"))
+    r = s.pull("t", keys(1, 2), with_state=True)
+    assert s.tables["t"].size == 0
+    assert r.versions.tolist() == [0, 0]
+    np.testing.assert_allclose(r.state, 0.1)
+
+
+def test_flush_writes_value_state_version() -> None:
+    s = store_with(table("adagrad"))
+    v = grads(2, 1)
+    st = np.abs(grads(2, 2))
+    s.flush("t", keys(4, 9), v, st, keys(3, 1))
+    r = s.pull("t", keys(9, 4), with_state=True)
+    np.testing.assert_array_equal(r.values, v[::-1])
+    np.testing.assert_array_equal(r.state, st[::-1])
+    assert r.versions.tolist() == [1, 3]
+
+
+def _bad_requests(s: ShardStore) -> list:
+    t = "t"
+    good = [PushEntry(t, keys(1), grads(1, 0), 0.05)]
+    nan = grads(2, 0)
+    nan[1, 2] = np.nan
+    return [
+        (InvalidArgumentError, "table", lambda: s.pull("nope", keys(1))),
+        (InvalidArgumentError, "table", lambda: s.push(1, 0, [PushEntry("nope", keys(1),
+                                                                       grads(1, 0), 0.05)])),
+        (InvalidArgumentError, "shape", lambda: s.push(1, 0, [PushEntry(t, keys(1),
+                                                                       grads(1, 0, 3), 0.05)])),
+        (InvalidArgumentError, "float32", lambda: s.push(1, 0, [PushEntry(
+            t, keys(1), grads(1, 0).astype(np.float64), 0.05)])),
+        (InvalidArgumentError, "int64", lambda: s.push(1, 0, [PushEntry(
+            t, np.array([1], np.int32), grads(1, 0), 0.05)])),
+        (InvalidArgumentError, "finite", lambda: s.push(1, 0, [PushEntry(t, keys(1, 2), nan,
+                                                                        0.05)])),
+        (InvalidArgumentError, "distinct", lambda: s.push(1, 0, [PushEntry(t, keys(1, 1),
+                                                                          grads(2, 0), 0.05)])),
+        (InvalidArgumentError, "learning rate", lambda: s.push(1, 0, [PushEntry(
+            t, keys(1), grads(1, 0), float("nan"))])),
+        (InvalidArgumentError, "rank", lambda: s.push(1, 7, good)),
+        (FailedPreconditionError, "step after 0", lambda: s.push(0, 0, good)),
+        (FailedPreconditionError, "at most 8 ahead", lambda: s.push(50, 0, good)),
+        (FailedPreconditionError, "second push", lambda: s.push(1, 1, good)),
+        (FailedPreconditionError, "learning rate", lambda: s.push(1, 2, [PushEntry(
+            t, keys(1), grads(1, 0), 0.5)])),
+        (InvalidArgumentError, "finite", lambda: s.flush(t, keys(1, 2), nan, np.zeros((2, 8),
+                                                         np.float32), keys(5, 5))),
+        (InvalidArgumentError, "state", lambda: s.flush(t, keys(1), grads(1, 0), None, keys(5))),
+        (FailedPreconditionError, "stale", lambda: s.flush(t, keys(3), grads(1, 0),
+                                                           np.zeros((1, 8), np.float32),
+                                                           keys(0))),
+        (FailedPreconditionError, "match", lambda: s.connect([table("adam", dim=8)], 3)),
+        (FailedPreconditionError, "match", lambda: s.connect([table("sgd")], 3)),
+        (FailedPreconditionError, "num_workers", lambda: s.connect([table("adam")], 4)),
+    ]
+
+
+def test_every_bad_request_fails_alone_and_changes_nothing() -> None:
+    s = store_with(table("adam"))
+    for rank in range(3):
+        s.push(0, rank, [PushEntry("t", keys(1, 2, 3), grads(3, rank), 0.05)])
+    s.push(1, 1, [PushEntry("t", keys(2), grads(1, 9), 0.05)])
+    before = snapshot(s)
+    for error, message, call in _bad_requests(s):
+        with pytest.raises(error, match=message):
+            call()
+        assert_same(before, snapshot(s))
+    # Others are still served: the pending step completes normally.
+    s.push(1, 0, [])
+    s.push(1, 2, [])
+    assert s.applied_step == 1
