@@ -68,8 +68,9 @@ int ErrorScope::Finish(cudaStream_t stream, const int64_t* ids, const char* what
 }
 
 namespace {
-__global__ void CheckRangeKernel(const int64_t* ids, int64_t n, int64_t limit, int check,
-                                 HeraldCudaError* error) {
+__global__ void CheckRangeKernel(const int64_t* ids, int64_t n, const int64_t* n_device,
+                                 int64_t limit, int check, HeraldCudaError* error) {
+  if (n_device != nullptr && *n_device < n) n = *n_device;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
@@ -96,8 +97,9 @@ __global__ void CheckSplitsKernel(const int64_t* row_splits, int64_t batch, int6
 }  // namespace
 
 namespace {
-__global__ void CheckDistinctKernel(const int64_t* ids, int64_t n, int64_t slots,
-                                    unsigned int* bitmap, HeraldCudaError* error) {
+__global__ void CheckDistinctKernel(const int64_t* ids, int64_t n, const int64_t* n_device,
+                                    int64_t slots, unsigned int* bitmap, HeraldCudaError* error) {
+  if (n_device != nullptr && *n_device < n) n = *n_device;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
@@ -156,13 +158,14 @@ int EnqueueSetInt64(int64_t* out, int64_t value, const HeraldCudaError* error,
   return HERALD_OK;
 }
 
-int EnqueueDistinctCheck(const int64_t* ids, int64_t n, int64_t slots, unsigned int* bitmap,
-                         HeraldCudaError* error, cudaStream_t stream, HeraldStatus* status) {
+int EnqueueDistinctCheck(const int64_t* ids, int64_t n, const int64_t* n_device, int64_t slots,
+                         unsigned int* bitmap, HeraldCudaError* error, cudaStream_t stream,
+                         HeraldStatus* status) {
   if (n == 0) return HERALD_OK;
   HERALD_CUDA_CHECK(cudaMemsetAsync(bitmap, 0, BitmapWords(slots) * sizeof(unsigned int), stream),
                     status);
-  CheckDistinctKernel<<<BlocksFor(n, kThreads * 4), kThreads, 0, stream>>>(ids, n, slots, bitmap,
-                                                                          error);
+  CheckDistinctKernel<<<BlocksFor(n, kThreads * 4), kThreads, 0, stream>>>(ids, n, n_device, slots,
+                                                                          bitmap, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   return HERALD_OK;
 }
@@ -177,12 +180,13 @@ int EnqueueFiniteCheck(const float* values, int64_t count, const int64_t* count_
   return HERALD_OK;
 }
 
-int EnqueueIdChecks(const int64_t* ids, int64_t n, int64_t limit, int check,
+int EnqueueIdChecks(const int64_t* ids, int64_t n, const int64_t* n_device, int64_t limit,
+                    int check,
                     const int64_t* row_splits, int64_t batch, HeraldCudaError* error,
                     cudaStream_t stream, HeraldStatus* status) {
   if (n > 0) {
-    CheckRangeKernel<<<BlocksFor(n, kThreads * 4), kThreads, 0, stream>>>(ids, n, limit, check,
-                                                                         error);
+    CheckRangeKernel<<<BlocksFor(n, kThreads * 4), kThreads, 0, stream>>>(ids, n, n_device, limit,
+                                                                         check, error);
     HERALD_CUDA_CHECK_LAUNCH(status);
   }
   if (row_splits != nullptr) {

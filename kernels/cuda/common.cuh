@@ -194,9 +194,11 @@ inline int CheckDenseBags(const int64_t* row_splits, int64_t n, int64_t batch,
 
 inline int64_t BitmapWords(int64_t slots) { return (slots + 31) / 32; }
 
-// Range check of n ids against [0, limit), recording `check`; and, when row_splits != NULL, the
-// row_splits check (batch + 1 entries: start at 0, non-decreasing, end at n; records the bag).
-int EnqueueIdChecks(const int64_t* ids, int64_t n, int64_t limit, int check,
+// Range check of n ids (capped at *n_device when n_device != NULL) against [0, limit),
+// recording `check`; and, when row_splits != NULL, the row_splits check (batch + 1 entries:
+// start at 0, non-decreasing, end at n; records the bag).
+int EnqueueIdChecks(const int64_t* ids, int64_t n, const int64_t* n_device, int64_t limit,
+                    int check,
                     const int64_t* row_splits, int64_t batch, HeraldCudaError* error,
                     cudaStream_t stream, HeraldStatus* status);
 
@@ -204,8 +206,9 @@ int EnqueueIdChecks(const int64_t* ids, int64_t n, int64_t limit, int check,
 // (zeroed here). The id that finds its bit already set records (id, DUPLICATE): the key holds
 // the *slot value*, so the smallest duplicated slot is reported, deterministically. Ids outside
 // [0, slots) are skipped (the range check reports them).
-int EnqueueDistinctCheck(const int64_t* ids, int64_t n, int64_t slots, unsigned int* bitmap,
-                         HeraldCudaError* error, cudaStream_t stream, HeraldStatus* status);
+int EnqueueDistinctCheck(const int64_t* ids, int64_t n, const int64_t* n_device, int64_t slots,
+                         unsigned int* bitmap, HeraldCudaError* error, cudaStream_t stream,
+                         HeraldStatus* status);
 
 // values[0:count] finite (count capped at (*count_device) * row_width when count_device != NULL).
 int EnqueueFiniteCheck(const float* values, int64_t count, const int64_t* count_device,

@@ -416,7 +416,7 @@ int herald_cuda_unique_slots(const int64_t* slot_ids, int64_t n, int64_t slots, 
   if (n > 0) HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, slots,
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, nullptr, slots,
                                                        HERALD_CUDA_CHECK_ID_RANGE, nullptr, 0,
                                                        scope.record(), stream, status));
   if (n == 0) {
@@ -459,7 +459,7 @@ int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(inverse, n, num_unique,
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(inverse, n, nullptr, num_unique,
                                                        HERALD_CUDA_CHECK_INVERSE,
                                                        pooled ? row_splits : nullptr, batch,
                                                        scope.record(), stream, status));
@@ -503,7 +503,7 @@ int herald_cuda_dedup_grad(const int64_t* slot_ids, int64_t n, int64_t slots,
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, slots,
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, nullptr, slots,
                                                        HERALD_CUDA_CHECK_ID_RANGE,
                                                        pooled ? row_splits : nullptr, batch,
                                                        scope.record(), stream, status));

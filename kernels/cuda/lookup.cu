@@ -17,7 +17,7 @@ constexpr int kUnroll = 8;
 // ids are loaded 32 at a time (one per lane) and broadcast with shuffles. Addition is in id
 // order, then MEAN/SQRTN multiply by the CPU kernel's scale, so results match the CPU's order.
 template <int V, bool kRagged>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     PoolKernel(const float* __restrict__ storage, int64_t dim, const int64_t* __restrict__ ids,
                const int64_t* __restrict__ row_splits, int64_t batch, int64_t ids_per_bag,
                int combiner, float* __restrict__ out, const HeraldCudaError* error) {
@@ -147,8 +147,7 @@ int herald_cuda_lookup(const float* storage, int64_t slots, int64_t dim, const i
   ErrorScope scope(error, &temp);
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(
-      slot_ids, n, slots, HERALD_CUDA_CHECK_ID_RANGE, pooled ? row_splits : nullptr, batch,
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, nullptr, slots, HERALD_CUDA_CHECK_ID_RANGE, pooled ? row_splits : nullptr, batch,
       scope.record(), stream, status));
   if (pooled) {
     HERALD_RETURN_IF_ERROR(herald::cuda::EnqueuePool(storage, dim, slot_ids, row_splits, batch,
@@ -170,7 +169,7 @@ int herald_cuda_gather_rows(const float* storage, int64_t slots, int64_t width,
   ErrorScope scope(error, &temp);
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, slots,
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, nullptr, slots,
                                                        HERALD_CUDA_CHECK_ID_RANGE, nullptr, 0,
                                                        scope.record(), stream, status));
   HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueGather(storage, width, slot_ids, n, out,

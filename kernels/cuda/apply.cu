@@ -1,0 +1,268 @@
+// CUDA writes into slot storage: the fused sparse optimizer apply (herald::ApplyElement from
+// kernels/core/optimizer.h, the same math as the CPU kernel and the parameter server), row
+// scatter for pulled rows, and deterministic row/state initialisation.
+#include <stdint.h>
+
+#include "kernels/core/initializer.h"
+#include "kernels/core/optimizer.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/vec.cuh"
+
+namespace herald {
+namespace cuda {
+namespace {
+
+// One warp per row. Lane 0 reads the row's version and computes Adam's bias corrections (in
+// double, as the CPU does); the lanes then apply ApplyElement to 4 columns each. For the 4-wide
+// path the row's value and state columns are staged in registers as a 4-column "row" (value[4],
+// state[0:4] = first state block, state[4:8] = second), so ApplyElement(..., jj, 4, g) indexes
+// exactly the elements it would in storage.
+template <int KIND, int V>
+__global__ void __launch_bounds__(kThreads)
+    ApplyKernel(HeraldOptimizerParams params, float* __restrict__ storage,
+                float* __restrict__ state, int64_t* __restrict__ versions, int64_t dim,
+                const int64_t* __restrict__ unique_slots, int64_t u, const int64_t* u_device,
+                const float* __restrict__ grads, const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  if (u_device != nullptr && *u_device < u) u = *u_device;
+  HeraldOptimizerParams p = params;
+  p.kind = KIND;  // lets the compiler fold ApplyElement's switch
+  const int64_t width = StateWidth(KIND, dim);
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t k = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; k < u;
+       k += warps) {
+    const int64_t slot = unique_slots[k];
+    RowCoefficients rc{1.0f, 1.0f};
+    if (lane == 0) {
+      const int64_t version = versions[slot];
+      if (KIND == HERALD_OPT_ADAM) rc = RowCoefficientsFor(p, version);
+      versions[slot] = version + 1;
+    }
+    if (KIND == HERALD_OPT_ADAM) {
+      rc.inv_bias1 = __shfl_sync(0xffffffffu, rc.inv_bias1, 0);
+      rc.inv_bias2 = __shfl_sync(0xffffffffu, rc.inv_bias2, 0);
+    }
+    float* value = storage + slot * dim;
+    float* row_state = state + slot * width;  // unused (width 0) for SGD
+    const float* g = grads + k * dim;
+    if (V == 4) {
+      for (int64_t j = 4 * lane; j < dim; j += 128) {
+        const float4 g4 = *reinterpret_cast<const float4*>(g + j);
+        float4 v4 = *reinterpret_cast<const float4*>(value + j);
+        float gv[4] = {g4.x, g4.y, g4.z, g4.w};
+        float val[4] = {v4.x, v4.y, v4.z, v4.w};
+        float st[8];
+        if (KIND != HERALD_OPT_SGD) {
+          const float4 a = *reinterpret_cast<const float4*>(row_state + j);
+          st[0] = a.x; st[1] = a.y; st[2] = a.z; st[3] = a.w;
+        }
+        if (KIND == HERALD_OPT_ADAM) {
+          const float4 b = *reinterpret_cast<const float4*>(row_state + dim + j);
+          st[4] = b.x; st[5] = b.y; st[6] = b.z; st[7] = b.w;
+        }
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) ApplyElement(p, rc, val, st, jj, 4, gv[jj]);
+        *reinterpret_cast<float4*>(value + j) = make_float4(val[0], val[1], val[2], val[3]);
+        if (KIND != HERALD_OPT_SGD) {
+          *reinterpret_cast<float4*>(row_state + j) = make_float4(st[0], st[1], st[2], st[3]);
+        }
+        if (KIND == HERALD_OPT_ADAM) {
+          *reinterpret_cast<float4*>(row_state + dim + j) =
+              make_float4(st[4], st[5], st[6], st[7]);
+        }
+      }
+    } else {
+      for (int64_t j = lane; j < dim; j += 32) ApplyElement(p, rc, value, row_state, j, dim, g[j]);
+    }
+  }
+}
+
+// storage[ids[i]] = rows[i], one thread per V floats.
+template <int V>
+__global__ void __launch_bounds__(kThreads)
+    ScatterKernel(float* __restrict__ storage, int64_t width, const int64_t* __restrict__ ids,
+                  int64_t n, const float* __restrict__ rows, const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  using VecT = typename Vec<V>::Type;
+  const int64_t width_v = width / V;
+  const int64_t total = n * width_v;
+  VecT* out = reinterpret_cast<VecT*>(storage);
+  const VecT* in = reinterpret_cast<const VecT*>(rows);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    const int64_t row = i / width_v;
+    const int64_t col = i - row * width_v;
+    out[ids[row] * width_v + col] = in[i];
+  }
+}
+
+__global__ void InitRowsKernel(HeraldInitializerParams params, const int64_t* __restrict__ keys,
+                               int64_t n, int64_t dim, float* __restrict__ out) {
+  const int64_t total = n * dim;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    const int64_t row = i / dim;
+    out[i] = InitialValue(params, keys[row], i - row * dim);
+  }
+}
+
+int CheckOptimizer(const HeraldOptimizerParams* params, HeraldStatus* status) {
+  if (params == nullptr || !IsValidOptimizerKind(params->kind)) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected optimizer kind in {0: sgd, 1: adagrad, 2: adam}. Received: %d",
+                     params ? params->kind : -1);
+  }
+  return SetOk(status);
+}
+
+template <int KIND>
+int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* state,
+                int64_t* versions, int64_t dim, const int64_t* unique_slots, int64_t u,
+                const int64_t* u_device, const float* grads, const HeraldCudaError* error,
+                cudaStream_t stream, HeraldStatus* status) {
+  const bool vec = dim % 4 == 0 && Aligned16(storage) && Aligned16(grads) &&
+                   (KIND == HERALD_OPT_SGD || Aligned16(state));
+  const unsigned int blocks = BlocksFor(u, kThreads / 32);
+  if (vec) {
+    ApplyKernel<KIND, 4><<<blocks, kThreads, 0, stream>>>(params, storage, state, versions, dim,
+                                                          unique_slots, u, u_device, grads, error);
+  } else {
+    ApplyKernel<KIND, 1><<<blocks, kThreads, 0, stream>>>(params, storage, state, versions, dim,
+                                                          unique_slots, u, u_device, grads, error);
+  }
+  HERALD_CUDA_CHECK_LAUNCH(status);
+  return HERALD_OK;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace herald
+
+using herald::SetOk;
+using herald::SetStatus;
+using herald::cuda::ErrorScope;
+using herald::cuda::TempBlock;
+
+extern "C" {
+
+int herald_cuda_sparse_apply(const HeraldOptimizerParams* params, float* storage, float* state,
+                             int64_t* versions, int64_t slots, int64_t dim,
+                             const int64_t* unique_slots, int64_t u, const int64_t* u_device,
+                             const float* grads, cudaStream_t stream,
+                             const HeraldCudaAllocator* allocator, HeraldCudaError* error,
+                             HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckOptimizer(params, status));
+  if (slots < 0 || dim <= 0 || u < 0) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected slots >= 0, dim > 0 and u >= 0. Received: slots=%lld, dim=%lld, "
+                     "u=%lld",
+                     static_cast<long long>(slots), static_cast<long long>(dim),
+                     static_cast<long long>(u));
+  }
+  const int64_t width = herald::StateWidth(params->kind, dim);
+  if (width > 0 && state == nullptr) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected optimizer state of shape (slots, %lld) for this optimizer. "
+                     "Received: none",
+                     static_cast<long long>(width));
+  }
+  TempBlock temp(allocator, stream);
+  ErrorScope scope(error, &temp);
+  const size_t bitmap = temp.Take<unsigned int>(herald::cuda::BitmapWords(slots));
+  HERALD_RETURN_IF_ERROR(temp.Allocate(status));
+  HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
+  if (u > 0) {
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(unique_slots, u, u_device, slots,
+                                                         HERALD_CUDA_CHECK_ID_RANGE, nullptr, 0,
+                                                         scope.record(), stream, status));
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueDistinctCheck(
+        unique_slots, u, u_device, slots, temp.Get<unsigned int>(bitmap), scope.record(), stream,
+        status));
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueFiniteCheck(grads, u * dim, u_device, dim,
+                                                            scope.record(), stream, status));
+    switch (params->kind) {
+      case HERALD_OPT_SGD:
+        HERALD_RETURN_IF_ERROR(herald::cuda::LaunchApply<HERALD_OPT_SGD>(
+            *params, storage, state, versions, dim, unique_slots, u, u_device, grads,
+            scope.record(), stream, status));
+        break;
+      case HERALD_OPT_ADAGRAD:
+        HERALD_RETURN_IF_ERROR(herald::cuda::LaunchApply<HERALD_OPT_ADAGRAD>(
+            *params, storage, state, versions, dim, unique_slots, u, u_device, grads,
+            scope.record(), stream, status));
+        break;
+      default:
+        HERALD_RETURN_IF_ERROR(herald::cuda::LaunchApply<HERALD_OPT_ADAM>(
+            *params, storage, state, versions, dim, unique_slots, u, u_device, grads,
+            scope.record(), stream, status));
+        break;
+    }
+  }
+  return scope.Finish(stream, unique_slots, "unique slot", status);
+}
+
+int herald_cuda_scatter_rows(float* storage, int64_t slots, int64_t width,
+                             const int64_t* slot_ids, int64_t n, const float* rows,
+                             cudaStream_t stream, const HeraldCudaAllocator* allocator,
+                             HeraldCudaError* error, HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckRowArgs(slots, width, n, status));
+  TempBlock temp(allocator, stream);
+  ErrorScope scope(error, &temp);
+  const size_t bitmap = temp.Take<unsigned int>(herald::cuda::BitmapWords(slots));
+  HERALD_RETURN_IF_ERROR(temp.Allocate(status));
+  HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
+  if (n > 0) {
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, nullptr, slots,
+                                                         HERALD_CUDA_CHECK_ID_RANGE, nullptr, 0,
+                                                         scope.record(), stream, status));
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueDistinctCheck(
+        slot_ids, n, nullptr, slots, temp.Get<unsigned int>(bitmap), scope.record(), stream,
+        status));
+    const bool vec = width % 4 == 0 && herald::cuda::Aligned16(storage) &&
+                     herald::cuda::Aligned16(rows);
+    const int64_t work = n * (vec ? width / 4 : width);
+    const unsigned int blocks = herald::cuda::BlocksFor(work, herald::cuda::kThreads);
+    if (vec) {
+      herald::cuda::ScatterKernel<4><<<blocks, herald::cuda::kThreads, 0, stream>>>(
+          storage, width, slot_ids, n, rows, scope.record());
+    } else {
+      herald::cuda::ScatterKernel<1><<<blocks, herald::cuda::kThreads, 0, stream>>>(
+          storage, width, slot_ids, n, rows, scope.record());
+    }
+    HERALD_CUDA_CHECK_LAUNCH(status);
+  }
+  return scope.Finish(stream, slot_ids, "slot id", status);
+}
+
+int herald_cuda_init_rows(const HeraldInitializerParams* params, const int64_t* keys, int64_t n,
+                          int64_t dim, float* out, cudaStream_t stream, HeraldStatus* status) {
+  if (params == nullptr || !herald::IsValidInitializerKind(params->kind)) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected initializer kind in {0: uniform, 1: normal, 2: zeros}. Received: %d",
+                     params ? params->kind : -1);
+  }
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckRowArgs(0, dim, n, status));
+  if (n > 0) {
+    herald::cuda::InitRowsKernel<<<herald::cuda::BlocksFor(n * dim, herald::cuda::kThreads * 4),
+                                   herald::cuda::kThreads, 0, stream>>>(*params, keys, n, dim,
+                                                                        out);
+    HERALD_CUDA_CHECK_LAUNCH(status);
+  }
+  return SetOk(status);
+}
+
+int herald_cuda_init_state(const HeraldOptimizerParams* params, int64_t n, int64_t dim,
+                           float* state, cudaStream_t stream, HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckOptimizer(params, status));
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckRowArgs(0, dim, n, status));
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueFill(state,
+                                                   n * herald::StateWidth(params->kind, dim),
+                                                   herald::InitialStateValue(*params), nullptr,
+                                                   stream, status));
+  return SetOk(status);
+}
+
+}  // extern "C"
