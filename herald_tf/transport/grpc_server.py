@@ -141,10 +141,15 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
             entries = []
             for name, (k, g, lr) in tables.items():
                 dim, _ = self._dims(name)
+                keys = wire.from_bytes(wire.join(k), np.int64, f"keys of table '{name}'")
+                flat = wire.join(g)
+                if len(flat) != 4 * dim * keys.shape[0]:
+                    raise InvalidArgumentError(
+                        f"Expected gradients of table '{name}' with shape ({keys.shape[0]}, "
+                        f"{dim}) float32 ({4 * dim * keys.shape[0]} bytes). Received: "
+                        f"{len(flat)} bytes")
                 entries.append(PushEntry(
-                    name, wire.from_bytes(wire.join(k), np.int64, f"keys of table '{name}'"),
-                    wire.from_bytes(wire.join(g), np.float32, f"gradients of table '{name}'",
-                                    width=dim), lr))
+                    name, keys, wire.from_bytes(flat, np.float32, "gradients", width=dim), lr))
             applied = self.store.push(first.step, first.rank, entries,
                                       wait_applied=first.wait_applied,
                                       timeout=first.timeout_s or None)
