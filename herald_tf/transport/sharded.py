@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps._native import find_duplicate
 from herald_tf.ps.errors import UnavailableError
 from herald_tf.ps.sharding import split_by_shard
 from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, PullRows, Transport
@@ -70,6 +72,7 @@ class ShardedTransport(Transport):
         self._faults_lock = threading.Lock()
         self._retries = retries
         self._backoff_s = backoff_s
+        self._tables: dict[str, TableConfig] = {}
         self._pool = ThreadPoolExecutor(max_workers=threads or max(16, 8 * num_shards),
                                         thread_name_prefix="herald-transport")
 
@@ -126,6 +129,33 @@ class ShardedTransport(Transport):
                    timeout: float | None) -> Callable[[], PullPart]:
         return lambda: self._pull_shard(shard, table, keys, have, need, with_state, timeout)
 
+    def _check_rows(self, table: str, keys: np.ndarray, rows: np.ndarray, what: str,
+                    state: bool = False) -> None:
+        """Checks a push/flush before anything is sent, so no shard records part of a bad one.
+
+        Table and width are checked against the configs given to ``connect`` (when it was
+        called on this transport); every shard re-validates on arrival.
+        """
+        cfg = self._tables.get(table)
+        if self._tables and cfg is None:
+            raise InvalidArgumentError(
+                f"Expected a table given to connect ({', '.join(sorted(self._tables))}). "
+                f"Received: table='{table}'")
+        if cfg is not None:
+            width = cfg.state_width if state else cfg.dim
+            if rows.shape[1] != width:
+                raise InvalidArgumentError(
+                    f"Expected {what} of table '{table}' with shape ({keys.shape[0]}, {width}). "
+                    f"Received: shape={rows.shape}")
+        if rows.size and not np.isfinite(rows).all():
+            raise InvalidArgumentError(
+                f"Expected finite {what} for table '{table}'. Received: a non-finite value")
+        dup = find_duplicate(keys)
+        if dup is not None:
+            raise InvalidArgumentError(
+                f"Expected distinct keys in a push or flush of table '{table}' (sum gradients "
+                f"per key first). Received: key {int(keys[dup[0]])} at positions {dup}")
+
     def _split(self, keys: np.ndarray) -> list[np.ndarray]:
         return split_by_shard(keys, self.num_shards)
 
@@ -175,6 +205,7 @@ class ShardedTransport(Transport):
                     f"Expected a learning rate for every pushed table. Received: none for "
                     f"'{table}'")
             lr = float(learning_rates[table])
+            self._check_rows(table, k, g, "gradients")
             for s, pos in enumerate(self._split(k)):
                 if pos.shape[0]:
                     per_shard[s].append((table, k[pos], g[pos], lr))
@@ -193,6 +224,9 @@ class ShardedTransport(Transport):
         versions = _versions(versions, n, "flushed versions")
         if versions is None:
             raise InvalidArgumentError("Expected the versions of the flushed rows. Received: None")
+        self._check_rows(table, keys, values, "flushed values")
+        if state is not None:
+            self._check_rows(table, keys, state, "flushed optimizer state", state=True)
         futures = []
         for s, pos in enumerate(self._split(keys)):
             if pos.shape[0] == 0:
@@ -225,6 +259,12 @@ class ShardedTransport(Transport):
             lambda s=s: self._control_shard(s, op, dict(args or {}))),
             idempotent=op in IDEMPOTENT_CONTROL) for s in targets]
         return Handle(futures, list).wait()
+
+    def connect(self, tables: Sequence[TableConfig], num_workers: int,
+                rank: int | None = None) -> list[dict[str, Any]]:
+        result = super().connect(tables, num_workers, rank)
+        self._tables.update({t.name: t for t in tables})
+        return result
 
     def byte_counts(self) -> dict[str, int]:
         return self.counters.snapshot()

@@ -142,7 +142,11 @@ class Transport(abc.ABC):
         """This rank's one push of ``step`` to every shard: table → (keys, grads (n, dim)).
 
         Returns the lowest applied step over the shards once every shard accepted (or, with
-        ``wait_applied``, applied) the push. Never retried: a failed push is reported.
+        ``wait_applied``, applied) the push. Never retried: a failed push is reported. The
+        gradients are validated (table, width, finite, distinct keys) before anything is sent,
+        so a bad push reaches no shard; a push that fails at some shards only (a lost
+        connection, a step conflict) may be recorded at the others: treat it as fatal for the
+        step (resume from a checkpoint).
         """
 
     @abc.abstractmethod
