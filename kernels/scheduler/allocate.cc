@@ -49,11 +49,12 @@ void Engine::AllocateGreedy(int64_t* out) {
   }
 }
 
-// Marginal-transfer greedy (grouped.py): cost per key for worker w with U = workers already
-// given this key in the batch: 0 if w in U; pull if U empty or the key occurs once; 2 + pull if
-// |U| = 1; 1 + pull otherwise. pull = 0 if owned/held by w or untouched, 2 if owned elsewhere,
-// else 1. Lowest cost among workers with room, then fewer samples, then lower index.
+// Marginal-transfer greedy (grouped.py). For a key occurring 2..kGroupLimit times in the batch,
+// with U = workers already given it: 0 if w in U, else (U non-empty) + pull. Any other key: pull.
+// pull = 0 if owned/held by w or untouched, 2 if owned dirty elsewhere, else 1. Lowest cost among
+// workers with room, then fewer samples, then lower index.
 void Engine::AllocateGrouped(int64_t* out) {
+  constexpr int32_t kGroupLimit = 16;
   std::vector<int64_t> cost(n_);
   std::vector<int32_t> count(n_, 0);
   const int64_t g = static_cast<int64_t>(n_) * b_;
@@ -62,15 +63,9 @@ void Engine::AllocateGrouped(int64_t* out) {
     const int32_t* row = occ_.data() + i * f_;
     for (int32_t f = 0; f < f_; ++f) {
       const KeyState& ks = keys_[row[f]];
-      const uint64_t mask = ks.alloc_users;
-      int64_t extra;
-      if (mask == 0 || ks.count == 1) {
-        extra = 0;
-      } else if ((mask & (mask - 1)) == 0) {
-        extra = 2;
-      } else {
-        extra = 1;
-      }
+      const bool grouping = ks.count > 1 && ks.count <= kGroupLimit;
+      const uint64_t mask = grouping ? ks.alloc_users : 0;
+      const int64_t extra = mask != 0 ? 1 : 0;
       const int64_t pull_default = !ks.touched ? 0 : (ks.owner >= 0 ? 2 : 1);
       if (pull_default == 0 && extra == 0) continue;
       for (int32_t w = 0; w < n_; ++w) {

@@ -1,17 +1,19 @@
-"""Grouping allocator: greedy on the marginal rows moved, so samples that share keys meet.
+"""Grouping allocator: greedy on marginal transfers, so samples that share keys meet.
 
 Herald's greedy allocator only looks at the caches; a key used by several samples of the batch
 becomes *shared* (a push per user and a pull per stale user) as soon as two workers train it.
 This allocator takes samples in index order and gives each to the worker, among those with
 fewer than B samples, that adds the fewest transfers given the samples already placed in this
-batch (ties: fewer samples, then lower index). Per key k of the sample, with U the workers
-already using k in this batch and ``pull`` = 0 if k is untouched or held by w, else 1
-(+1 when another worker owns k dirty, since it must flush first):
+batch (ties: fewer samples, then lower index). Per key k of the sample, ``pull(k, w)`` is 0 if
+k is untouched or held by w, 2 if another worker owns k dirty (flush + pull), else 1:
 
-- w in U: 0 (k stays where it is);
-- U empty, or k used by this sample only: ``pull``;
-- U = {v}, v != w: 2 + ``pull`` (k turns shared: two pushes instead of a local update);
-- |U| >= 2: 1 + ``pull`` (one more push).
+- if k occurs 2..``GROUP_LIMIT`` times in the batch and U (workers already given k in this
+  batch) is not empty: 0 if w in U, else 1 + ``pull`` (k becomes or stays shared: a push);
+- otherwise: ``pull``.
+
+Keys occurring more often than ``GROUP_LIMIT`` are shared whatever the allocation, so placing
+samples by them only unbalances the rest (measured: limit 16 moves fewest rows at B = 256 and
+1024 on the i.i.d. power-law trace).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from herald_tf.scheduler.types import Allocator, CacheView
+
+GROUP_LIMIT = 16
 
 
 def _pull_cost(view: CacheView, key: int, worker: int) -> int:
@@ -43,17 +47,12 @@ class GroupedAllocator(Allocator):
             row = keys[i].tolist()
             costs = [0] * n
             for key in row:
-                mask = users.get(key, 0)
+                grouping = 1 < counts[key] <= GROUP_LIMIT
+                mask = users.get(key, 0) if grouping else 0
                 for w in range(n):
                     if (mask >> w) & 1:
                         continue
-                    pull = _pull_cost(view, key, w)
-                    if mask == 0 or counts[key] == 1:
-                        costs[w] += pull
-                    elif mask & (mask - 1) == 0:
-                        costs[w] += 2 + pull
-                    else:
-                        costs[w] += 1 + pull
+                    costs[w] += (1 if mask else 0) + _pull_cost(view, key, w)
             best = min(
                 (w for w in range(n) if len(assigned[w]) < b),
                 key=lambda w: (costs[w], len(assigned[w]), w),
