@@ -10,7 +10,9 @@ optimizers), compared with the copy bandwidth (bytes read + written) of the same
 
 Times are medians over repetitions of CUDA-event intervals on one stream, after warm-up, with
 the id sets rotated (4 sets) so repeated runs do not measure a cached input. Herald calls use the
-asynchronous check mode (a caller-owned error record, no host sync), checked once at the end.
+asynchronous check mode (a caller-owned error record, no host sync), checked once at the end, and
+PyTorch's caching allocator injected for temporary memory (as the TF adapter injects TF's); the
+dedup + SGD path is also timed with the default allocator (cudaMallocAsync on the default pool).
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from herald_cuda import Combiner, Library, Optimizer, OptimizerParams  # noqa: E402
+from herald_cuda import (  # noqa: E402
+    ALLOCATE,
+    DEALLOCATE,
+    Allocator,
+    Combiner,
+    Library,
+    Optimizer,
+    OptimizerParams,
+)
 
 DIM = 128
 
@@ -47,6 +57,21 @@ def median_ms(fn, reps: int, warmup: int = 3) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+class TorchAllocator:
+    """Injects PyTorch's caching allocator (stream-ordered, like TF's) into the CUDA core."""
+
+    def __init__(self, stream):
+        def allocate(_ctx, nbytes, _stream):
+            return torch.cuda.caching_allocator_alloc(max(int(nbytes), 1), stream=stream)
+
+        def deallocate(_ctx, ptr, _nbytes, _stream):
+            torch.cuda.caching_allocator_delete(ptr)
+
+        self._a, self._d = ALLOCATE(allocate), DEALLOCATE(deallocate)
+        self.struct = Allocator(self._a, self._d, None)
+        self.ptr = ctypes.addressof(self.struct)
 
 
 def zipf_slots(rng, size, slots, perm):
@@ -163,18 +188,22 @@ def main() -> int:
     }
     lr = 0.01
 
+    torch_alloc = TorchAllocator(stream)
+    allocator = {"ptr": torch_alloc.ptr}
+
     def dedup(ids, combiner=Combiner.NONE):
         grads = grad_rows if combiner == Combiner.NONE else grad_out
         lib.call("herald_cuda_dedup_grad", ids.data_ptr(), n, slots, grads.data_ptr(), None,
                  n if combiner == Combiner.NONE else batch, int(combiner), DIM,
-                 unique.data_ptr(), None, num.data_ptr(), summed.data_ptr(), sp, None, rec)
+                 unique.data_ptr(), None, num.data_ptr(), summed.data_ptr(), sp,
+                 allocator["ptr"], rec)
 
     def apply(kind):
         state = states[kind]
         lib.call("herald_cuda_sparse_apply", ctypes.addressof(params[kind]),
                  storage.data_ptr(), state.data_ptr() if state is not None else None,
                  versions.data_ptr(), slots, DIM, unique.data_ptr(), n, num.data_ptr(),
-                 summed.data_ptr(), sp, None, rec)
+                 summed.data_ptr(), sp, allocator["ptr"], rec)
 
     for dist, ids_list in id_sets.items():
         entry: dict = {}
@@ -202,6 +231,10 @@ def main() -> int:
             entry[f"apply_{name}_ms"] = t_apply
             entry[f"dedup_{name}_gbps"] = (base_bytes + u * DIM * 4 * row_moves) / t_pipe / 1e6
             entry[f"apply_{name}_gbps"] = apply_bytes / t_apply / 1e6
+        allocator["ptr"] = None  # the default: cudaMallocAsync on the device's default pool
+        entry["dedup_sgd_default_pool_ms"] = median_ms(
+            lambda i, l=ids_list: (dedup(l[i % sets]), apply(Optimizer.SGD)), reps)
+        allocator["ptr"] = torch_alloc.ptr
         entry["dedup_sgd_speedup_vs_torch"] = (
             entry["torch_unique_index_add_sgd_ms"] / entry["dedup_sgd_ms"])
         for name in ("adagrad", "adam"):

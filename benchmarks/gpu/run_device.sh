@@ -12,7 +12,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 nvcc --version | tail -2 | tee -a "$OUT/device.txt"
 JOBS=8 benchmarks/gpu/build.sh 2>&1 | tee "$OUT/build.log" || exit 1
 cd benchmarks/gpu
-timeout 240 python3 -m pytest -q -p no:cacheprovider test_kernels.py 2>&1 | tail -40 | tee "$OUT/test.log"
+timeout 240 python3 -m pytest -q -p no:cacheprovider test_kernels.py > "$OUT/test.log" 2>&1
+echo "tests rc=$?" | tee -a "$OUT/test.log"
+grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/test.log" | tail -25
 timeout 150 python3 bench_kernels.py ${BENCH_ARGS:-} --out "$OUT" 2>&1 | tee "$OUT/bench.log"
 SAN="compute-sanitizer --error-exitcode 9 --print-limit 20"
 HERALD_TEST_SMALL=1 timeout ${SAN_TIMEOUT:-150} $SAN --tool memcheck python3 -m pytest -q -x \

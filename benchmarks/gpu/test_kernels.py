@@ -86,8 +86,23 @@ class PyAllocator:
         return ctypes.addressof(self.struct)
 
 
-def ptr(a) -> int:
-    return 0 if a is None else a.data.ptr
+_KEEP: list = []  # arrays whose pointers were handed out in the current test
+
+
+@pytest.fixture(autouse=True)
+def _keep_arrays_alive(stream):
+    yield
+    stream.synchronize()
+    _KEEP.clear()
+
+
+def ptr(a) -> int | None:
+    """Device pointer of a CuPy array, kept alive until the test ends (a temporary such as
+    ``ptr(cp.asarray(x))`` would otherwise be freed before the kernel reads it)."""
+    if a is None:
+        return None
+    _KEEP.append(a)
+    return a.data.ptr
 
 
 def make_bags(rng, batch, max_len, ragged):

@@ -12,17 +12,42 @@ namespace herald {
 namespace cuda {
 namespace {
 
-// One warp per row. Lane 0 reads the row's version and computes Adam's bias corrections (in
-// double, as the CPU does); the lanes then apply ApplyElement to 4 columns each. For the 4-wide
-// path the row's value and state columns are staged in registers as a 4-column "row" (value[4],
-// state[0:4] = first state block, state[4:8] = second), so ApplyElement(..., jj, 4, g) indexes
-// exactly the elements it would in storage.
-template <int KIND, int V>
+// Lane r < R of a warp reads the version of row k0 + r, computes Adam's bias corrections (in
+// double, as the CPU does) and bumps the version; the factors are then broadcast to the warp.
+template <int KIND, int R>
+__device__ __forceinline__ int LoadRowHeads(const HeraldOptimizerParams& p, int64_t k0, int64_t u,
+                                            const int64_t* __restrict__ unique_slots,
+                                            int64_t* __restrict__ versions, int64_t* slot,
+                                            RowCoefficients* rc) {
+  const int lane = threadIdx.x & 31;
+  int64_t my_slot = 0;
+  RowCoefficients my_rc{1.0f, 1.0f};
+  if (lane < R && k0 + lane < u) {
+    my_slot = unique_slots[k0 + lane];
+    const int64_t version = versions[my_slot];
+    if (KIND == HERALD_OPT_ADAM) my_rc = RowCoefficientsFor(p, version);
+    versions[my_slot] = version + 1;
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    slot[r] = __shfl_sync(0xffffffffu, my_slot, r);
+    rc[r].inv_bias1 = __shfl_sync(0xffffffffu, my_rc.inv_bias1, r);
+    rc[r].inv_bias2 = __shfl_sync(0xffffffffu, my_rc.inv_bias2, r);
+  }
+  return u - k0 < R ? static_cast<int>(u - k0) : R;
+}
+
+// One warp per R rows, 4 columns a lane: the loads of all R rows (gradient, value, state) are
+// issued before any math, so a warp keeps R times more memory traffic in flight. The columns are
+// staged in registers as a 4-column "row" (value[4], state[0:4] = first state block,
+// state[4:8] = second), so ApplyElement(..., jj, 4, g) touches exactly the elements it would in
+// storage: the math is herald::ApplyElement, unchanged.
+template <int KIND, int R>
 __global__ void __launch_bounds__(kThreads)
-    ApplyKernel(HeraldOptimizerParams params, float* __restrict__ storage,
-                float* __restrict__ state, int64_t* __restrict__ versions, int64_t dim,
-                const int64_t* __restrict__ unique_slots, int64_t u, const int64_t* u_device,
-                const float* __restrict__ grads, const HeraldCudaError* error) {
+    ApplyVec4Kernel(HeraldOptimizerParams params, float* __restrict__ storage,
+                    float* __restrict__ state, int64_t* __restrict__ versions, int64_t dim,
+                    const int64_t* __restrict__ unique_slots, int64_t u, const int64_t* u_device,
+                    const float* __restrict__ grads, const HeraldCudaError* error) {
   if (ErrorSet(error)) return;
   if (u_device != nullptr && *u_device < u) u = *u_device;
   HeraldOptimizerParams p = params;
@@ -30,51 +55,73 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t width = StateWidth(KIND, dim);
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (int64_t k = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; k < u;
-       k += warps) {
-    const int64_t slot = unique_slots[k];
-    RowCoefficients rc{1.0f, 1.0f};
-    if (lane == 0) {
-      const int64_t version = versions[slot];
-      if (KIND == HERALD_OPT_ADAM) rc = RowCoefficientsFor(p, version);
-      versions[slot] = version + 1;
-    }
-    if (KIND == HERALD_OPT_ADAM) {
-      rc.inv_bias1 = __shfl_sync(0xffffffffu, rc.inv_bias1, 0);
-      rc.inv_bias2 = __shfl_sync(0xffffffffu, rc.inv_bias2, 0);
-    }
-    float* value = storage + slot * dim;
-    float* row_state = state + slot * width;  // unused (width 0) for SGD
-    const float* g = grads + k * dim;
-    if (V == 4) {
-      for (int64_t j = 4 * lane; j < dim; j += 128) {
-        const float4 g4 = *reinterpret_cast<const float4*>(g + j);
-        float4 v4 = *reinterpret_cast<const float4*>(value + j);
-        float gv[4] = {g4.x, g4.y, g4.z, g4.w};
-        float val[4] = {v4.x, v4.y, v4.z, v4.w};
-        float st[8];
-        if (KIND != HERALD_OPT_SGD) {
-          const float4 a = *reinterpret_cast<const float4*>(row_state + j);
-          st[0] = a.x; st[1] = a.y; st[2] = a.z; st[3] = a.w;
-        }
-        if (KIND == HERALD_OPT_ADAM) {
-          const float4 b = *reinterpret_cast<const float4*>(row_state + dim + j);
-          st[4] = b.x; st[5] = b.y; st[6] = b.z; st[7] = b.w;
-        }
+  for (int64_t k0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32 * R;
+       k0 < u; k0 += warps * R) {
+    int64_t slot[R];
+    RowCoefficients rc[R];
+    const int rows = LoadRowHeads<KIND, R>(p, k0, u, unique_slots, versions, slot, rc);
+    for (int64_t j = 4 * lane; j < dim; j += 128) {
+      float g[R][4], val[R][4], st[R][8];
 #pragma unroll
-        for (int jj = 0; jj < 4; ++jj) ApplyElement(p, rc, val, st, jj, 4, gv[jj]);
-        *reinterpret_cast<float4*>(value + j) = make_float4(val[0], val[1], val[2], val[3]);
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) continue;
+        const float4 g4 = *reinterpret_cast<const float4*>(grads + (k0 + r) * dim + j);
+        const float4 v4 = *reinterpret_cast<const float4*>(storage + slot[r] * dim + j);
+        g[r][0] = g4.x; g[r][1] = g4.y; g[r][2] = g4.z; g[r][3] = g4.w;
+        val[r][0] = v4.x; val[r][1] = v4.y; val[r][2] = v4.z; val[r][3] = v4.w;
         if (KIND != HERALD_OPT_SGD) {
-          *reinterpret_cast<float4*>(row_state + j) = make_float4(st[0], st[1], st[2], st[3]);
+          const float4 a = *reinterpret_cast<const float4*>(state + slot[r] * width + j);
+          st[r][0] = a.x; st[r][1] = a.y; st[r][2] = a.z; st[r][3] = a.w;
         }
         if (KIND == HERALD_OPT_ADAM) {
-          *reinterpret_cast<float4*>(row_state + dim + j) =
-              make_float4(st[4], st[5], st[6], st[7]);
+          const float4 b = *reinterpret_cast<const float4*>(state + slot[r] * width + dim + j);
+          st[r][4] = b.x; st[r][5] = b.y; st[r][6] = b.z; st[r][7] = b.w;
         }
       }
-    } else {
-      for (int64_t j = lane; j < dim; j += 32) ApplyElement(p, rc, value, row_state, j, dim, g[j]);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) continue;
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) ApplyElement(p, rc[r], val[r], st[r], jj, 4, g[r][jj]);
+        *reinterpret_cast<float4*>(storage + slot[r] * dim + j) =
+            make_float4(val[r][0], val[r][1], val[r][2], val[r][3]);
+        if (KIND != HERALD_OPT_SGD) {
+          *reinterpret_cast<float4*>(state + slot[r] * width + j) =
+              make_float4(st[r][0], st[r][1], st[r][2], st[r][3]);
+        }
+        if (KIND == HERALD_OPT_ADAM) {
+          *reinterpret_cast<float4*>(state + slot[r] * width + dim + j) =
+              make_float4(st[r][4], st[r][5], st[r][6], st[r][7]);
+        }
+      }
     }
+  }
+}
+
+// Any dim or alignment: one warp per row, ApplyElement directly on storage.
+template <int KIND>
+__global__ void __launch_bounds__(kThreads)
+    ApplyScalarKernel(HeraldOptimizerParams params, float* __restrict__ storage,
+                      float* __restrict__ state, int64_t* __restrict__ versions, int64_t dim,
+                      const int64_t* __restrict__ unique_slots, int64_t u,
+                      const int64_t* u_device, const float* __restrict__ grads,
+                      const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  if (u_device != nullptr && *u_device < u) u = *u_device;
+  HeraldOptimizerParams p = params;
+  p.kind = KIND;
+  const int64_t width = StateWidth(KIND, dim);
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t k = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; k < u;
+       k += warps) {
+    int64_t slot[1];
+    RowCoefficients rc[1];
+    LoadRowHeads<KIND, 1>(p, k, u, unique_slots, versions, slot, rc);
+    float* value = storage + slot[0] * dim;
+    float* row_state = state + slot[0] * width;  // unused (width 0) for SGD
+    const float* g = grads + k * dim;
+    for (int64_t j = lane; j < dim; j += 32) ApplyElement(p, rc[0], value, row_state, j, dim, g[j]);
   }
 }
 
@@ -125,13 +172,13 @@ int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* stat
                 cudaStream_t stream, HeraldStatus* status) {
   const bool vec = dim % 4 == 0 && Aligned16(storage) && Aligned16(grads) &&
                    (KIND == HERALD_OPT_SGD || Aligned16(state));
-  const unsigned int blocks = BlocksFor(u, kThreads / 32);
+  constexpr int kRows = 4;
   if (vec) {
-    ApplyKernel<KIND, 4><<<blocks, kThreads, 0, stream>>>(params, storage, state, versions, dim,
-                                                          unique_slots, u, u_device, grads, error);
+    ApplyVec4Kernel<KIND, kRows><<<BlocksFor(u, kThreads / 32 * kRows), kThreads, 0, stream>>>(
+        params, storage, state, versions, dim, unique_slots, u, u_device, grads, error);
   } else {
-    ApplyKernel<KIND, 1><<<blocks, kThreads, 0, stream>>>(params, storage, state, versions, dim,
-                                                          unique_slots, u, u_device, grads, error);
+    ApplyScalarKernel<KIND><<<BlocksFor(u, kThreads / 32), kThreads, 0, stream>>>(
+        params, storage, state, versions, dim, unique_slots, u, u_device, grads, error);
   }
   HERALD_CUDA_CHECK_LAUNCH(status);
   return HERALD_OK;

@@ -49,9 +49,10 @@ __global__ void HeadsKernel(const unsigned long long* sorted_keys, int64_t n, in
   }
 }
 
+// run_count is the inclusive scan of the run heads: element k belongs to run run_count[k] - 1.
 // run_start[r] for every run, run_start[num_runs] = n, *num_runs_out; and (dedup mode) a flag
 // at the first position of every run.
-__global__ void RunStartsKernel(const int32_t* head, const int32_t* run_id,
+__global__ void RunStartsKernel(const int32_t* head, const int32_t* run_count,
                                 const int32_t* sorted_pos, int64_t n, int32_t* run_start,
                                 int32_t* first_flag, int64_t* num_runs_out,
                                 const HeraldCudaError* error) {
@@ -60,11 +61,11 @@ __global__ void RunStartsKernel(const int32_t* head, const int32_t* run_id,
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += stride) {
     if (head[k]) {
-      run_start[run_id[k]] = static_cast<int32_t>(k);
+      run_start[run_count[k] - 1] = static_cast<int32_t>(k);
       if (first_flag != nullptr) first_flag[sorted_pos[k]] = 1;
     }
     if (k == n - 1) {
-      const int32_t runs = run_id[k] + head[k];
+      const int32_t runs = run_count[k];
       run_start[runs] = static_cast<int32_t>(n);
       if (num_runs_out != nullptr) *num_runs_out = runs;
     }
@@ -74,14 +75,14 @@ __global__ void RunStartsKernel(const int32_t* head, const int32_t* run_id,
 // Output row of every run: its rank by first position (dedup mode, rank_at_pos != NULL) or its
 // key (inverse mode). Fills row_of_run, run_of_row and (dedup mode) unique[rank] = key.
 __global__ void RankKernel(const unsigned long long* sorted_keys, const int32_t* sorted_pos,
-                           const int32_t* run_id, const int32_t* run_start, int64_t n,
+                           const int32_t* run_count, const int32_t* run_start, int64_t n,
                            const int32_t* rank_at_pos, int32_t* row_of_run, int32_t* run_of_row,
                            int64_t* unique, const HeraldCudaError* error) {
   if (ErrorSet(error)) return;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += stride) {
-    const int32_t r = run_id[k];
+    const int32_t r = run_count[k] - 1;
     if (run_start[r] != k) continue;
     const int32_t row = rank_at_pos != nullptr ? rank_at_pos[sorted_pos[k]]
                                                : static_cast<int32_t>(sorted_keys[k]);
@@ -91,14 +92,14 @@ __global__ void RankKernel(const unsigned long long* sorted_keys, const int32_t*
   }
 }
 
-__global__ void InverseKernel(const int32_t* sorted_pos, const int32_t* run_id,
+__global__ void InverseKernel(const int32_t* sorted_pos, const int32_t* run_count,
                               const int32_t* row_of_run, int64_t n, int64_t* inverse,
                               const HeraldCudaError* error) {
   if (ErrorSet(error)) return;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += stride) {
-    inverse[sorted_pos[k]] = row_of_run[run_id[k]];
+    inverse[sorted_pos[k]] = row_of_run[run_count[k] - 1];
   }
 }
 
@@ -141,7 +142,8 @@ struct Sources {
 template <int V>
 __global__ void __launch_bounds__(kThreads)
     ChunkSumKernel(const float* __restrict__ grad_out, int64_t dim,
-                   const int32_t* __restrict__ sorted_pos, const int32_t* __restrict__ run_id,
+                   const int32_t* __restrict__ sorted_pos,
+                   const int32_t* __restrict__ run_count,
                    const int32_t* __restrict__ run_start, const int32_t* __restrict__ row_of_run,
                    int64_t n, Sources sources, float* __restrict__ summed,
                    float* __restrict__ partial, const HeraldCudaError* error) {
@@ -169,8 +171,8 @@ __global__ void __launch_bounds__(kThreads)
       if (lane < count) {
         const int64_t k = base + lane;
         sources.Of(sorted_pos[k], &my_source, &my_weight);
-        my_run = run_id[k];
-        my_end = (k + 1 == k1) || run_id[k + 1] != my_run;
+        my_run = run_count[k] - 1;
+        my_end = (k + 1 == k1) || run_count[k + 1] != run_count[k];
       }
       for (int t0 = 0; t0 < count; t0 += kUnroll) {
         VecT r[kUnroll];
@@ -248,7 +250,7 @@ __global__ void __launch_bounds__(kThreads)
 struct RunPlan {
   int64_t n = 0;
   bool dedup = true;  // rows ranked by first appearance (else rows are the keys)
-  size_t keys_out, pos_in, pos_out, head, run_id, run_start, flag, row_of_run, run_of_row,
+  size_t keys_out, pos_in, pos_out, head, run_count, run_start, flag, row_of_run, run_of_row,
       cub_temp;
   size_t cub_bytes = 0;
 
@@ -260,12 +262,12 @@ struct RunPlan {
     pos_in = temp->Take<int32_t>(n);
     pos_out = temp->Take<int32_t>(n);
     head = temp->Take<int32_t>(n);
-    run_id = temp->Take<int32_t>(n);
+    run_count = temp->Take<int32_t>(n);
     run_start = temp->Take<int32_t>(n + 1);
     flag = temp->Take<int32_t>(n);
     row_of_run = temp->Take<int32_t>(n);
     run_of_row = temp->Take<int32_t>(rows_capacity);
-    size_t sort_bytes = 0, scan_bytes = 0;
+    size_t sort_bytes = 0, scan_bytes = 0, inclusive_bytes = 0;
     HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
                           nullptr, sort_bytes, static_cast<const unsigned long long*>(nullptr),
                           static_cast<unsigned long long*>(nullptr),
@@ -277,7 +279,13 @@ struct RunPlan {
                                                     static_cast<int32_t*>(nullptr),
                                                     static_cast<int>(n)),
                       status);
+    HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, inclusive_bytes,
+                                                    static_cast<const int32_t*>(nullptr),
+                                                    static_cast<int32_t*>(nullptr),
+                                                    static_cast<int>(n)),
+                      status);
     cub_bytes = sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
+    if (inclusive_bytes > cub_bytes) cub_bytes = inclusive_bytes;
     cub_temp = temp->Take<char>(cub_bytes);
     return HERALD_OK;
   }
@@ -294,7 +302,7 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
   int32_t* pos_out = t.Get<int32_t>(p.pos_out);
   unsigned long long* keys_out = t.Get<unsigned long long>(p.keys_out);
   int32_t* head = t.Get<int32_t>(p.head);
-  int32_t* run_id = t.Get<int32_t>(p.run_id);
+  int32_t* run_count = t.Get<int32_t>(p.run_count);
   int32_t* run_start = t.Get<int32_t>(p.run_start);
   int32_t* flag = t.Get<int32_t>(p.flag);
   int32_t* row_of_run = t.Get<int32_t>(p.row_of_run);
@@ -311,7 +319,7 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
   HeadsKernel<<<blocks, kThreads, 0, stream>>>(keys_out, n, head, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   cub_bytes = p.cub_bytes;
-  HERALD_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp, cub_bytes, head, run_id,
+  HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(cub_temp, cub_bytes, head, run_count,
                                                   static_cast<int>(n), stream),
                     status);
   if (p.dedup) {
@@ -320,7 +328,7 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
     HERALD_CUDA_CHECK(
         cudaMemsetAsync(run_of_row, 0xff, sizeof(int32_t) * rows_capacity, stream), status);
   }
-  RunStartsKernel<<<blocks, kThreads, 0, stream>>>(head, run_id, pos_out, n, run_start,
+  RunStartsKernel<<<blocks, kThreads, 0, stream>>>(head, run_count, pos_out, n, run_start,
                                                    p.dedup ? flag : nullptr, num_rows, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   int32_t* rank_at_pos = nullptr;
@@ -331,11 +339,11 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
                                                     static_cast<int>(n), stream),
                       status);
   }
-  RankKernel<<<blocks, kThreads, 0, stream>>>(keys_out, pos_out, run_id, run_start, n,
+  RankKernel<<<blocks, kThreads, 0, stream>>>(keys_out, pos_out, run_count, run_start, n,
                                               rank_at_pos, row_of_run, run_of_row, unique, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   if (inverse != nullptr) {
-    InverseKernel<<<blocks, kThreads, 0, stream>>>(pos_out, run_id, row_of_run, n, inverse,
+    InverseKernel<<<blocks, kThreads, 0, stream>>>(pos_out, run_count, row_of_run, n, inverse,
                                                    error);
     HERALD_CUDA_CHECK_LAUNCH(status);
   }
@@ -362,7 +370,7 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
 #define HERALD_LAUNCH_SUM(V)                                                                   \
   do {                                                                                         \
     ChunkSumKernel<V><<<chunk_blocks, kThreads, 0, stream>>>(                                  \
-        grad_out, dim, t.Get<int32_t>(p.pos_out), t.Get<int32_t>(p.run_id),                    \
+        grad_out, dim, t.Get<int32_t>(p.pos_out), t.Get<int32_t>(p.run_count),                    \
         t.Get<int32_t>(p.run_start), t.Get<int32_t>(p.row_of_run), p.n, sources, summed,       \
         partial, error);                                                                       \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \

@@ -40,20 +40,19 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int64_t base = lo; base < hi; base += 32) {
         const int count = static_cast<int>(hi - base < 32 ? hi - base : 32);
         const int64_t my_id = lane < count ? ids[base + lane] : 0;
-        int t = 0;
-        for (; t + kUnroll <= count; t += kUnroll) {
+        // Rounds of kUnroll independent loads (the last one predicated), then in-order adds.
+        for (int t0 = 0; t0 < count; t0 += kUnroll) {
           VecT r[kUnroll];
 #pragma unroll
           for (int k = 0; k < kUnroll; ++k) {
-            const int64_t id = __shfl_sync(0xffffffffu, my_id, t + k);
-            r[k] = active ? Vec<V>::Load(rows + id * dim_v + col) : Vec<V>::Zero();
+            const int64_t id = __shfl_sync(0xffffffffu, my_id, (t0 + k) & 31);
+            r[k] = (active && t0 + k < count) ? Vec<V>::Load(rows + id * dim_v + col)
+                                              : Vec<V>::Zero();
           }
 #pragma unroll
-          for (int k = 0; k < kUnroll; ++k) Vec<V>::AddTo(acc, r[k]);
-        }
-        for (; t < count; ++t) {
-          const int64_t id = __shfl_sync(0xffffffffu, my_id, t);
-          if (active) Vec<V>::AddTo(acc, Vec<V>::Load(rows + id * dim_v + col));
+          for (int k = 0; k < kUnroll; ++k) {
+            if (t0 + k < count) Vec<V>::AddTo(acc, r[k]);
+          }
         }
       }
       if (combiner != HERALD_COMBINER_SUM) Vec<V>::Scale(acc, scale);
