@@ -61,18 +61,31 @@ void Engine::AllocateGrouped(int64_t* out) {
   for (int64_t i = 0; i < g; ++i) {
     for (int32_t w = 0; w < n_; ++w) cost[w] = 0;
     const int32_t* row = occ_.data() + i * f_;
+    if (i + 2 < g) {
+      for (int32_t f = 0; f < f_; ++f) __builtin_prefetch(&keys_[row[2 * f_ + f]]);
+    }
     for (int32_t f = 0; f < f_; ++f) {
       const KeyState& ks = keys_[row[f]];
       const bool grouping = ks.count > 1 && ks.count <= kGroupLimit;
       const uint64_t mask = grouping ? ks.alloc_users : 0;
       const int64_t extra = mask != 0 ? 1 : 0;
-      const int64_t pull_default = !ks.touched ? 0 : (ks.owner >= 0 ? 2 : 1);
-      if (pull_default == 0 && extra == 0) continue;
-      for (int32_t w = 0; w < n_; ++w) {
-        if ((mask >> w) & 1) continue;
-        int64_t pull = pull_default;
-        if (ks.owner == w || ((ks.holders >> w) & 1)) pull = 0;
-        cost[w] += extra + pull;
+      const int64_t pull = !ks.touched ? 0 : (ks.owner >= 0 ? 2 : 1);
+      // Every worker pays extra + pull except: workers in mask pay 0, holders and the owner
+      // outside mask pay extra. A constant for all workers does not change the choice, so only
+      // the differences are accumulated (negative costs).
+      uint64_t m = mask;
+      while (m) {
+        cost[__builtin_ctzll(m)] -= extra + pull;
+        m &= m - 1;
+      }
+      if (pull != 0) {
+        uint64_t h = ks.holders;
+        if (ks.owner >= 0) h |= 1ULL << ks.owner;
+        h &= ~mask;
+        while (h) {
+          cost[__builtin_ctzll(h)] -= pull;
+          h &= h - 1;
+        }
       }
     }
     int32_t best = -1;

@@ -62,7 +62,11 @@ void Directory::PushLfu(const DirEntry& d, int32_t e) {
 }
 
 int32_t Directory::Touch(int64_t key, int32_t kidx, int64_t step, int32_t staging) {
-  int32_t e = map_.Find(key);
+  return TouchKnown(map_.Find(key), key, kidx, step, staging);
+}
+
+int32_t Directory::TouchKnown(int32_t e, int64_t key, int32_t kidx, int64_t step,
+                              int32_t staging) {
   if (e < 0) {
     e = NewEntry();
     DirEntry& d = entries_[e];

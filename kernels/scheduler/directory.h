@@ -50,6 +50,9 @@ class Directory {
   // Marks `key` used at `step`, inserting it pending at `staging` if absent; returns its entry.
   int32_t Touch(int64_t key, int32_t kidx, int64_t step, int32_t staging);
 
+  // Touch for a key known to be absent (no lookup) or known to be entry `e` (e >= 0).
+  int32_t TouchKnown(int32_t e, int64_t key, int32_t kidx, int64_t step, int32_t staging);
+
   // Removes entry `e` and frees its slot.
   void Remove(int32_t e);
 

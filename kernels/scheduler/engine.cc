@@ -30,11 +30,16 @@ int32_t Engine::Intern(int64_t key) {
 
 void Engine::Step(const int64_t* keys, int64_t* samples_out) {
   const int64_t g = static_cast<int64_t>(n_) * b_;
-  occ_.resize(g * f_);
-  for (int64_t i = 0; i < g * f_; ++i) {
-    int32_t idx = Intern(keys[i]);
-    occ_[i] = idx;
-    KeyState& ks = keys_[idx];
+  const int64_t total = g * f_;
+  constexpr int64_t kAhead = 16;
+  occ_.resize(total);
+  for (int64_t i = 0; i < total; ++i) {
+    if (i + kAhead < total) key_map_.Prefetch(keys[i + kAhead]);
+    occ_[i] = Intern(keys[i]);
+  }
+  for (int64_t i = 0; i < total; ++i) {
+    if (i + kAhead < total) __builtin_prefetch(&keys_[occ_[i + kAhead]]);
+    KeyState& ks = keys_[occ_[i]];
     if (ks.stamp != step_) {
       ks.stamp = step_;
       ks.users = 0;
@@ -74,10 +79,13 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
     wk.clear();
     const uint64_t bit = 1ULL << w;
     Directory& dir = dirs_[w];
-    const bool has_dir = dir.capacity() > 0 && dir.size() > 0;
     int32_t staged = 0;
     int32_t* pos_out = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
     for (int32_t j = 0; j < b_; ++j) {
+      if (j + 2 < b_) {
+        const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 2] * f_;
+        for (int32_t f = 0; f < f_; ++f) __builtin_prefetch(&keys_[ahead[f]]);
+      }
       const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
       for (int32_t f = 0; f < f_; ++f) {
         KeyState& ks = keys_[row[f]];
@@ -85,7 +93,7 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
           if (ks.users == 0) order_.push_back(row[f]);
           ks.users |= bit;
           ks.pos = static_cast<int32_t>(wk.size());
-          int32_t e = has_dir ? dir.Find(ks.key) : -1;
+          int32_t e = ((ks.holders >> w) & 1) ? dir.Find(ks.key) : -1;
           int32_t slot = e >= 0 ? dir.at(e).slot : static_cast<int32_t>(base + staged++);
           wk.push_back(WorkerKey{row[f], slot, e});
         }

@@ -22,26 +22,22 @@ void Engine::PlanHerald() {
     }
   }
   // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
-  for (int32_t w = 0; w < n_; ++w) {
-    for (const WorkerKey& x : wkeys_[w]) {
-      if (x.entry >= 0) continue;
-      const KeyState& ks = keys_[x.kidx];
-      if (ks.touched) {
-        Add(w, HERALD_SCHED_PULL_KEYS, ks.key);
-        Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
-        Add(w, HERALD_SCHED_PULL_VERSIONS, ks.version);
-        ++traffic_.pull_rows;
-      } else {
-        Add(w, HERALD_SCHED_INIT_KEYS, ks.key);
-        Add(w, HERALD_SCHED_INIT_SLOTS, x.slot);
-      }
-    }
-  }
-  // 3. Updates: local for private keys, pushes for shared ones; drop stale copies.
+  // 3a. After the backward pass: local update of private keys, push of shared ones.
   for (int32_t w = 0; w < n_; ++w) {
     const uint64_t bit = 1ULL << w;
     for (const WorkerKey& x : wkeys_[w]) {
       const KeyState& ks = keys_[x.kidx];
+      if (x.entry < 0) {
+        if (ks.touched) {
+          Add(w, HERALD_SCHED_PULL_KEYS, ks.key);
+          Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
+          Add(w, HERALD_SCHED_PULL_VERSIONS, ks.version);
+          ++traffic_.pull_rows;
+        } else {
+          Add(w, HERALD_SCHED_INIT_KEYS, ks.key);
+          Add(w, HERALD_SCHED_INIT_SLOTS, x.slot);
+        }
+      }
       if (ks.users == bit) {
         Add(w, HERALD_SCHED_LOCAL_KEYS, ks.key);
         Add(w, HERALD_SCHED_LOCAL_SLOTS, x.slot);
@@ -51,6 +47,7 @@ void Engine::PlanHerald() {
       }
     }
   }
+  // 3b. Per key: new owner, stale copies dropped, version.
   for (int32_t kidx : order_) {
     KeyState& ks = keys_[kidx];
     const bool is_private = (ks.users & (ks.users - 1)) == 0;
@@ -75,7 +72,8 @@ void Engine::PlanHerald() {
     for (const WorkerKey& x : wkeys_[w]) {
       KeyState& ks = keys_[x.kidx];
       if (ks.users != bit) continue;
-      dir.at(dir.Touch(ks.key, x.kidx, step_, x.slot)).dirty = true;
+      // A private key's entry survived step 3 (only other workers' copies are dropped).
+      dir.at(dir.TouchKnown(x.entry, ks.key, x.kidx, step_, x.slot)).dirty = true;
       ks.holders |= bit;
     }
     dir.EvictToCapacity([&](const DirEntry& d) {

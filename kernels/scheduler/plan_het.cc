@@ -63,7 +63,7 @@ void Engine::PlanHet() {
     for (size_t j = 0; j < wkeys_[w].size(); ++j) {
       const WorkerKey& x = wkeys_[w][j];
       KeyState& ks = keys_[x.kidx];
-      DirEntry& d = dir.at(dir.Touch(ks.key, x.kidx, step_, x.slot));
+      DirEntry& d = dir.at(dir.TouchKnown(x.entry, ks.key, x.kidx, step_, x.slot));
       d.version = new_version[w][j];
       d.pending_updates = new_pending[w][j];
       d.dirty = d.pending_updates > 0;
