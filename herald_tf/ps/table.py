@@ -188,17 +188,22 @@ class TableShard:
         increasing rank order, so the result does not depend on arrival order. Returns the number
         of rows updated.
         """
-        all_keys = np.concatenate(keys_by_rank) if keys_by_rank else np.empty(0, np.int64)
+        if not keys_by_rank:
+            return 0
+        all_keys = keys_by_rank[0] if len(keys_by_rank) == 1 else np.concatenate(keys_by_rank)
         if all_keys.shape[0] == 0:
             return 0
         rows = self._rows_creating(all_keys)
-        unique_rows, inverse = np.unique(rows, return_inverse=True)
-        summed = np.zeros((unique_rows.shape[0], self.dim), dtype=np.float32)
-        start = 0
-        for grads in grads_by_rank:
-            n = grads.shape[0]
-            summed[inverse[start:start + n]] += grads
-            start += n
+        if len(grads_by_rank) == 1:  # one rank's keys are distinct: nothing to sum
+            unique_rows, summed = rows, grads_by_rank[0]
+        else:
+            unique_rows, inverse = np.unique(rows, return_inverse=True)
+            summed = np.zeros((unique_rows.shape[0], self.dim), dtype=np.float32)
+            start = 0
+            for grads in grads_by_rank:
+                n = grads.shape[0]
+                summed[inverse[start:start + n]] += grads
+                start += n
         _core.sparse_apply(self.config.optimizer, self.values, self.state, self.versions,
                            unique_rows, summed, learning_rate=learning_rate)
         return int(unique_rows.shape[0])

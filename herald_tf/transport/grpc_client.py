@@ -17,10 +17,10 @@ import numpy as np
 
 from herald_tf.errors import HeraldError
 from herald_tf.ps.errors import ERROR_BY_GRPC_CODE, PsError
+from herald_tf.transport import codec, wire
 from herald_tf.transport import herald_ps_pb2 as pb
 from herald_tf.transport import herald_ps_pb2_grpc as pb_grpc
-from herald_tf.transport import wire
-from herald_tf.transport.grpc_server import TOKEN_METADATA
+from herald_tf.transport.grpc_server import SERVICE, TOKEN_METADATA
 from herald_tf.transport.sharded import PullPart, ShardedTransport
 from herald_tf.transport.types import FaultInjection
 
@@ -52,6 +52,8 @@ class GrpcTransport(ShardedTransport):
         self._chunk_bytes = chunk_bytes
         self._channels = []
         self._stubs = []
+        self._pulls = []
+        self._pushes = []
         for address in self.addresses:
             if root_certificates is not None:
                 creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
@@ -60,6 +62,12 @@ class GrpcTransport(ShardedTransport):
                 channel = grpc.insecure_channel(address, options=wire.GRPC_OPTIONS)
             self._channels.append(channel)
             self._stubs.append(pb_grpc.ParameterServerStub(channel))
+            self._pulls.append(channel.stream_stream(
+                f"/{SERVICE}/Pull", request_serializer=pb.PullRequest.SerializeToString,
+                response_deserializer=codec.decode_pull_reply))
+            self._pushes.append(channel.stream_unary(
+                f"/{SERVICE}/Push", request_serializer=codec.identity,
+                response_deserializer=pb.PushReply.FromString))
 
     def _deadline(self, timeout: float | None) -> float:
         return (self._timeout_s if timeout is None else timeout) + DEADLINE_MARGIN_S
@@ -71,12 +79,12 @@ class GrpcTransport(ShardedTransport):
             raise _error(e) from None
 
     def _count_sent(self, msg: Any, **kinds: int) -> Any:
-        self.counters.add(wire=msg.ByteSize(), **kinds)
+        self.counters.add(**kinds)
         return msg
 
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None) -> PullPart:
+                    timeout: float | None) -> list[PullPart]:
         row_bytes = 8 * (1 + (have is not None) + (need is not None))
 
         def requests() -> Iterator[pb.PullRequest]:
@@ -90,48 +98,44 @@ class GrpcTransport(ShardedTransport):
                     keys=len(k), control=len(h) + len(m))
 
         try:
-            replies = list(self._stubs[shard].Pull(requests(), timeout=self._deadline(timeout),
+            replies = list(self._pulls[shard](requests(), timeout=self._deadline(timeout),
                                                    metadata=self._metadata))
         except grpc.RpcError as e:
             raise _error(e) from None
-        pos, val, st, ver = [], [], [], []
-        dim = width = 0
+        chunks = []
+        begin = 0
         for r in replies:
             self.counters.add(pulled_rows=len(r.positions) + len(r.values) + len(r.state)
-                              + len(r.versions), wire=r.ByteSize())
-            pos.append(r.positions)
-            val.append(r.values)
-            st.append(r.state)
-            ver.append(r.versions)
-            dim, width = r.dim, r.state_width
-        positions = wire.from_bytes(wire.join(pos), np.int64, "positions")
-        values = wire.from_bytes(wire.join(val), np.float32, "values", dim)
-        state = wire.from_bytes(wire.join(st), np.float32, "state", width) if with_state \
-            and width else (np.zeros((positions.shape[0], 0), np.float32) if with_state else None)
-        versions = wire.from_bytes(wire.join(ver), np.int64, "versions")
-        return positions, values, state, versions
+                              + len(r.versions))
+            versions = wire.from_bytes(r.versions, np.int64, "versions")
+            m = versions.shape[0]
+            # no positions: every row was returned, in request order
+            positions = wire.from_bytes(r.positions, np.int64, "positions") if have is not None \
+                else np.arange(begin, begin + m, dtype=np.int64)
+            begin += m
+            values = wire.from_bytes(r.values, np.float32, "values", r.dim)
+            state = None
+            if with_state:
+                state = wire.from_bytes(r.state, np.float32, "state", r.state_width) \
+                    if r.state_width else np.zeros((m, 0), np.float32)
+            chunks.append((positions, values, state, versions))
+        return chunks
 
     def _push_shard(self, shard: int, step: int, rank: int,
                     entries: list[tuple[str, np.ndarray, np.ndarray, float]],
                     wait_applied: bool, timeout: float | None) -> int:
-        def requests() -> Iterator[pb.PushRequest]:
+        def requests() -> Iterator[bytes]:
+            t = timeout or 0.0
             if not entries:
-                yield self._count_sent(pb.PushRequest(step=step, rank=rank,
-                                                      wait_applied=wait_applied,
-                                                      timeout_s=timeout or 0.0))
+                yield codec.encode_push_request(step, rank, "", 0.0, b"", b"", wait_applied, t)
             for table, keys, grads, lr in entries:
                 row_bytes = 8 + 4 * grads.shape[1]
                 for b, e in wire.row_ranges(keys.shape[0], row_bytes, self._chunk_bytes):
-                    k = wire.to_bytes(keys[b:e])
-                    g = wire.to_bytes(grads[b:e])
-                    yield self._count_sent(
-                        pb.PushRequest(step=step, rank=rank, table=table, learning_rate=lr,
-                                       keys=k, grads=g, wait_applied=wait_applied,
-                                       timeout_s=timeout or 0.0),
-                        keys=len(k), pushed_gradients=len(g))
+                    k, g = keys[b:e], grads[b:e]
+                    self.counters.add(keys=k.nbytes, pushed_gradients=g.nbytes)
+                    yield codec.encode_push_request(step, rank, table, lr, k, g, wait_applied, t)
 
-        reply = self._call(self._stubs[shard].Push, requests(), timeout)
-        self.counters.add(wire=reply.ByteSize())
+        reply = self._call(self._pushes[shard], requests(), timeout)
         return int(reply.applied_step)
 
     def _flush_shard(self, shard: int, table: str, keys: np.ndarray, values: np.ndarray,
@@ -157,7 +161,7 @@ class GrpcTransport(ShardedTransport):
                 yield self._count_sent(pb.VersionsRequest(table=table, keys=k), keys=len(k))
 
         reply = self._call(self._stubs[shard].Versions, requests(), None)
-        self.counters.add(control=len(reply.versions), wire=reply.ByteSize())
+        self.counters.add(control=len(reply.versions))
         return wire.from_bytes(reply.versions, np.int64, "versions").copy()
 
     def _control_shard(self, shard: int, op: str, args: Mapping[str, Any]) -> Any:
@@ -166,7 +170,7 @@ class GrpcTransport(ShardedTransport):
                                    control=len(op.encode()) + len(payload.encode()))
         timeout = args.get("timeout_s")
         reply = self._call(self._stubs[shard].Control, request, timeout)
-        self.counters.add(control=len(reply.json.encode()), wire=reply.ByteSize())
+        self.counters.add(control=len(reply.json.encode()))
         return json.loads(reply.json)
 
     def close(self) -> None:

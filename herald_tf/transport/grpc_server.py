@@ -24,11 +24,12 @@ from herald_tf.errors import HeraldError, InvalidArgumentError
 from herald_tf.ps import checkpoint
 from herald_tf.ps.errors import grpc_code_of
 from herald_tf.ps.store import PushEntry, ShardStore
+from herald_tf.transport import codec, wire
 from herald_tf.transport import herald_ps_pb2 as pb
 from herald_tf.transport import herald_ps_pb2_grpc as pb_grpc
-from herald_tf.transport import wire
 
 TOKEN_METADATA = "x-herald-token"
+SERVICE = "herald.ps.ParameterServer"
 
 
 class _TokenInterceptor(grpc.ServerInterceptor):
@@ -86,7 +87,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
         return t.dim, t.state_width
 
     def Pull(self, request_iterator: Iterator[pb.PullRequest],
-             context: grpc.ServicerContext) -> Iterator[pb.PullReply]:
+             context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Streams the rows (encoded PullReply messages, see codec.py)."""
         try:
             first = None
             keys, have, need = [], [], []
@@ -111,15 +113,15 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
             _abort(context, self.store, e)
             return
         n = result.positions.shape[0]
-        row_bytes = 4 * dim + 16 + (4 * width if result.state is not None else 0)
+        filtered = bool(h)  # positions travel only when have_versions may have skipped rows
+        row_bytes = 4 * dim + 8 + 8 * filtered + (4 * width if result.state is not None else 0)
         for b, e in wire.row_ranges(n, row_bytes, self.chunk_bytes):
-            yield pb.PullReply(
-                positions=wire.to_bytes(result.positions[b:e]),
-                values=wire.to_bytes(result.values[b:e]),
-                state=wire.to_bytes(result.state[b:e]) if result.state is not None else b"",
-                versions=wire.to_bytes(result.versions[b:e]), dim=dim, state_width=width)
+            yield codec.encode_pull_reply(
+                result.positions[b:e] if filtered else b"", result.values[b:e],
+                result.state[b:e] if result.state is not None else b"",
+                result.versions[b:e], dim, width)
 
-    def Push(self, request_iterator: Iterator[pb.PushRequest],
+    def Push(self, request_iterator: Iterator[codec.PushRequestView],
              context: grpc.ServicerContext) -> pb.PushReply:
         try:
             first = None
@@ -237,6 +239,27 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
             f"Received: op={op!r}")
 
 
+def handlers(servicer: ParameterServerServicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers: generated message classes, codec.py for the bulk ones."""
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Pull": grpc.stream_stream_rpc_method_handler(
+            servicer.Pull, request_deserializer=pb.PullRequest.FromString,
+            response_serializer=codec.identity),
+        "Push": grpc.stream_unary_rpc_method_handler(
+            servicer.Push, request_deserializer=codec.decode_push_request,
+            response_serializer=pb.PushReply.SerializeToString),
+        "Flush": grpc.stream_unary_rpc_method_handler(
+            servicer.Flush, request_deserializer=pb.FlushRequest.FromString,
+            response_serializer=pb.FlushReply.SerializeToString),
+        "Versions": grpc.stream_unary_rpc_method_handler(
+            servicer.Versions, request_deserializer=pb.VersionsRequest.FromString,
+            response_serializer=pb.VersionsReply.SerializeToString),
+        "Control": grpc.unary_unary_rpc_method_handler(
+            servicer.Control, request_deserializer=pb.ControlRequest.FromString,
+            response_serializer=pb.ControlReply.SerializeToString),
+    })
+
+
 def serve(store: ShardStore, token: str, address: str = "127.0.0.1", port: int = 0,
           checkpoint_dir: str | None = None, tls_cert: str | None = None,
           tls_key: str | None = None, max_threads: int = 32,
@@ -247,8 +270,8 @@ def serve(store: ShardStore, token: str, address: str = "127.0.0.1", port: int =
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads,
                                                     thread_name_prefix="herald-ps"),
                          interceptors=[_TokenInterceptor(token)], options=wire.GRPC_OPTIONS)
-    pb_grpc.add_ParameterServerServicer_to_server(
-        ParameterServerServicer(store, checkpoint_dir, chunk_bytes), server)
+    server.add_generic_rpc_handlers(
+        (handlers(ParameterServerServicer(store, checkpoint_dir, chunk_bytes)),))
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     if tls_cert or tls_key:
         with open(tls_key, "rb") as f:

@@ -33,11 +33,12 @@ class LocalTransport(ShardedTransport):
 
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None) -> PullPart:
+                    timeout: float | None) -> list[PullPart]:
         self.counters.add(keys=keys.nbytes, control=_nbytes(have, need))
         r = self.stores[shard].pull(table, keys, have, need, with_state, timeout)
-        self.counters.add(pulled_rows=_nbytes(r.positions, r.values, r.state, r.versions))
-        return r.positions, r.values, r.state, r.versions
+        self.counters.add(pulled_rows=_nbytes(r.positions if have is not None else None,
+                                              r.values, r.state, r.versions))
+        return [(r.positions, r.values, r.state, r.versions)]
 
     def _push_shard(self, shard: int, step: int, rank: int,
                     entries: list[tuple[str, np.ndarray, np.ndarray, float]],

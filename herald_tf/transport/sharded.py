@@ -29,6 +29,8 @@ from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, Pull
 #: Control ops that are safe to repeat.
 IDEMPOTENT_CONTROL = frozenset({"connect", "health", "stats"})
 
+#: One chunk of a shard's pull reply: (positions within the shard's keys, values, state or None,
+#: versions). A shard's reply is a list of chunks.
 PullPart = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
 
 
@@ -81,8 +83,8 @@ class ShardedTransport(Transport):
     @abc.abstractmethod
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None) -> PullPart:
-        """(positions within ``keys``, values, state or None, versions) from one shard."""
+                    timeout: float | None) -> list[PullPart]:
+        """The chunks of one shard's reply (see ``PullPart``)."""
 
     @abc.abstractmethod
     def _push_shard(self, shard: int, step: int, rank: int,
@@ -126,7 +128,7 @@ class ShardedTransport(Transport):
 
     def _pull_call(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                    need: np.ndarray | None, with_state: bool,
-                   timeout: float | None) -> Callable[[], PullPart]:
+                   timeout: float | None) -> Callable[[], list[PullPart]]:
         return lambda: self._pull_shard(shard, table, keys, have, need, with_state, timeout)
 
     def _check_rows(self, table: str, keys: np.ndarray, rows: np.ndarray, what: str,
@@ -174,20 +176,28 @@ class ShardedTransport(Transport):
             None if need is None else need[pos], with_state, timeout), idempotent=True)
             for s, pos in enumerate(parts)]
 
-        def combine(replies: list[PullPart]) -> PullRows:
-            dim = next((r[1].shape[1] for r in replies), 0)
-            width = next((r[2].shape[1] for r in replies if r[2] is not None), 0)
-            values = np.zeros((n, dim), dtype=np.float32)
-            versions = np.full(n, -1, dtype=np.int64)
-            state = np.zeros((n, width), dtype=np.float32) if with_state else None
-            received = np.zeros(n, dtype=bool)
-            for pos, (p, v, st, ver) in zip(parts, replies, strict=True):
-                dest = pos[p]
-                values[dest] = v
-                versions[dest] = ver
-                received[dest] = True
-                if state is not None and st is not None:
-                    state[dest] = st
+        def combine(replies: list[list[PullPart]]) -> PullRows:
+            chunks = [c for r in replies for c in r]
+            dim = next((c[1].shape[1] for c in chunks), 0)
+            width = next((c[2].shape[1] for c in chunks if c[2] is not None), 0)
+            alloc = np.empty if have is None else np.zeros  # every row comes back unless filtered
+            values = alloc((n, dim), dtype=np.float32)
+            state = alloc((n, width), dtype=np.float32) if with_state else None
+            if have is None:
+                versions = np.empty(n, dtype=np.int64)
+                received = np.ones(n, dtype=bool)
+            else:
+                versions = np.full(n, -1, dtype=np.int64)
+                received = np.zeros(n, dtype=bool)
+            for pos, reply in zip(parts, replies, strict=True):
+                for p, v, st, ver in reply:
+                    dest = pos[p]
+                    values[dest] = v
+                    versions[dest] = ver
+                    if have is not None:
+                        received[dest] = True
+                    if state is not None and st is not None:
+                        state[dest] = st
             return PullRows(values, versions, state, received)
 
         return Handle(futures, combine)

@@ -20,10 +20,11 @@ Thread safety: every method may be called from any number of threads at once.
 Buffer lifetime: the arrays passed in are read before the call returns (they are encoded or
 copied), so the caller may reuse them at once; arrays returned by ``wait()`` belong to the
 caller. Byte counters (``byte_counts``) count the payload bytes actually sent and received, by
-kind: ``keys`` (keys of every request), ``pulled_rows`` (values, state, versions and request
-positions of pull replies), ``pushed_gradients``, ``flushed_rows`` (values, state, versions),
-``control`` (control JSON both ways, version replies, per-key versions in pull requests), and
-``wire`` (serialized message bytes both ways, framing included).
+kind: ``keys`` (keys of every request), ``pulled_rows`` (values, state and versions of pull
+replies, plus the int64 request positions when ``have_versions`` let the server skip rows),
+``pushed_gradients``, ``flushed_rows`` (values, state, versions), and ``control`` (control JSON
+both ways, version replies, per-key versions in pull requests). Protobuf/HTTP2 framing is not
+counted.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from herald_tf.config import TableConfig
 
 T = TypeVar("T")
 
-BYTE_KINDS = ("keys", "pulled_rows", "pushed_gradients", "flushed_rows", "control", "wire")
+BYTE_KINDS = ("keys", "pulled_rows", "pushed_gradients", "flushed_rows", "control")
 
 
 class Handle(Generic[T]):

@@ -97,8 +97,12 @@ def test_byte_counters_equal_payload_bytes(transport_factory) -> None:
     c = t.byte_counts()
     assert c["keys"] - base["keys"] == 8 * (1000 + 1000 + 10)
     assert c["pushed_gradients"] - base["pushed_gradients"] == 1000 * 6 * 4
-    # values + state + versions + request positions
-    assert c["pulled_rows"] - base["pulled_rows"] == 1000 * (6 * 4 + 6 * 4 + 8 + 8)
+    # values + state + versions (no positions: nothing was skipped)
+    assert c["pulled_rows"] - base["pulled_rows"] == 1000 * (6 * 4 + 6 * 4 + 8)
+    t.pull("emb", keys, have_versions=np.zeros(1000, np.int64)).wait()
+    c2 = t.byte_counts()
+    assert c2["pulled_rows"] - c["pulled_rows"] == 1000 * (6 * 4 + 8 + 8)  # + positions
+    assert c2["control"] - c["control"] == 1000 * 8  # the have_versions sent
     assert c["flushed_rows"] - base["flushed_rows"] == 10 * (6 * 4 + 6 * 4 + 8)
 
 

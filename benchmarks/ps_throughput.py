@@ -1,0 +1,202 @@
+"""PS throughput: pull and push of 4096 × 26 keys (dim 64) against 2 local herald-ps processes.
+
+In the same run, a raw TCP socket moves the same bytes between the client and 2 local socket
+server processes (request: the keys, or keys + gradients; reply: the rows, or a 1-byte ack), as
+the ceiling for this machine. Writes benchmarks/results/ps_throughput.json with rows/s and GB/s
+of each, and ``pull_vs_raw_socket`` / ``push_vs_raw_socket`` (herald throughput ÷ raw socket
+throughput; goal ≥ 0.5 each). ``--quick`` runs fewer repetitions (≤ 60 s), same keys.
+
+Bytes counted per operation: pull = keys sent + rows received (values float32 + versions and
+request positions int64, as the PS sends them); push = keys + gradients sent. The raw socket
+moves exactly the same number of bytes each way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "distributed"))
+
+BATCH, FIELDS, DIM = 4096, 26, 64
+RESULT = os.path.join(ROOT, "benchmarks", "results", "ps_throughput.json")
+_HEADER = struct.Struct("<QQ")  # request bytes, reply bytes
+
+
+def _recv_exact(sock: socket.socket, buf: memoryview) -> None:
+    got = 0
+    while got < len(buf):
+        n = sock.recv_into(buf[got:])
+        if n == 0:
+            raise ConnectionError("peer closed")
+        got += n
+
+
+def raw_server(port_file: str) -> None:
+    """A raw TCP server: reads a request of the announced size, sends a reply of the size."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(srv.getsockname()[1]))
+    os.replace(port_file + ".tmp", port_file)
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    header = bytearray(_HEADER.size)
+    buf = bytearray(1 << 20)
+    reply = bytearray(1 << 20)
+    while True:
+        try:
+            _recv_exact(conn, memoryview(header))
+        except ConnectionError:
+            return
+        n_in, n_out = _HEADER.unpack(header)
+        if len(buf) < n_in:
+            buf = bytearray(n_in)
+        if len(reply) < n_out:
+            reply = bytearray(n_out)
+        _recv_exact(conn, memoryview(buf)[:n_in])
+        conn.sendall(memoryview(reply)[:n_out])
+
+
+class RawClient:
+    """Moves (request, reply) byte counts to each raw server in parallel, one thread each."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.socks = []
+        for p in ports:
+            s = socket.create_connection(("127.0.0.1", p))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.socks.append(s)
+
+    def exchange(self, payloads: list[bytes], reply_sizes: list[int]) -> None:
+        def one(i: int) -> None:
+            s = self.socks[i]
+            s.sendall(_HEADER.pack(len(payloads[i]), reply_sizes[i]))
+            s.sendall(payloads[i])
+            reply = bytearray(reply_sizes[i])
+            _recv_exact(s, memoryview(reply))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(self.socks))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+
+def timed(fn, reps: int) -> float:
+    """Median seconds of ``reps`` calls after one warm-up."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    """Runs the benchmark and writes the JSON result."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (<= 60 s)")
+    ap.add_argument("--raw-server", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=RESULT)
+    args = ap.parse_args()
+    if args.raw_server:
+        raw_server(args.raw_server)
+        return 0
+
+    from ps_cluster import PsCluster, start_process
+
+    from herald_tf.config import OptimizerConfig, TableConfig
+    from herald_tf.ps.sharding import split_by_shard
+
+    reps = 5 if args.quick else 15
+    n = BATCH * FIELDS
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 2**62, size=n + 1000, dtype=np.int64))[:n]
+    keys = rng.permutation(keys)
+    grads = rng.normal(size=(n, DIM)).astype(np.float32)
+    cfg = TableConfig("emb", DIM, seed=1, optimizer=OptimizerConfig("sgd", learning_rate=0.01))
+    results: dict = {"batch": BATCH, "fields": FIELDS, "dim": DIM, "keys": n, "servers": 2,
+                     "repetitions": reps, "cpus": os.cpu_count(),
+                     "machine": platform.machine(), "python": platform.python_version()}
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = PsCluster(2, tmp, num_workers=1).start()
+        raw_procs = []
+        try:
+            t = cluster.transport()
+            t.connect([cfg], num_workers=1)
+            step = [0]
+
+            def push() -> None:
+                t.push(step[0], 0, {"emb": (keys, grads)}, {"emb": 0.01}).wait()
+                step[0] += 1
+
+            push()  # creates every row, so pulls read existing rows
+            pull_s = timed(lambda: t.pull("emb", keys).wait(), reps)
+            push_s = timed(push, reps)
+
+            ports = []
+            for i in range(2):
+                pf = os.path.join(tmp, f"raw-{i}.port")
+                proc, port = start_process([sys.executable, os.path.abspath(__file__),
+                                            "--raw-server", pf], pf,
+                                           os.path.join(tmp, f"raw-{i}.log"))
+                raw_procs.append(proc)
+                ports.append(port)
+            raw = RawClient(ports)
+            parts = split_by_shard(keys, 2)
+            key_bytes = [keys[p].tobytes() for p in parts]
+            pull_reply = [len(p) * (4 * DIM + 16) for p in parts]
+            push_bytes = [keys[p].tobytes() + grads[p].tobytes() for p in parts]
+            raw_pull_s = timed(lambda: raw.exchange(key_bytes, pull_reply), reps)
+            raw_push_s = timed(lambda: raw.exchange(push_bytes, [1, 1]), reps)
+            raw.close()
+        finally:
+            cluster.stop()
+            for p in raw_procs:
+                p.kill()
+                p.wait()
+    pull_bytes = n * 8 + n * (4 * DIM + 16)
+    push_total = n * 8 + n * 4 * DIM
+    for name, secs, nbytes in (("pull", pull_s, pull_bytes), ("push", push_s, push_total),
+                               ("raw_socket_pull", raw_pull_s, pull_bytes),
+                               ("raw_socket_push", raw_push_s, push_total)):
+        results[name] = {"seconds": round(secs, 5), "rows_per_s": round(n / secs),
+                         "gb_per_s": round(nbytes / secs / 1e9, 4), "bytes": nbytes}
+    results["pull_vs_raw_socket"] = round(raw_pull_s / pull_s, 4)
+    results["push_vs_raw_socket"] = round(raw_push_s / push_s, 4)
+    results["goal"] = {"pull_vs_raw_socket": 0.5, "push_vs_raw_socket": 0.5}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print(f"{'op':<18}{'ms':>9}{'Mrows/s':>10}{'GB/s':>8}")
+    for name in ("pull", "raw_socket_pull", "push", "raw_socket_push"):
+        r = results[name]
+        print(f"{name:<18}{1e3 * r['seconds']:>9.1f}{r['rows_per_s'] / 1e6:>10.2f}"
+              f"{r['gb_per_s']:>8.2f}")
+    print(f"pull_vs_raw_socket = {results['pull_vs_raw_socket']:.2f}   "
+          f"push_vs_raw_socket = {results['push_vs_raw_socket']:.2f}   (goal >= 0.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
