@@ -10,14 +10,22 @@ namespace herald {
 namespace cuda {
 namespace {
 
-// Rows loaded before the first add: the gathers are independent, so 8 are in flight per lane.
-constexpr int kUnroll = 8;
+// Tuning knobs (the harness builds variants with -D to compare them): rows loaded per round
+// before the first add (independent gathers in flight per lane), and the minimum resident blocks
+// per SM that caps the pooling kernel's registers.
+#ifndef HERALD_POOL_UNROLL
+#define HERALD_POOL_UNROLL 8
+#endif
+#ifndef HERALD_POOL_MIN_BLOCKS
+#define HERALD_POOL_MIN_BLOCKS 2
+#endif
+constexpr int kUnroll = HERALD_POOL_UNROLL;
 
 // One warp per bag. Lane l holds columns [V*(c0 + l), V*(c0 + l) + V) of chunk c0; the bag's
 // ids are loaded 32 at a time (one per lane) and broadcast with shuffles. Addition is in id
 // order, then MEAN/SQRTN multiply by the CPU kernel's scale, so results match the CPU's order.
 template <int V, bool kRagged>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, HERALD_POOL_MIN_BLOCKS)
     PoolKernel(const float* __restrict__ storage, int64_t dim, const int64_t* __restrict__ ids,
                const int64_t* __restrict__ row_splits, int64_t batch, int64_t ids_per_bag,
                int combiner, float* __restrict__ out, const HeraldCudaError* error) {
