@@ -9,6 +9,7 @@ plans against exact synchronous SGD.
 from herald_tf.scheduler.cache_directory import CacheDirectory
 from herald_tf.scheduler.reference import ReferenceEngine
 from herald_tf.scheduler.replay import ConsistencyError, ReplayModel
+from herald_tf.scheduler.scheduler import Scheduler, global_batches, make_engine
 from herald_tf.scheduler.types import (
     Allocation,
     Eviction,
@@ -30,9 +31,12 @@ __all__ = [
     "ReferenceEngine",
     "ReplayModel",
     "ScheduledStep",
+    "Scheduler",
     "SchedulerConfig",
     "SchedulerConfigError",
     "SchedulerError",
     "StepPlan",
     "Traffic",
+    "global_batches",
+    "make_engine",
 ]

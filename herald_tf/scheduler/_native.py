@@ -81,7 +81,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_library() -> ctypes.CDLL:
     """The library exporting ``herald_sched_*``: ``$HERALD_CORE_LIB`` or libherald_core.so."""
     path = os.environ.get(CORE_LIB_VAR)

@@ -1,0 +1,143 @@
+"""The scheduler service: runs ahead of training over a look-ahead window in a background thread.
+
+Usage by a training runtime (one process may schedule for all workers; every worker running its
+own copy on the same batches gets identical results, the engine being deterministic)::
+
+    with Scheduler(config, global_batches(keys, config.global_batch)) as sched:
+        for scheduled in sched:                 # ScheduledStep, in step order 0, 1, ...
+            mine = scheduled.samples[rank]      # (B,) indices into that global batch
+            plan = scheduled.plans[rank]        # StepPlan: flush, pull, local, push, ...
+
+The thread computes step t + L while step t trains (``lookahead`` = L); the C++ engine releases
+the GIL. The partial last global batch is dropped. Errors in the thread are re-raised by the
+consumer as ``SchedulerError``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from herald_tf.scheduler.reference import ReferenceEngine
+from herald_tf.scheduler.types import ScheduledStep, SchedulerConfig, SchedulerError, Traffic
+
+_END = object()
+
+
+def global_batches(keys: np.ndarray, global_batch: int) -> Iterator[np.ndarray]:
+    """Consecutive (global_batch, F) slices of ``keys``; the partial last one is dropped."""
+    for start in range(0, len(keys) - global_batch + 1, global_batch):
+        yield keys[start:start + global_batch]
+
+
+def make_engine(config: SchedulerConfig, engine: str = "auto",
+                emit_plans: bool = True) -> object:
+    """A scheduling engine: ``native`` (C++), ``reference`` (Python) or ``auto`` (native if
+    its library loads, else reference, which is far slower)."""
+    if engine not in ("auto", "native", "reference"):
+        raise ValueError(f"Expected engine auto, native or reference. Received: {engine!r}")
+    if engine != "reference":
+        from herald_tf.scheduler import _native
+
+        if engine == "native" or _native.available():
+            return _native.NativeEngine(config, emit_plans=emit_plans)
+    return ReferenceEngine(config)
+
+
+class Scheduler:
+    """Schedules global batches ahead of training; see the module docstring.
+
+    Args:
+      config: the scheduler configuration (``lookahead`` bounds how far it runs ahead).
+      batches: iterable of (N * B, F) int64 global batches, in training order.
+      engine: ``auto``, ``native`` or ``reference`` (see ``make_engine``).
+      emit_plans: produce per-worker plans (False: allocation and traffic counters only).
+    """
+
+    def __init__(self, config: SchedulerConfig, batches: Iterable[np.ndarray],
+                 engine: str = "auto", emit_plans: bool = True) -> None:
+        self.config = config
+        self._engine = make_engine(config, engine, emit_plans)
+        self._batches = batches
+        self._queue: queue.Queue = queue.Queue(maxsize=config.lookahead)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_step = 0
+        self._traffic = Traffic()
+        self._lock = threading.Lock()
+
+    def start(self) -> Scheduler:
+        """Starts the background thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="herald-scheduler",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for batch in self._batches:
+                if self._stop.is_set():
+                    return
+                if len(batch) < self.config.global_batch:
+                    break  # the partial last global batch is dropped
+                scheduled = self._engine.step(batch)
+                with self._lock:
+                    self._traffic = self._engine.traffic
+                if not self._put(scheduled):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self._put(e)
+            return
+        self._put(_END)
+
+    def __iter__(self) -> Iterator[ScheduledStep]:
+        self.start()
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                self._put(_END)  # later iterations end too
+                return
+            if isinstance(item, BaseException):
+                raise SchedulerError(f"The scheduler thread failed: {item}") from item
+            if item.step != self._next_step:
+                raise SchedulerError(
+                    f"Expected step {self._next_step}. Received: step={item.step}"
+                )
+            self._next_step += 1
+            yield item
+
+    def next(self) -> ScheduledStep:
+        """The next scheduled step; raises StopIteration at the end of the batches."""
+        return next(iter(self))
+
+    @property
+    def traffic(self) -> Traffic:
+        """Rows moved by the steps scheduled so far (possibly ahead of training)."""
+        with self._lock:
+            return self._traffic
+
+    def close(self) -> None:
+        """Stops the thread and waits for it (the current step finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Scheduler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

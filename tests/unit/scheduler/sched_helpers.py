@@ -1,0 +1,30 @@
+"""Trace makers and plan comparison shared by the scheduler tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from herald_tf.scheduler.types import ScheduledStep, StepPlan
+
+
+def zipf_trace(seed: int, steps: int, global_batch: int, fields: int, keys_per_field: int,
+               skew: float) -> np.ndarray:
+    """(steps * global_batch, fields) int64 keys; field f draws rank ~ r^-skew among its keys."""
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, keys_per_field + 1, dtype=np.float64)
+    p = ranks ** -skew
+    p /= p.sum()
+    draws = rng.choice(keys_per_field, size=(steps * global_batch, fields), p=p)
+    return (np.arange(fields, dtype=np.int64) << 32) | draws.astype(np.int64)
+
+
+def assert_same_step(a: ScheduledStep, b: ScheduledStep) -> None:
+    """Both engines produced the same allocation and plans."""
+    assert a.step == b.step
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert a.plans is not None and b.plans is not None
+    for w, (pa, pb) in enumerate(zip(a.plans, b.plans, strict=True)):
+        for name in StepPlan.LISTS + ("slots",):
+            np.testing.assert_array_equal(
+                getattr(pa, name), getattr(pb, name), err_msg=f"worker {w} list {name}"
+            )
