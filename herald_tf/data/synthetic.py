@@ -69,10 +69,10 @@ class SyntheticConfig:
     alpha: float = 1.05
     seed: int = 0
     locality: bool = False
-    sessions: int = 256
-    session_length: int = 2048
+    sessions: int = 512
+    session_length: int = 16384
     stickiness: float = 0.8
-    drift_period: int = 512
+    drift_period: int = 256
     missing_rate: float = 0.0
     ctr: float = 0.25
 

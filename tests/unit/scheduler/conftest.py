@@ -15,10 +15,6 @@ from herald_tf.scheduler import _native
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: long-running test, not part of the quick suite")
-
-
 @pytest.fixture(scope="session")
 def native_lib(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Path of a library exporting the scheduler ABI: libherald_core.so if it has it, else one
