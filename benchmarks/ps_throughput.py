@@ -4,10 +4,13 @@ In the same run, a raw TCP socket moves the same bytes between the client and 2 
 server processes (request: the keys, or keys + gradients; reply: the rows, or a 1-byte ack), as
 the ceiling for this machine. Writes benchmarks/results/ps_throughput.json with rows/s and GB/s
 of each, and ``pull_vs_raw_socket`` / ``push_vs_raw_socket`` (herald throughput ÷ raw socket
-throughput; goal ≥ 0.5 each). ``--quick`` runs fewer repetitions (≤ 60 s), same keys.
+throughput; goal ≥ 0.5 each), plus the client's and each server's CPU time per call, which
+shows where the time goes on a machine with 2 shared cores. ``--quick`` runs fewer repetitions
+(≤ 60 s), same keys.
 
-Bytes counted per operation: pull = keys sent + rows received (values float32 + versions and
-request positions int64, as the PS sends them); push = keys + gradients sent. The raw socket
+Bytes counted per operation: pull = keys sent + rows received (values float32 + an int64 version
+per row, as the PS sends them); push = keys + gradients sent. Each push is a full SGD step on
+the servers (one worker), each pull reads rows that exist. The raw socket
 moves exactly the same number of bytes each way.
 """
 
@@ -20,7 +23,6 @@ import platform
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -100,15 +102,38 @@ class RawClient:
             s.close()
 
 
-def timed(fn, reps: int) -> float:
-    """Median seconds of ``reps`` calls after one warm-up."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def timed(fns: dict, reps: int) -> dict:
+    """Median seconds of each function over ``reps`` interleaved rounds, after a warm-up.
+
+    Interleaving (a, b, c, a, b, c, ...) exposes every variant to the same background load,
+    which matters on a shared 2-core machine.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_call(fn, reps: int, server_pids: list[int]) -> dict:
+    """Client and server CPU milliseconds per call (where the time goes on 2 shared cores)."""
+    before = [_cpu_s(p) for p in [os.getpid(), *server_pids]]
+    for _ in range(reps):
+        fn()
+    after = [_cpu_s(p) for p in [os.getpid(), *server_pids]]
+    ms = [round(1e3 * (a - b) / reps, 1) for a, b in zip(after, before, strict=True)]
+    return {"client_cpu_ms": ms[0], "server_cpu_ms": ms[1:]}
 
 
 def main() -> int:
@@ -150,8 +175,6 @@ def main() -> int:
                 step[0] += 1
 
             push()  # creates every row, so pulls read existing rows
-            pull_s = timed(lambda: t.pull("emb", keys).wait(), reps)
-            push_s = timed(push, reps)
 
             ports = []
             for i in range(2):
@@ -164,35 +187,47 @@ def main() -> int:
             raw = RawClient(ports)
             parts = split_by_shard(keys, 2)
             key_bytes = [keys[p].tobytes() for p in parts]
-            pull_reply = [len(p) * (4 * DIM + 16) for p in parts]
+            pull_reply = [len(p) * (4 * DIM + 8) for p in parts]
             push_bytes = [keys[p].tobytes() + grads[p].tobytes() for p in parts]
-            raw_pull_s = timed(lambda: raw.exchange(key_bytes, pull_reply), reps)
-            raw_push_s = timed(lambda: raw.exchange(push_bytes, [1, 1]), reps)
+            secs = timed({
+                "pull": lambda: t.pull("emb", keys).wait(),
+                "raw_socket_pull": lambda: raw.exchange(key_bytes, pull_reply),
+                "push": push,
+                "raw_socket_push": lambda: raw.exchange(push_bytes, [1, 1]),
+            }, reps)
+            cpu = {"pull": cpu_per_call(lambda: t.pull("emb", keys).wait(), reps, cluster.pids),
+                   "push": cpu_per_call(push, reps, cluster.pids),
+                   "raw_socket_pull": cpu_per_call(lambda: raw.exchange(key_bytes, pull_reply),
+                                                   reps, [p.pid for p in raw_procs]),
+                   "raw_socket_push": cpu_per_call(lambda: raw.exchange(push_bytes, [1, 1]),
+                                                   reps, [p.pid for p in raw_procs])}
             raw.close()
         finally:
             cluster.stop()
             for p in raw_procs:
                 p.kill()
                 p.wait()
-    pull_bytes = n * 8 + n * (4 * DIM + 16)
+    pull_bytes = n * 8 + n * (4 * DIM + 8)
     push_total = n * 8 + n * 4 * DIM
-    for name, secs, nbytes in (("pull", pull_s, pull_bytes), ("push", push_s, push_total),
-                               ("raw_socket_pull", raw_pull_s, pull_bytes),
-                               ("raw_socket_push", raw_push_s, push_total)):
-        results[name] = {"seconds": round(secs, 5), "rows_per_s": round(n / secs),
-                         "gb_per_s": round(nbytes / secs / 1e9, 4), "bytes": nbytes}
-    results["pull_vs_raw_socket"] = round(raw_pull_s / pull_s, 4)
-    results["push_vs_raw_socket"] = round(raw_push_s / push_s, 4)
+    for name, nbytes in (("pull", pull_bytes), ("push", push_total),
+                         ("raw_socket_pull", pull_bytes), ("raw_socket_push", push_total)):
+        results[name] = {"seconds": round(secs[name], 5), "rows_per_s": round(n / secs[name]),
+                         "gb_per_s": round(nbytes / secs[name] / 1e9, 4), "bytes": nbytes,
+                         **cpu[name]}
+    results["pull_vs_raw_socket"] = round(secs["raw_socket_pull"] / secs["pull"], 4)
+    results["push_vs_raw_socket"] = round(secs["raw_socket_push"] / secs["push"], 4)
     results["goal"] = {"pull_vs_raw_socket": 0.5, "push_vs_raw_socket": 0.5}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
         f.write("\n")
-    print(f"{'op':<18}{'ms':>9}{'Mrows/s':>10}{'GB/s':>8}")
+    print(f"{'op':<18}{'ms':>9}{'Mrows/s':>10}{'GB/s':>8}{'client CPU ms':>15}"
+          f"{'server CPU ms':>16}")
     for name in ("pull", "raw_socket_pull", "push", "raw_socket_push"):
         r = results[name]
+        servers = "+".join(f"{x:.0f}" for x in r["server_cpu_ms"])
         print(f"{name:<18}{1e3 * r['seconds']:>9.1f}{r['rows_per_s'] / 1e6:>10.2f}"
-              f"{r['gb_per_s']:>8.2f}")
+              f"{r['gb_per_s']:>8.2f}{r['client_cpu_ms']:>15.1f}{servers:>16}")
     print(f"pull_vs_raw_socket = {results['pull_vs_raw_socket']:.2f}   "
           f"push_vs_raw_socket = {results['push_vs_raw_socket']:.2f}   (goal >= 0.5)")
     return 0

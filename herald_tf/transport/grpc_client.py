@@ -9,7 +9,7 @@ Byte counters count the bytes fields actually put into / read from the messages.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -84,7 +84,7 @@ class GrpcTransport(ShardedTransport):
 
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None) -> list[PullPart]:
+                    timeout: float | None, sink: Callable[[PullPart], None]) -> None:
         row_bytes = 8 * (1 + (have is not None) + (need is not None))
 
         def requests() -> Iterator[pb.PullRequest]:
@@ -97,29 +97,26 @@ class GrpcTransport(ShardedTransport):
                                    with_state=with_state, timeout_s=timeout or 0.0),
                     keys=len(k), control=len(h) + len(m))
 
+        begin = 0
         try:
-            replies = list(self._pulls[shard](requests(), timeout=self._deadline(timeout),
-                                                   metadata=self._metadata))
+            for r in self._pulls[shard](requests(), timeout=self._deadline(timeout),
+                                        metadata=self._metadata):
+                self.counters.add(pulled_rows=len(r.positions) + len(r.values) + len(r.state)
+                                  + len(r.versions))
+                versions = wire.from_bytes(r.versions, np.int64, "versions")
+                m = versions.shape[0]
+                # no positions: every row was returned, in request order
+                positions = wire.from_bytes(r.positions, np.int64, "positions") \
+                    if have is not None else np.arange(begin, begin + m, dtype=np.int64)
+                begin += m
+                values = wire.from_bytes(r.values, np.float32, "values", r.dim)
+                state = None
+                if with_state:
+                    state = wire.from_bytes(r.state, np.float32, "state", r.state_width) \
+                        if r.state_width else np.zeros((m, 0), np.float32)
+                sink((positions, values, state, versions))
         except grpc.RpcError as e:
             raise _error(e) from None
-        chunks = []
-        begin = 0
-        for r in replies:
-            self.counters.add(pulled_rows=len(r.positions) + len(r.values) + len(r.state)
-                              + len(r.versions))
-            versions = wire.from_bytes(r.versions, np.int64, "versions")
-            m = versions.shape[0]
-            # no positions: every row was returned, in request order
-            positions = wire.from_bytes(r.positions, np.int64, "positions") if have is not None \
-                else np.arange(begin, begin + m, dtype=np.int64)
-            begin += m
-            values = wire.from_bytes(r.values, np.float32, "values", r.dim)
-            state = None
-            if with_state:
-                state = wire.from_bytes(r.state, np.float32, "state", r.state_width) \
-                    if r.state_width else np.zeros((m, 0), np.float32)
-            chunks.append((positions, values, state, versions))
-        return chunks
 
     def _push_shard(self, shard: int, step: int, rank: int,
                     entries: list[tuple[str, np.ndarray, np.ndarray, float]],

@@ -7,7 +7,7 @@ send for the same calls (the arrays' sizes), so accounting is identical across t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,12 +33,12 @@ class LocalTransport(ShardedTransport):
 
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None) -> list[PullPart]:
+                    timeout: float | None, sink: Callable[[PullPart], None]) -> None:
         self.counters.add(keys=keys.nbytes, control=_nbytes(have, need))
         r = self.stores[shard].pull(table, keys, have, need, with_state, timeout)
         self.counters.add(pulled_rows=_nbytes(r.positions if have is not None else None,
                                               r.values, r.state, r.versions))
-        return [(r.positions, r.values, r.state, r.versions)]
+        sink((r.positions, r.values, r.state, r.versions))
 
     def _push_shard(self, shard: int, step: int, rank: int,
                     entries: list[tuple[str, np.ndarray, np.ndarray, float]],

@@ -11,6 +11,7 @@ pushes and checkpoint/restore control calls never are.
 from __future__ import annotations
 
 import abc
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,8 +31,52 @@ from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, Pull
 IDEMPOTENT_CONTROL = frozenset({"connect", "health", "stats"})
 
 #: One chunk of a shard's pull reply: (positions within the shard's keys, values, state or None,
-#: versions). A shard's reply is a list of chunks.
+#: versions).
 PullPart = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+
+
+class _PullSink:
+    """Output arrays of one pull, filled chunk by chunk as shards answer (overlapping receive).
+
+    Chunks of different shards write disjoint rows, so only the allocation takes the lock.
+    """
+
+    def __init__(self, n: int, filtered: bool, with_state: bool) -> None:
+        self.n, self.filtered, self.with_state = n, filtered, with_state
+        self._lock = threading.Lock()
+        self.values: np.ndarray | None = None
+        self.state: np.ndarray | None = None
+        if filtered:
+            self.versions = np.full(n, -1, dtype=np.int64)
+            self.received = np.zeros(n, dtype=bool)
+        else:  # every row comes back
+            self.versions = np.empty(n, dtype=np.int64)
+            self.received = np.ones(n, dtype=bool)
+
+    def _allocate(self, dim: int, width: int) -> None:
+        with self._lock:
+            if self.values is None:
+                alloc = np.zeros if self.filtered else np.empty
+                self.state = alloc((self.n, width), np.float32) if self.with_state else None
+                self.values = alloc((self.n, dim), np.float32)
+
+    def add(self, shard_positions: np.ndarray, part: PullPart) -> None:
+        """Scatters one chunk (positions relative to the shard's keys) into request order."""
+        p, v, st, ver = part
+        if self.values is None:
+            self._allocate(v.shape[1], st.shape[1] if st is not None else 0)
+        dest = shard_positions[p]
+        self.values[dest] = v
+        self.versions[dest] = ver
+        if self.filtered:
+            self.received[dest] = True
+        if self.state is not None and st is not None:
+            self.state[dest] = st
+
+    def result(self) -> PullRows:
+        if self.values is None:  # no key at all
+            self._allocate(0, 0)
+        return PullRows(self.values, self.versions, self.state, self.received)
 
 
 def _keys(keys: np.ndarray, what: str = "keys") -> np.ndarray:
@@ -83,8 +128,8 @@ class ShardedTransport(Transport):
     @abc.abstractmethod
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None) -> list[PullPart]:
-        """The chunks of one shard's reply (see ``PullPart``)."""
+                    timeout: float | None, sink: Callable[[PullPart], None]) -> None:
+        """Pulls from one shard, handing each reply chunk to ``sink`` as it arrives."""
 
     @abc.abstractmethod
     def _push_shard(self, shard: int, step: int, rank: int,
@@ -127,9 +172,10 @@ class ShardedTransport(Transport):
         return self._pool.submit(self._attempt, op, call, idempotent)
 
     def _pull_call(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
-                   need: np.ndarray | None, with_state: bool,
-                   timeout: float | None) -> Callable[[], list[PullPart]]:
-        return lambda: self._pull_shard(shard, table, keys, have, need, with_state, timeout)
+                   need: np.ndarray | None, with_state: bool, timeout: float | None,
+                   sink: Callable[[PullPart], None]) -> Callable[[], None]:
+        return lambda: self._pull_shard(shard, table, keys, have, need, with_state, timeout,
+                                        sink)
 
     def _check_rows(self, table: str, keys: np.ndarray, rows: np.ndarray, what: str,
                     state: bool = False) -> None:
@@ -171,36 +217,13 @@ class ShardedTransport(Transport):
         have = _versions(have_versions, n, "have_versions")
         need = _versions(min_versions, n, "min_versions")
         parts = self._split(keys)
+        sink = _PullSink(n, have is not None, with_state)
         futures = [self._submit("pull", self._pull_call(
             s, table, keys[pos], None if have is None else have[pos],
-            None if need is None else need[pos], with_state, timeout), idempotent=True)
+            None if need is None else need[pos], with_state, timeout,
+            functools.partial(sink.add, pos)), idempotent=True)
             for s, pos in enumerate(parts)]
-
-        def combine(replies: list[list[PullPart]]) -> PullRows:
-            chunks = [c for r in replies for c in r]
-            dim = next((c[1].shape[1] for c in chunks), 0)
-            width = next((c[2].shape[1] for c in chunks if c[2] is not None), 0)
-            alloc = np.empty if have is None else np.zeros  # every row comes back unless filtered
-            values = alloc((n, dim), dtype=np.float32)
-            state = alloc((n, width), dtype=np.float32) if with_state else None
-            if have is None:
-                versions = np.empty(n, dtype=np.int64)
-                received = np.ones(n, dtype=bool)
-            else:
-                versions = np.full(n, -1, dtype=np.int64)
-                received = np.zeros(n, dtype=bool)
-            for pos, reply in zip(parts, replies, strict=True):
-                for p, v, st, ver in reply:
-                    dest = pos[p]
-                    values[dest] = v
-                    versions[dest] = ver
-                    if have is not None:
-                        received[dest] = True
-                    if state is not None and st is not None:
-                        state[dest] = st
-            return PullRows(values, versions, state, received)
-
-        return Handle(futures, combine)
+        return Handle(futures, lambda _: sink.result())
 
     def push(self, step: int, rank: int, grads: Mapping[str, tuple[np.ndarray, np.ndarray]],
              learning_rates: Mapping[str, float], *, wait_applied: bool = False,
