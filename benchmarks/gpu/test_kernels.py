@@ -402,9 +402,10 @@ def _apply_args(p, d_value, d_state, d_versions, slots, dim, d_slots, u, d_grads
 
 
 @pytest.mark.parametrize("defect", ["range", "duplicate", "nan", "inf"])
-def test_sparse_apply_invalid_changes_nothing(lib, stream, defect):
+@pytest.mark.parametrize("dim", [8, 5])
+def test_sparse_apply_invalid_changes_nothing(lib, stream, defect, dim):
     rng = np.random.default_rng()
-    slots, dim, u = 100, 8, 30
+    slots, u = 100, 30
     p = OptimizerParams(int(Optimizer.ADAM), 0.1, 0.9, 0.999, 1e-4, 0.0)
     d_value = cp.asarray(rng.standard_normal((slots, dim)).astype(np.float32))
     d_state = cp.asarray(rng.random((slots, 2 * dim)).astype(np.float32))

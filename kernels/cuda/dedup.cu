@@ -210,8 +210,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One warp per output row: rows whose run spans several chunks add their partials in chunk
-// order; rows with no run (inverse mode: a unique index no id maps to) get zeros.
+// Rows whose run spans several chunks add their partials in chunk order; rows with no run
+// (inverse mode: a unique index no id maps to) get zeros. One thread per row decides (most rows
+// were written by ChunkSumKernel and need nothing); the warp then serves its flagged rows one
+// after another, 32 lanes across the row.
 template <int V>
 __global__ void __launch_bounds__(kThreads)
     CombineKernel(const int32_t* __restrict__ run_of_row, const int32_t* __restrict__ run_start,
@@ -226,20 +228,40 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t dim_v = dim / V;
   const VecT* part_v = reinterpret_cast<const VecT*>(partial);
   VecT* out_v = reinterpret_cast<VecT*>(summed);
-  for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-       row < rows; row += warps) {
-    const int32_t r = run_of_row[row];
-    if (r < 0) {
-      for (int64_t col = lane; col < dim_v; col += 32) out_v[row * dim_v + col] = Vec<V>::Zero();
-      continue;
+  for (int64_t base = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32 * 32;
+       base < rows; base += warps * 32) {
+    const int64_t row = base + lane;
+    int32_t r = -1;
+    int64_t cs = 0, ce = 0;
+    bool need = false;
+    if (row < rows) {
+      r = run_of_row[row];
+      if (r < 0) {
+        need = true;
+      } else {
+        cs = run_start[r] / kChunk;
+        ce = (run_start[r + 1] - 1) / kChunk;
+        need = cs != ce;
+      }
     }
-    const int64_t cs = run_start[r] / kChunk;
-    const int64_t ce = (run_start[r + 1] - 1) / kChunk;
-    if (cs == ce) continue;  // written by ChunkSumKernel
-    for (int64_t col = lane; col < dim_v; col += 32) {
-      VecT acc = part_v[(cs * 2 + 1) * dim_v + col];
-      for (int64_t c = cs + 1; c <= ce; ++c) Vec<V>::AddTo(acc, part_v[(c * 2) * dim_v + col]);
-      out_v[row * dim_v + col] = acc;
+    unsigned int mask = __ballot_sync(0xffffffffu, need);
+    while (mask != 0) {
+      const int leader = __ffs(mask) - 1;
+      mask &= mask - 1;
+      const int64_t out_row = base + leader;
+      const int32_t lr = __shfl_sync(0xffffffffu, r, leader);
+      const int64_t lcs = __shfl_sync(0xffffffffu, cs, leader);
+      const int64_t lce = __shfl_sync(0xffffffffu, ce, leader);
+      for (int64_t col = lane; col < dim_v; col += 32) {
+        VecT acc = Vec<V>::Zero();
+        if (lr >= 0) {
+          acc = part_v[(lcs * 2 + 1) * dim_v + col];
+          for (int64_t c = lcs + 1; c <= lce; ++c) {
+            Vec<V>::AddTo(acc, part_v[(c * 2) * dim_v + col]);
+          }
+        }
+        out_v[out_row * dim_v + col] = acc;
+      }
     }
   }
 }
@@ -366,7 +388,7 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
   float* partial = t.Get<float>(s.partial);
   const bool vec = dim % 4 == 0 && Aligned16(grad_out) && Aligned16(summed) && Aligned16(partial);
   const unsigned int chunk_blocks = BlocksFor(s.chunks, kThreads / 32);
-  const unsigned int row_blocks = BlocksFor(rows, kThreads / 32);
+  const unsigned int row_blocks = BlocksFor(rows, kThreads);
 #define HERALD_LAUNCH_SUM(V)                                                                   \
   do {                                                                                         \
     ChunkSumKernel<V><<<chunk_blocks, kThreads, 0, stream>>>(                                  \

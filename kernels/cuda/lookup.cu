@@ -17,7 +17,7 @@ namespace {
 #define HERALD_POOL_UNROLL 8
 #endif
 #ifndef HERALD_POOL_MIN_BLOCKS
-#define HERALD_POOL_MIN_BLOCKS 2
+#define HERALD_POOL_MIN_BLOCKS 4  // measured on an H200: 67 us vs 73 us for 2 (u=8)
 #endif
 constexpr int kUnroll = HERALD_POOL_UNROLL;
 
