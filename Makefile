@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := bazel-bootstrap g++ iproute2
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 STAMP := $(VENV)/.herald-setup
 
 .PHONY: setup build demo test test-all lint bench clean
@@ -25,7 +26,7 @@ $(STAMP): requirements.txt
 NATIVE_SOURCES := $(shell find kernels ops -name '*.cc' -o -name '*.h' 2>/dev/null) BUILD WORKSPACE tools/herald.bzl
 herald_tf/lib/_herald_ops.so: $(NATIVE_SOURCES) $(STAMP)
 	$(PY) tools/build_ops.py
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
 build: $(STAMP) herald_tf/lib/_herald_ops.so
 
