@@ -2,7 +2,9 @@
 
 In the same run, a raw TCP socket moves the same bytes between the client and 2 local socket
 server processes (request: the keys, or keys + gradients; reply: the rows, or a 1-byte ack), as
-the ceiling for this machine. Writes benchmarks/results/ps_throughput.json with rows/s and GB/s
+the ceiling for this machine; and bare gRPC (2 echo servers with the PS's channel options and
+4 MiB messages, no PS logic) moves them too, to separate gRPC's own cost from herald's.
+Writes benchmarks/results/ps_throughput.json with rows/s and GB/s
 of each, and ``pull_vs_raw_socket`` / ``push_vs_raw_socket`` (herald throughput ÷ raw socket
 throughput; goal ≥ 0.5 each), plus the client's and each server's CPU time per call, which
 shows where the time goes on a machine with 2 shared cores. ``--quick`` runs fewer repetitions
@@ -73,6 +75,79 @@ def raw_server(port_file: str) -> None:
         conn.sendall(memoryview(reply)[:n_out])
 
 
+def grpc_echo_server(port_file: str) -> None:
+    """A bare gRPC server with the PS's options: no PS logic, raw bytes in 4 MiB messages."""
+    from concurrent import futures
+
+    import grpc
+
+    from herald_tf.transport import wire
+
+    ident = lambda b: b  # noqa: E731
+    cache: dict[int, bytes] = {}
+
+    def pull(request: bytes, context: object):
+        n = int(request.decode())
+        if n not in cache:
+            cache[n] = b"\0" * n
+        data = memoryview(cache[n])
+        for b in range(0, n, wire.DEFAULT_CHUNK_BYTES):
+            yield bytes(data[b:b + wire.DEFAULT_CHUNK_BYTES])
+
+    def push(requests, context: object) -> bytes:
+        for _ in requests:
+            pass
+        return b"1"
+
+    server = grpc.server(futures.ThreadPoolExecutor(8), options=wire.GRPC_OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("echo", {
+        "Pull": grpc.unary_stream_rpc_method_handler(pull, ident, ident),
+        "Push": grpc.stream_unary_rpc_method_handler(push, ident, ident)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(port))
+    os.replace(port_file + ".tmp", port_file)
+    server.wait_for_termination()
+
+
+class GrpcEchoClient:
+    """Moves the same bytes through bare gRPC, to each echo server in parallel."""
+
+    def __init__(self, ports: list[int]) -> None:
+        import grpc
+
+        from herald_tf.transport import wire
+
+        ident = lambda b: b  # noqa: E731
+        self.chunk = wire.DEFAULT_CHUNK_BYTES
+        self.channels = [grpc.insecure_channel(f"127.0.0.1:{p}", options=wire.GRPC_OPTIONS)
+                         for p in ports]
+        self.pulls = [c.unary_stream("/echo/Pull", ident, ident) for c in self.channels]
+        self.pushes = [c.stream_unary("/echo/Push", ident, ident) for c in self.channels]
+
+    def exchange(self, payloads: list[bytes], reply_sizes: list[int]) -> None:
+        def one(i: int) -> None:
+            if reply_sizes[i] > 1:  # a pull: send the keys, receive the rows
+                self.pushes[i](iter([payloads[i]]))
+                for _ in self.pulls[i](str(reply_sizes[i]).encode()):
+                    pass
+            else:
+                view = memoryview(payloads[i])
+                self.pushes[i](bytes(view[b:b + self.chunk])
+                               for b in range(0, len(view), self.chunk))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(self.pulls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def close(self) -> None:
+        for c in self.channels:
+            c.close()
+
+
 class RawClient:
     """Moves (request, reply) byte counts to each raw server in parallel, one thread each."""
 
@@ -141,10 +216,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (<= 60 s)")
     ap.add_argument("--raw-server", help=argparse.SUPPRESS)
+    ap.add_argument("--grpc-echo-server", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=RESULT)
     args = ap.parse_args()
     if args.raw_server:
         raw_server(args.raw_server)
+        return 0
+    if args.grpc_echo_server:
+        grpc_echo_server(args.grpc_echo_server)
         return 0
 
     from ps_cluster import PsCluster, start_process
@@ -176,15 +255,17 @@ def main() -> int:
 
             push()  # creates every row, so pulls read existing rows
 
-            ports = []
-            for i in range(2):
-                pf = os.path.join(tmp, f"raw-{i}.port")
-                proc, port = start_process([sys.executable, os.path.abspath(__file__),
-                                            "--raw-server", pf], pf,
-                                           os.path.join(tmp, f"raw-{i}.log"))
-                raw_procs.append(proc)
-                ports.append(port)
-            raw = RawClient(ports)
+            ports: dict[str, list[int]] = {"raw": [], "echo": []}
+            for kind, flag in (("raw", "--raw-server"), ("echo", "--grpc-echo-server")):
+                for i in range(2):
+                    pf = os.path.join(tmp, f"{kind}-{i}.port")
+                    proc, port = start_process([sys.executable, os.path.abspath(__file__),
+                                                flag, pf], pf,
+                                               os.path.join(tmp, f"{kind}-{i}.log"))
+                    raw_procs.append(proc)
+                    ports[kind].append(port)
+            raw = RawClient(ports["raw"])
+            echo = GrpcEchoClient(ports["echo"])
             parts = split_by_shard(keys, 2)
             key_bytes = [keys[p].tobytes() for p in parts]
             pull_reply = [len(p) * (4 * DIM + 8) for p in parts]
@@ -194,14 +275,21 @@ def main() -> int:
                 "raw_socket_pull": lambda: raw.exchange(key_bytes, pull_reply),
                 "push": push,
                 "raw_socket_push": lambda: raw.exchange(push_bytes, [1, 1]),
+                "bare_grpc_pull": lambda: echo.exchange(key_bytes, pull_reply),
+                "bare_grpc_push": lambda: echo.exchange(push_bytes, [1, 1]),
             }, reps)
             cpu = {"pull": cpu_per_call(lambda: t.pull("emb", keys).wait(), reps, cluster.pids),
                    "push": cpu_per_call(push, reps, cluster.pids),
                    "raw_socket_pull": cpu_per_call(lambda: raw.exchange(key_bytes, pull_reply),
-                                                   reps, [p.pid for p in raw_procs]),
+                                                   reps, [p.pid for p in raw_procs[:2]]),
                    "raw_socket_push": cpu_per_call(lambda: raw.exchange(push_bytes, [1, 1]),
-                                                   reps, [p.pid for p in raw_procs])}
+                                                   reps, [p.pid for p in raw_procs[:2]]),
+                   "bare_grpc_pull": cpu_per_call(lambda: echo.exchange(key_bytes, pull_reply),
+                                                  reps, [p.pid for p in raw_procs[2:]]),
+                   "bare_grpc_push": cpu_per_call(lambda: echo.exchange(push_bytes, [1, 1]),
+                                                  reps, [p.pid for p in raw_procs[2:]])}
             raw.close()
+            echo.close()
         finally:
             cluster.stop()
             for p in raw_procs:
@@ -210,12 +298,18 @@ def main() -> int:
     pull_bytes = n * 8 + n * (4 * DIM + 8)
     push_total = n * 8 + n * 4 * DIM
     for name, nbytes in (("pull", pull_bytes), ("push", push_total),
-                         ("raw_socket_pull", pull_bytes), ("raw_socket_push", push_total)):
+                         ("raw_socket_pull", pull_bytes), ("raw_socket_push", push_total),
+                         ("bare_grpc_pull", pull_bytes), ("bare_grpc_push", push_total)):
         results[name] = {"seconds": round(secs[name], 5), "rows_per_s": round(n / secs[name]),
                          "gb_per_s": round(nbytes / secs[name] / 1e9, 4), "bytes": nbytes,
                          **cpu[name]}
     results["pull_vs_raw_socket"] = round(secs["raw_socket_pull"] / secs["pull"], 4)
     results["push_vs_raw_socket"] = round(secs["raw_socket_push"] / secs["push"], 4)
+    # context, not goals: how far bare gRPC itself is from the socket on this machine
+    results["bare_grpc_pull_vs_raw_socket"] = round(secs["raw_socket_pull"]
+                                                    / secs["bare_grpc_pull"], 4)
+    results["bare_grpc_push_vs_raw_socket"] = round(secs["raw_socket_push"]
+                                                    / secs["bare_grpc_push"], 4)
     results["goal"] = {"pull_vs_raw_socket": 0.5, "push_vs_raw_socket": 0.5}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -223,13 +317,16 @@ def main() -> int:
         f.write("\n")
     print(f"{'op':<18}{'ms':>9}{'Mrows/s':>10}{'GB/s':>8}{'client CPU ms':>15}"
           f"{'server CPU ms':>16}")
-    for name in ("pull", "raw_socket_pull", "push", "raw_socket_push"):
+    for name in ("pull", "bare_grpc_pull", "raw_socket_pull", "push", "bare_grpc_push",
+                 "raw_socket_push"):
         r = results[name]
         servers = "+".join(f"{x:.0f}" for x in r["server_cpu_ms"])
         print(f"{name:<18}{1e3 * r['seconds']:>9.1f}{r['rows_per_s'] / 1e6:>10.2f}"
               f"{r['gb_per_s']:>8.2f}{r['client_cpu_ms']:>15.1f}{servers:>16}")
     print(f"pull_vs_raw_socket = {results['pull_vs_raw_socket']:.2f}   "
           f"push_vs_raw_socket = {results['push_vs_raw_socket']:.2f}   (goal >= 0.5)")
+    print(f"bare gRPC vs raw socket: pull {results['bare_grpc_pull_vs_raw_socket']:.2f}, "
+          f"push {results['bare_grpc_push_vs_raw_socket']:.2f} (the ceiling of a gRPC path here)")
     return 0
 
 

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many steps ahead of the applied one a push may be")
     p.add_argument("--wait-s", type=float, default=60.0,
                    help="default deadline of server-side waits, seconds")
-    p.add_argument("--threads", type=int, default=32, help="RPC handler threads")
+    p.add_argument("--threads", type=int, default=64,
+                   help="RPC handler threads; a pull waiting for min_versions holds one, so "
+                        "keep it above workers x waiting pulls per worker")
     p.add_argument("--tls-cert", help="PEM certificate chain (enables TLS with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
     p.add_argument("--parent-pid", type=int, default=None,

@@ -15,7 +15,10 @@ another waits on the first handle (or uses the step protocol: ``min_versions`` o
 the server for the pushes it needs). Each worker sends exactly one push per (shard, step): one
 ``push`` call per step does that, sending an empty push to shards with no keys.
 
-Thread safety: every method may be called from any number of threads at once.
+Thread safety: every method may be called from any number of threads at once. A transport runs
+at most ``threads`` per-shard requests at a time (default 8 per shard); a pull waiting at the
+server for ``min_versions`` holds one until it returns, so keep fewer waiting pulls in flight
+than that (and than the server's ``--threads``), or a push queued behind them waits too.
 
 Buffer lifetime: the arrays passed in are read before the call returns (they are encoded or
 copied), so the caller may reuse them at once; arrays returned by ``wait()`` belong to the
@@ -153,7 +156,12 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def flush(self, table: str, keys: np.ndarray, values: np.ndarray,
               state: np.ndarray | None, versions: np.ndarray) -> Handle[None]:
-        """Writes back dirty rows with their optimizer state and versions (idempotent)."""
+        """Writes back dirty rows with their optimizer state and versions (idempotent).
+
+        Validated before sending (table, widths, finite, distinct keys). A shard refuses rows
+        older than its own (``FailedPreconditionError``); the other shards' rows are written
+        (rows are independent), so after fixing the cause the whole flush may be re-sent.
+        """
 
     @abc.abstractmethod
     def versions(self, table: str, keys: np.ndarray) -> Handle[np.ndarray]:
