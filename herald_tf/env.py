@@ -90,3 +90,13 @@ def coordinator() -> str | None:
 def launcher_pid() -> int | None:
     """The pid of the herald-run that started this process, or None."""
     return _int_var(LAUNCHER_PID_VAR)
+
+# --- Dense sync (herald_tf/dense): which backend combines the workers' dense gradients. ---
+
+#: Dense sync backend of ``make_dense_sync()`` without a name: none, horovod or tf_distribute.
+DENSE_SYNC_VAR = "HERALD_DENSE_SYNC"
+
+
+def dense_sync_name() -> str | None:
+    """The dense sync backend named by ``$HERALD_DENSE_SYNC``, or None when unset or empty."""
+    return os.environ.get(DENSE_SYNC_VAR) or None
