@@ -5,6 +5,7 @@
 
 #include "kernels/core/initializer.h"
 #include "kernels/core/optimizer.h"
+#include "kernels/cuda/apply.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/vec.cuh"
 
@@ -156,6 +157,8 @@ __global__ void InitRowsKernel(HeraldInitializerParams params, const int64_t* __
   }
 }
 
+}  // namespace
+
 int CheckOptimizer(const HeraldOptimizerParams* params, HeraldStatus* status) {
   if (params == nullptr || !IsValidOptimizerKind(params->kind)) {
     return SetStatus(status, HERALD_INVALID_ARGUMENT,
@@ -184,7 +187,44 @@ int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* stat
   return HERALD_OK;
 }
 
-}  // namespace
+int CheckApplyArgs(const HeraldOptimizerParams* params, int64_t slots, int64_t dim, int64_t u,
+                   const float* state, HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(CheckOptimizer(params, status));
+  if (slots < 0 || dim <= 0 || u < 0) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected slots >= 0, dim > 0 and u >= 0. Received: slots=%lld, dim=%lld, "
+                     "u=%lld",
+                     static_cast<long long>(slots), static_cast<long long>(dim),
+                     static_cast<long long>(u));
+  }
+  const int64_t width = StateWidth(params->kind, dim);
+  if (width > 0 && state == nullptr) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected optimizer state of shape (slots, %lld) for this optimizer. "
+                     "Received: none",
+                     static_cast<long long>(width));
+  }
+  return SetOk(status);
+}
+
+int EnqueueApply(const HeraldOptimizerParams& params, float* storage, float* state,
+                 int64_t* versions, int64_t dim, const int64_t* unique_slots, int64_t u,
+                 const int64_t* u_device, const float* grads, const HeraldCudaError* error,
+                 cudaStream_t stream, HeraldStatus* status) {
+  if (u == 0) return HERALD_OK;
+  switch (params.kind) {
+    case HERALD_OPT_SGD:
+      return LaunchApply<HERALD_OPT_SGD>(params, storage, state, versions, dim, unique_slots, u,
+                                         u_device, grads, error, stream, status);
+    case HERALD_OPT_ADAGRAD:
+      return LaunchApply<HERALD_OPT_ADAGRAD>(params, storage, state, versions, dim, unique_slots,
+                                             u, u_device, grads, error, stream, status);
+    default:
+      return LaunchApply<HERALD_OPT_ADAM>(params, storage, state, versions, dim, unique_slots, u,
+                                          u_device, grads, error, stream, status);
+  }
+}
+
 }  // namespace cuda
 }  // namespace herald
 
@@ -201,21 +241,7 @@ int herald_cuda_sparse_apply(const HeraldOptimizerParams* params, float* storage
                              const float* grads, cudaStream_t stream,
                              const HeraldCudaAllocator* allocator, HeraldCudaError* error,
                              HeraldStatus* status) {
-  HERALD_RETURN_IF_ERROR(herald::cuda::CheckOptimizer(params, status));
-  if (slots < 0 || dim <= 0 || u < 0) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected slots >= 0, dim > 0 and u >= 0. Received: slots=%lld, dim=%lld, "
-                     "u=%lld",
-                     static_cast<long long>(slots), static_cast<long long>(dim),
-                     static_cast<long long>(u));
-  }
-  const int64_t width = herald::StateWidth(params->kind, dim);
-  if (width > 0 && state == nullptr) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected optimizer state of shape (slots, %lld) for this optimizer. "
-                     "Received: none",
-                     static_cast<long long>(width));
-  }
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckApplyArgs(params, slots, dim, u, state, status));
   TempBlock temp(allocator, stream);
   ErrorScope scope(error, &temp);
   const size_t bitmap = temp.Take<unsigned int>(herald::cuda::BitmapWords(slots));
@@ -230,23 +256,9 @@ int herald_cuda_sparse_apply(const HeraldOptimizerParams* params, float* storage
         status));
     HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueFiniteCheck(grads, u * dim, u_device, dim,
                                                             scope.record(), stream, status));
-    switch (params->kind) {
-      case HERALD_OPT_SGD:
-        HERALD_RETURN_IF_ERROR(herald::cuda::LaunchApply<HERALD_OPT_SGD>(
-            *params, storage, state, versions, dim, unique_slots, u, u_device, grads,
-            scope.record(), stream, status));
-        break;
-      case HERALD_OPT_ADAGRAD:
-        HERALD_RETURN_IF_ERROR(herald::cuda::LaunchApply<HERALD_OPT_ADAGRAD>(
-            *params, storage, state, versions, dim, unique_slots, u, u_device, grads,
-            scope.record(), stream, status));
-        break;
-      default:
-        HERALD_RETURN_IF_ERROR(herald::cuda::LaunchApply<HERALD_OPT_ADAM>(
-            *params, storage, state, versions, dim, unique_slots, u, u_device, grads,
-            scope.record(), stream, status));
-        break;
-    }
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueApply(*params, storage, state, versions, dim,
+                                                      unique_slots, u, u_device, grads,
+                                                      scope.record(), stream, status));
   }
   return scope.Finish(stream, unique_slots, "unique slot", status);
 }

@@ -138,6 +138,26 @@ int herald_cuda_sparse_apply(const HeraldOptimizerParams* params,
                              const HeraldCudaAllocator* allocator, HeraldCudaError* error,
                              HeraldStatus* status);
 
+// Fused gradient + optimizer apply for rows this process owns (Herald's private rows):
+// herald_cuda_dedup_grad (unique, num_unique, summed are written as there; summed is also the
+// workspace of the apply) followed by the apply of summed[0:*num_unique] to the unique rows, as
+// herald_cuda_sparse_apply would do, in one call with no host sync in between. The summed rows
+// are checked for NaN/Inf as they are computed (a non-finite sum -> INVALID_ARGUMENT naming the
+// flat element of `summed`); then storage, state and versions are unchanged, while unique,
+// num_unique and summed hold what was computed. Saves sparse_apply's separate checks (a full
+// read of the gradients, a slots/8-byte bitmap): unique rows are distinct and in range by
+// construction.
+int herald_cuda_dedup_apply(const HeraldOptimizerParams* params,
+                            float* storage /* (slots, dim) */, float* state,
+                            int64_t* versions /* (slots) */, int64_t slots, int64_t dim,
+                            const int64_t* slot_ids /* (n) */, int64_t n,
+                            const float* grad_out /* (batch | n, dim) */,
+                            const int64_t* row_splits /* (batch + 1) or NULL */, int64_t batch,
+                            int32_t combiner, int64_t* unique /* (n) */,
+                            int64_t* num_unique /* (1) */, float* summed /* (n, dim) */,
+                            cudaStream_t stream, const HeraldCudaAllocator* allocator,
+                            HeraldCudaError* error, HeraldStatus* status);
+
 // Initial rows for keys: out[i][j] = herald::InitialValue(params, keys[i], j).
 int herald_cuda_init_rows(const HeraldInitializerParams* params, const int64_t* keys /* (n) */,
                           int64_t n, int64_t dim, float* out /* (n, dim) */, cudaStream_t stream,

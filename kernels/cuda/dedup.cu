@@ -12,6 +12,7 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 
+#include "kernels/cuda/apply.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/vec.cuh"
 
@@ -21,6 +22,24 @@ namespace {
 
 constexpr int kChunk = 64;   // sorted elements per warp in the segment sum
 constexpr int kUnroll = 8;   // rows in flight per lane
+constexpr int kCombineUnroll = 16;  // chunk partials in flight per lane
+
+// Records (element, NONFINITE) when a written gradient row segment is not finite.
+__device__ __forceinline__ void ReportNonFinite(float v, int64_t row, int64_t dim, int64_t col,
+                                                HeraldCudaError* error) {
+  if (!isfinite(v)) ReportError(error, row * dim + col, HERALD_CUDA_CHECK_NONFINITE);
+}
+__device__ __forceinline__ void ReportNonFinite(const float4& v, int64_t row, int64_t dim,
+                                                int64_t col, HeraldCudaError* error) {
+  const float c[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (!isfinite(c[k])) {
+      ReportError(error, row * dim + 4 * col + k, HERALD_CUDA_CHECK_NONFINITE);
+      return;
+    }
+  }
+}
 
 int EndBit(int64_t limit) {
   int bits = 1;
@@ -146,7 +165,8 @@ __global__ void __launch_bounds__(kThreads)
                    const int32_t* __restrict__ run_count,
                    const int32_t* __restrict__ run_start, const int32_t* __restrict__ row_of_run,
                    int64_t n, Sources sources, float* __restrict__ summed,
-                   float* __restrict__ partial, const HeraldCudaError* error) {
+                   float* __restrict__ partial, const HeraldCudaError* error,
+                   HeraldCudaError* finite_error) {
   if (ErrorSet(error)) return;
   using VecT = typename Vec<V>::Type;
   const int lane = threadIdx.x & 31;
@@ -195,7 +215,9 @@ __global__ void __launch_bounds__(kThreads)
               const bool ends_in = run_start[run + 1] <= k1;
               if (active) {
                 if (starts_in && ends_in) {
-                  out_v[static_cast<int64_t>(row_of_run[run]) * dim_v + col] = acc;
+                  const int64_t row = row_of_run[run];
+                  out_v[row * dim_v + col] = acc;
+                  if (finite_error != nullptr) ReportNonFinite(acc, row, dim, col, finite_error);
                 } else {
                   const int64_t slot = chunk * 2 + (starts_in ? 1 : 0);
                   part_v[slot * dim_v + col] = acc;
@@ -219,7 +241,7 @@ __global__ void __launch_bounds__(kThreads)
     CombineKernel(const int32_t* __restrict__ run_of_row, const int32_t* __restrict__ run_start,
                   int64_t rows, const int64_t* rows_device, int64_t dim,
                   const float* __restrict__ partial, float* __restrict__ summed,
-                  const HeraldCudaError* error) {
+                  const HeraldCudaError* error, HeraldCudaError* finite_error) {
   if (ErrorSet(error)) return;
   using VecT = typename Vec<V>::Type;
   if (rows_device != nullptr) rows = *rows_device;
@@ -256,11 +278,21 @@ __global__ void __launch_bounds__(kThreads)
         VecT acc = Vec<V>::Zero();
         if (lr >= 0) {
           acc = part_v[(lcs * 2 + 1) * dim_v + col];
-          for (int64_t c = lcs + 1; c <= lce; ++c) {
-            Vec<V>::AddTo(acc, part_v[(c * 2) * dim_v + col]);
+          // A hot row can span hundreds of chunks: rounds of independent loads, in-order adds.
+          for (int64_t c0 = lcs + 1; c0 <= lce; c0 += kCombineUnroll) {
+            VecT r[kCombineUnroll];
+#pragma unroll
+            for (int k = 0; k < kCombineUnroll; ++k) {
+              r[k] = c0 + k <= lce ? part_v[((c0 + k) * 2) * dim_v + col] : Vec<V>::Zero();
+            }
+#pragma unroll
+            for (int k = 0; k < kCombineUnroll; ++k) {
+              if (c0 + k <= lce) Vec<V>::AddTo(acc, r[k]);
+            }
           }
         }
         out_v[out_row * dim_v + col] = acc;
+        if (finite_error != nullptr) ReportNonFinite(acc, out_row, dim, col, finite_error);
       }
     }
   }
@@ -384,7 +416,7 @@ struct SumPlan {
 int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
                       const float* grad_out, int64_t dim, const Sources& sources, int64_t rows,
                       const int64_t* rows_device, float* summed, const HeraldCudaError* error,
-                      cudaStream_t stream, HeraldStatus* status) {
+                      HeraldCudaError* finite_error, cudaStream_t stream, HeraldStatus* status) {
   float* partial = t.Get<float>(s.partial);
   const bool vec = dim % 4 == 0 && Aligned16(grad_out) && Aligned16(summed) && Aligned16(partial);
   const unsigned int chunk_blocks = BlocksFor(s.chunks, kThreads / 32);
@@ -394,12 +426,12 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
     ChunkSumKernel<V><<<chunk_blocks, kThreads, 0, stream>>>(                                  \
         grad_out, dim, t.Get<int32_t>(p.pos_out), t.Get<int32_t>(p.run_count),                    \
         t.Get<int32_t>(p.run_start), t.Get<int32_t>(p.row_of_run), p.n, sources, summed,       \
-        partial, error);                                                                       \
+        partial, error, finite_error);                                                         \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
     CombineKernel<V><<<row_blocks, kThreads, 0, stream>>>(t.Get<int32_t>(p.run_of_row),        \
                                                           t.Get<int32_t>(p.run_start), rows,   \
                                                           rows_device, dim, partial, summed,   \
-                                                          error);                              \
+                                                          error, finite_error);                \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
   } while (0)
   if (vec) {
@@ -421,6 +453,53 @@ int CheckCount(int64_t n, HeraldStatus* status) {
 }
 
 }  // namespace
+
+// herald_cuda_dedup_grad, and with `params` != NULL the fused apply of the summed rows to
+// (storage, state, versions): the summed rows are checked for non-finite values as they are
+// written (into the call's error record), so the apply kernel that follows writes nothing when
+// one is found; the unique rows are distinct and in range by construction.
+int DedupGrad(const int64_t* slot_ids, int64_t n, int64_t slots, const float* grad_out,
+              const int64_t* row_splits, int64_t batch, int32_t combiner, int64_t dim,
+              int64_t* unique, int64_t* inverse, int64_t* num_unique, float* summed,
+              const HeraldOptimizerParams* params, float* storage, float* state,
+              int64_t* versions, cudaStream_t stream, const HeraldCudaAllocator* allocator,
+              HeraldCudaError* error, HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(CheckCount(n, status));
+  HERALD_RETURN_IF_ERROR(CheckLookupArgs(slots, dim, n, batch, combiner, status));
+  const bool pooled = combiner != HERALD_COMBINER_NONE;
+  int64_t ids_per_bag = 0;
+  if (pooled) HERALD_RETURN_IF_ERROR(CheckDenseBags(row_splits, n, batch, &ids_per_bag, status));
+  TempBlock temp(allocator, stream);
+  ErrorScope scope(error, &temp);
+  RunPlan plan;
+  SumPlan sum;
+  if (n > 0) {
+    HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
+    sum.Plan(&temp, n, dim);
+  }
+  HERALD_RETURN_IF_ERROR(temp.Allocate(status));
+  HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
+  HERALD_RETURN_IF_ERROR(EnqueueIdChecks(slot_ids, n, nullptr, slots, HERALD_CUDA_CHECK_ID_RANGE,
+                                         pooled ? row_splits : nullptr, batch, scope.record(),
+                                         stream, status));
+  if (n == 0) {
+    HERALD_RETURN_IF_ERROR(EnqueueSetInt64(num_unique, 0, scope.record(), stream, status));
+  } else {
+    HERALD_RETURN_IF_ERROR(EnqueueRuns(plan, temp, slot_ids, slots, n, unique, inverse,
+                                       num_unique, scope.record(), stream, status));
+    const Sources sources{pooled ? row_splits : nullptr, batch, ids_per_bag, combiner};
+    HERALD_RETURN_IF_ERROR(EnqueueSegmentSum(plan, sum, temp, grad_out, dim, sources, n,
+                                             num_unique, summed, scope.record(),
+                                             params != nullptr ? scope.record() : nullptr,
+                                             stream, status));
+    if (params != nullptr) {
+      HERALD_RETURN_IF_ERROR(EnqueueApply(*params, storage, state, versions, dim, unique, n,
+                                          num_unique, summed, scope.record(), stream, status));
+    }
+  }
+  return scope.Finish(stream, slot_ids, "slot id", status);
+}
+
 }  // namespace cuda
 }  // namespace herald
 
@@ -504,7 +583,8 @@ int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64
     const Sources sources{pooled ? row_splits : nullptr, batch, ids_per_bag, combiner};
     HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueSegmentSum(plan, sum, temp, grad_out, dim,
                                                            sources, num_unique, nullptr, summed,
-                                                           scope.record(), stream, status));
+                                                           scope.record(), nullptr, stream,
+                                                           status));
   }
   return scope.Finish(stream, inverse, "inverse index", status);
 }
@@ -515,41 +595,22 @@ int herald_cuda_dedup_grad(const int64_t* slot_ids, int64_t n, int64_t slots,
                            int64_t* num_unique, float* summed, cudaStream_t stream,
                            const HeraldCudaAllocator* allocator, HeraldCudaError* error,
                            HeraldStatus* status) {
-  HERALD_RETURN_IF_ERROR(herald::cuda::CheckCount(n, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::CheckLookupArgs(slots, dim, n, batch, combiner, status));
-  const bool pooled = combiner != HERALD_COMBINER_NONE;
-  int64_t ids_per_bag = 0;
-  if (pooled) {
-    HERALD_RETURN_IF_ERROR(
-        herald::cuda::CheckDenseBags(row_splits, n, batch, &ids_per_bag, status));
-  }
-  TempBlock temp(allocator, stream);
-  ErrorScope scope(error, &temp);
-  RunPlan plan;
-  SumPlan sum;
-  if (n > 0) {
-    HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
-    sum.Plan(&temp, n, dim);
-  }
-  HERALD_RETURN_IF_ERROR(temp.Allocate(status));
-  HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, nullptr, slots,
-                                                       HERALD_CUDA_CHECK_ID_RANGE,
-                                                       pooled ? row_splits : nullptr, batch,
-                                                       scope.record(), stream, status));
-  if (n == 0) {
-    HERALD_RETURN_IF_ERROR(
-        herald::cuda::EnqueueSetInt64(num_unique, 0, scope.record(), stream, status));
-  } else {
-    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(plan, temp, slot_ids, slots, n, unique,
-                                                     inverse, num_unique, scope.record(), stream,
-                                                     status));
-    const Sources sources{pooled ? row_splits : nullptr, batch, ids_per_bag, combiner};
-    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueSegmentSum(plan, sum, temp, grad_out, dim,
-                                                           sources, n, num_unique, summed,
-                                                           scope.record(), stream, status));
-  }
-  return scope.Finish(stream, slot_ids, "slot id", status);
+  return herald::cuda::DedupGrad(slot_ids, n, slots, grad_out, row_splits, batch, combiner, dim,
+                                 unique, inverse, num_unique, summed, nullptr, nullptr, nullptr,
+                                 nullptr, stream, allocator, error, status);
+}
+
+int herald_cuda_dedup_apply(const HeraldOptimizerParams* params, float* storage, float* state,
+                            int64_t* versions, int64_t slots, int64_t dim,
+                            const int64_t* slot_ids, int64_t n, const float* grad_out,
+                            const int64_t* row_splits, int64_t batch, int32_t combiner,
+                            int64_t* unique, int64_t* num_unique, float* summed,
+                            cudaStream_t stream, const HeraldCudaAllocator* allocator,
+                            HeraldCudaError* error, HeraldStatus* status) {
+  HERALD_RETURN_IF_ERROR(herald::cuda::CheckApplyArgs(params, slots, dim, n, state, status));
+  return herald::cuda::DedupGrad(slot_ids, n, slots, grad_out, row_splits, batch, combiner, dim,
+                                 unique, nullptr, num_unique, summed, params, storage, state,
+                                 versions, stream, allocator, error, status);
 }
 
 }  // extern "C"
