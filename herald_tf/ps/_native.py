@@ -16,7 +16,7 @@ import numpy as np
 from herald_tf import _core
 from herald_tf.errors import InvalidArgumentError, LibraryNotFoundError
 
-PS_API_VERSION = 1
+PS_API_VERSION = 2
 
 _I64P = ctypes.POINTER(ctypes.c_int64)
 _U8P = ctypes.POINTER(ctypes.c_uint8)
@@ -56,6 +56,8 @@ class _Api:
         self.export = fn("herald_ps_key_index_export", ctypes.c_int, vp, _I64P, _I64, _STATUS)
         self.find_duplicate = fn("herald_ps_find_duplicate", ctypes.c_int, _I64P, _I64, _I64P,
                                  _I64P, _STATUS)
+        self.find_non_finite = fn("herald_ps_find_non_finite", ctypes.c_int,
+                                  ctypes.POINTER(ctypes.c_float), _I64, _I64P, _STATUS)
 
 
 @functools.cache
@@ -139,3 +141,16 @@ def find_duplicate(keys: np.ndarray) -> tuple[int, int] | None:
     _core._check(api().find_duplicate(_p(keys, ctypes.c_int64), keys.shape[0], ctypes.byref(dup),
                                       ctypes.byref(first), ctypes.byref(st)), st)
     return None if dup.value < 0 else (int(first.value), int(dup.value))
+
+
+def find_non_finite(values: np.ndarray) -> int:
+    """Flat position of the first NaN/Inf in a float32 array, or -1 if every value is finite."""
+    if not isinstance(values, np.ndarray) or values.dtype != np.float32:
+        raise InvalidArgumentError(
+            f"Expected a float32 array. Received: {getattr(values, 'dtype', type(values))}")
+    values = np.ascontiguousarray(values)
+    bad = ctypes.c_int64(-1)
+    st = _core._Status()
+    _core._check(api().find_non_finite(_p(values, ctypes.c_float), values.size,
+                                       ctypes.byref(bad), ctypes.byref(st)), st)
+    return int(bad.value)

@@ -15,7 +15,7 @@ import numpy as np
 from herald_tf import _core
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps._native import KeyIndex, find_duplicate
+from herald_tf.ps._native import KeyIndex, find_duplicate, find_non_finite
 from herald_tf.ps.errors import FailedPreconditionError
 
 
@@ -51,8 +51,8 @@ def check_rows(rows: np.ndarray, n: int, width: int, what: str, table: str,
             f"shape={rows.shape}"
         )
     rows = np.ascontiguousarray(rows)
-    if finite and rows.size and not np.isfinite(rows).all():
-        bad = int(np.flatnonzero(~np.isfinite(rows.reshape(-1)))[0])
+    bad = find_non_finite(rows) if finite else -1
+    if bad >= 0:
         raise InvalidArgumentError(
             f"Expected finite {what} for table '{table}'. Received: {rows.reshape(-1)[bad]} at "
             f"row {bad // max(width, 1)}, column {bad % max(width, 1)}"

@@ -22,7 +22,7 @@ import numpy as np
 
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps._native import find_duplicate
+from herald_tf.ps._native import find_duplicate, find_non_finite
 from herald_tf.ps.errors import UnavailableError
 from herald_tf.ps.sharding import split_by_shard
 from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, PullRows, Transport
@@ -195,7 +195,7 @@ class ShardedTransport(Transport):
                 raise InvalidArgumentError(
                     f"Expected {what} of table '{table}' with shape ({keys.shape[0]}, {width}). "
                     f"Received: shape={rows.shape}")
-        if rows.size and not np.isfinite(rows).all():
+        if find_non_finite(rows) >= 0:
             raise InvalidArgumentError(
                 f"Expected finite {what} for table '{table}'. Received: a non-finite value")
         dup = find_duplicate(keys)

@@ -19,7 +19,7 @@ extern "C" {
 #endif
 
 // Version of this ABI; bump on any incompatible change. Checked by herald_tf/ps/_native.py.
-#define HERALD_PS_API_VERSION 1
+#define HERALD_PS_API_VERSION 2
 int herald_ps_api_version(void);
 
 typedef struct HeraldKeyIndex HeraldKeyIndex;  // opaque
@@ -55,6 +55,11 @@ int herald_ps_key_index_export(const HeraldKeyIndex* index, int64_t* out /* (cap
 // Written to *first_duplicate; *first_index gets the earlier position of that key.
 int herald_ps_find_duplicate(const int64_t* keys /* (n) */, int64_t n, int64_t* first_duplicate,
                              int64_t* first_index, HeraldStatus* status);
+
+// Position of the first non-finite value (NaN or +-Inf) in values[0:n], or -1 when all are
+// finite, written to *first_bad. A bit test per value, no allocation.
+int herald_ps_find_non_finite(const float* values /* (n) */, int64_t n, int64_t* first_bad,
+                              HeraldStatus* status);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps._native import KeyIndex, find_duplicate
+from herald_tf.ps._native import KeyIndex, find_duplicate, find_non_finite
 
 
 def test_lookup_or_insert_numbers_new_keys_in_first_appearance_order() -> None:
@@ -62,3 +62,13 @@ def test_matches_a_dict(batches: list[list[int]]) -> None:
             model.setdefault(k, len(model))
             assert r == model[k]
     assert index.keys().tolist() == list(model)
+
+
+def test_find_non_finite_reports_the_first_bad_value() -> None:
+    a = np.zeros((100, 64), np.float32)
+    assert find_non_finite(a) == -1
+    a[70, 5] = np.inf
+    a[90, 1] = np.nan
+    assert find_non_finite(a) == 70 * 64 + 5
+    assert find_non_finite(np.array([np.float32(-np.inf)])) == 0
+    assert find_non_finite(np.zeros((0, 3), np.float32)) == -1
