@@ -38,7 +38,11 @@ DEFAULT_WAIT_S = 60.0
 
 @dataclasses.dataclass
 class PushEntry:
-    """The gradients of one table in one push: distinct keys, (n, dim) float32, step's lr."""
+    """Gradients of one table in one push: keys, (n, dim) float32, the step's lr.
+
+    A push may carry a table in several entries (chunks); its keys are distinct across all of
+    them and its learning rate is the same in each.
+    """
 
     table: str
     keys: np.ndarray
@@ -299,26 +303,32 @@ class ShardStore:
             raise FailedPreconditionError(
                 f"Expected one push per (shard, step). Received: a second push of step {step} "
                 f"from rank {rank}")
-        seen: set[str] = set()
         out = []
+        lrs: dict[str, float] = {}
+        keys_of: dict[str, list[np.ndarray]] = {}
         for e in entries:
             t = self._table(e.table)
-            if e.table in seen:
-                raise InvalidArgumentError(
-                    f"Expected each table at most once in a push. Received: '{e.table}' twice")
-            seen.add(e.table)
-            keys = check_keys(e.keys, f"pushed keys of table '{e.table}'", unique=True)
+            keys = check_keys(e.keys, f"pushed keys of table '{e.table}'", unique=False)
             grads = check_rows(e.grads, keys.shape[0], t.dim, "gradients", e.table)
             lr = float(e.learning_rate)
             if not math.isfinite(lr) or lr < 0:
                 raise InvalidArgumentError(
                     f"Expected a finite learning rate >= 0 for table '{e.table}'. Received: {lr}")
+            lr32 = float(np.float32(lr))
+            if lrs.setdefault(e.table, lr32) != lr32:
+                raise InvalidArgumentError(
+                    f"Expected one learning rate per table in a push. Received: {lrs[e.table]} "
+                    f"and {lr32} for '{e.table}'")
             if pending is not None and e.table in pending.learning_rates and \
-                    pending.learning_rates[e.table] != np.float32(lr):
+                    pending.learning_rates[e.table] != lr32:
                 raise FailedPreconditionError(
                     f"Expected every rank to push step {step} of table '{e.table}' with learning "
                     f"rate {pending.learning_rates[e.table]}. Received: {lr} from rank {rank}")
-            out.append(PushEntry(e.table, keys, grads, float(np.float32(lr))))
+            keys_of.setdefault(e.table, []).append(keys)
+            out.append(PushEntry(e.table, keys, grads, lr32))
+        for name, parts in keys_of.items():  # distinct across all chunks of a table
+            check_keys(np.concatenate(parts) if len(parts) > 1 else parts[0],
+                       f"pushed keys of table '{name}'", unique=True)
         return out
 
     def _apply_ready(self) -> None:
@@ -329,14 +339,14 @@ class ShardStore:
             if pending is None or len(pending.pushes) < (self.num_workers or 0):
                 return
             for name in sorted(pending.learning_rates):
-                keys, grads = [], []
+                keys, grads, ranks = [], [], 0
                 for r in range(self.num_workers or 0):
-                    for e in pending.pushes[r]:
-                        if e.table == name:
-                            keys.append(e.keys)
-                            grads.append(e.grads)
+                    mine = [e for e in pending.pushes[r] if e.table == name]
+                    ranks += bool(mine)
+                    keys += [e.keys for e in mine]
+                    grads += [e.grads for e in mine]
                 self._counters["rows_updated"] += self.tables[name].apply(
-                    keys, grads, pending.learning_rates[name])
+                    keys, grads, pending.learning_rates[name], distinct=ranks == 1)
             del self._pending[step]
             self.applied_step = step
             self._counters["steps_applied"] += 1

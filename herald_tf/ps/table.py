@@ -180,32 +180,41 @@ class TableShard:
             self.state[rows] = state
         self.versions[rows] = versions
 
-    def apply(self, keys_by_rank: list[np.ndarray], grads_by_rank: list[np.ndarray],
-              learning_rate: float) -> int:
-        """Sums validated gradients in rank order and applies the optimizer once per key.
+    def apply(self, keys: list[np.ndarray], grads: list[np.ndarray], learning_rate: float,
+              distinct: bool = False) -> int:
+        """Sums validated gradient parts in order and applies the optimizer once per key.
 
-        Each rank's keys are distinct; a key's summed gradient is ((g_r0 + g_r1) + g_r2) ... in
-        increasing rank order, so the result does not depend on arrival order. Returns the number
-        of rows updated.
+        ``keys[i]``/``grads[i]`` are the parts (chunks) of every rank's push, in increasing rank
+        order, each rank's keys distinct. A key's summed gradient is ((g_r0 + g_r1) + g_r2) ...
+        so the result does not depend on arrival order. ``distinct`` says no key appears twice
+        over all parts (one rank pushed): then each part is applied as it is, without copies.
+        Returns the number of rows updated.
         """
-        if not keys_by_rank:
+        if not keys:
             return 0
-        all_keys = keys_by_rank[0] if len(keys_by_rank) == 1 else np.concatenate(keys_by_rank)
+        all_keys = keys[0] if len(keys) == 1 else np.concatenate(keys)
         if all_keys.shape[0] == 0:
             return 0
         rows = self._rows_creating(all_keys)
-        if len(grads_by_rank) == 1:  # one rank's keys are distinct: nothing to sum
-            unique_rows, summed = rows, grads_by_rank[0]
-        else:
-            unique_rows, inverse = np.unique(rows, return_inverse=True)
-            summed = np.zeros((unique_rows.shape[0], self.dim), dtype=np.float32)
+        opt = self.config.optimizer
+        if distinct:
             start = 0
-            for grads in grads_by_rank:
-                n = grads.shape[0]
-                summed[inverse[start:start + n]] += grads
+            for g in grads:
+                n = g.shape[0]
+                if n:
+                    _core.sparse_apply(opt, self.values, self.state, self.versions,
+                                       rows[start:start + n], g, learning_rate=learning_rate)
                 start += n
-        _core.sparse_apply(self.config.optimizer, self.values, self.state, self.versions,
-                           unique_rows, summed, learning_rate=learning_rate)
+            return int(rows.shape[0])
+        unique_rows, inverse = np.unique(rows, return_inverse=True)
+        summed = np.zeros((unique_rows.shape[0], self.dim), dtype=np.float32)
+        start = 0
+        for g in grads:
+            n = g.shape[0]
+            summed[inverse[start:start + n]] += g
+            start += n
+        _core.sparse_apply(opt, self.values, self.state, self.versions, unique_rows, summed,
+                           learning_rate=learning_rate)
         return int(unique_rows.shape[0])
 
     def export(self) -> dict[str, np.ndarray]:

@@ -125,7 +125,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
              context: grpc.ServicerContext) -> pb.PushReply:
         try:
             first = None
-            tables: dict[str, tuple[list[bytes], list[bytes], float]] = {}
+            entries = []
             for req in request_iterator:
                 if first is None:
                     first = req
@@ -135,23 +135,19 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
                         f"{first.step}/rank {first.rank} and step {req.step}/rank {req.rank}")
                 if not req.table:
                     continue
-                parts = tables.setdefault(req.table, ([], [], req.learning_rate))
-                parts[0].append(req.keys)
-                parts[1].append(req.grads)
+                dim, _ = self._dims(req.table)
+                keys = wire.from_bytes(req.keys, np.int64, f"keys of table '{req.table}'")
+                if len(req.grads) != 4 * dim * keys.shape[0]:
+                    raise InvalidArgumentError(
+                        f"Expected gradients of table '{req.table}' with shape "
+                        f"({keys.shape[0]}, {dim}) float32 ({4 * dim * keys.shape[0]} bytes). "
+                        f"Received: {len(req.grads)} bytes")
+                # each chunk stays a zero-copy view of its message (no join of the payload)
+                entries.append(PushEntry(
+                    req.table, keys, wire.from_bytes(req.grads, np.float32, "gradients", dim),
+                    req.learning_rate))
             if first is None:
                 raise InvalidArgumentError("Expected at least one push request chunk.")
-            entries = []
-            for name, (k, g, lr) in tables.items():
-                dim, _ = self._dims(name)
-                keys = wire.from_bytes(wire.join(k), np.int64, f"keys of table '{name}'")
-                flat = wire.join(g)
-                if len(flat) != 4 * dim * keys.shape[0]:
-                    raise InvalidArgumentError(
-                        f"Expected gradients of table '{name}' with shape ({keys.shape[0]}, "
-                        f"{dim}) float32 ({4 * dim * keys.shape[0]} bytes). Received: "
-                        f"{len(flat)} bytes")
-                entries.append(PushEntry(
-                    name, keys, wire.from_bytes(flat, np.float32, "gradients", width=dim), lr))
             applied = self.store.push(first.step, first.rank, entries,
                                       wait_applied=first.wait_applied,
                                       timeout=first.timeout_s or None)

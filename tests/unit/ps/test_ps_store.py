@@ -210,3 +210,22 @@ def test_every_bad_request_fails_alone_and_changes_nothing() -> None:
     s.push(1, 0, [])
     s.push(1, 2, [])
     assert s.applied_step == 1
+
+
+def test_a_table_may_come_in_several_chunks_with_keys_distinct_across_them() -> None:
+    one, two = store_with(table("adam"), workers=2), store_with(table("adam"), workers=2)
+    g = grads(4, 3)
+    one.push(0, 0, [PushEntry("t", keys(1, 2, 3, 4), g, 0.05)])
+    two.push(0, 0, [PushEntry("t", keys(1, 2), g[:2], 0.05), PushEntry("t", keys(3, 4), g[2:],
+                                                                       0.05)])
+    for s in (one, two):
+        s.push(0, 1, [PushEntry("t", keys(2, 9), grads(2, 4), 0.05)])
+    np.testing.assert_array_equal(one.pull("t", keys(1, 2, 3, 4, 9)).values,
+                                  two.pull("t", keys(1, 2, 3, 4, 9)).values)
+    with pytest.raises(InvalidArgumentError, match="distinct"):
+        two.push(1, 0, [PushEntry("t", keys(1, 2), g[:2], 0.05),
+                        PushEntry("t", keys(2, 5), g[2:], 0.05)])
+    with pytest.raises(InvalidArgumentError, match="one learning rate"):
+        two.push(1, 0, [PushEntry("t", keys(1), g[:1], 0.05), PushEntry("t", keys(5), g[1:2],
+                                                                        0.06)])
+    assert two.health()["pending_steps"] == {}
