@@ -213,21 +213,22 @@ class ShardStore:
                     f"Expected {what} as ({n},) int64, one per key. Received: "
                     f"{getattr(arr, 'dtype', type(arr))}{getattr(arr, 'shape', '')}")
         with self._cond:
-            t = self._table(table)
+            self._table(table)
             if min_versions is not None and n:
                 deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
 
                 def short() -> str:
-                    v = t.versions_of(keys)
+                    v = self._table(table).versions_of(keys)
                     i = int(np.flatnonzero(v < min_versions)[0])
                     nxt = self.applied_step + 1
                     return (f"pull of table '{table}' waited for key {int(keys[i])} to reach "
                             f"version {int(min_versions[i])} (it is at {int(v[i])}); "
                             f"{self._missing(nxt)}")
 
-                self._wait(lambda: bool((t.versions_of(keys) >= min_versions).all()), deadline,
-                           short)
-            values, state, versions = t.read(keys, with_state)
+                # the table is looked up on every wake-up: a restore may replace it meanwhile
+                self._wait(lambda: bool((self._table(table).versions_of(keys)
+                                         >= min_versions).all()), deadline, short)
+            values, state, versions = self._table(table).read(keys, with_state)
             self._counters["pull_requests"] += 1
             if have_versions is not None:
                 positions = np.flatnonzero(versions > have_versions).astype(np.int64)

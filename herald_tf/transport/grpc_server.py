@@ -217,6 +217,12 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
             return store.stats()
         if op in ("checkpoint", "commit", "restore"):
             directory = args.get("directory") or self.checkpoint_dir
+            if self.checkpoint_dir and os.path.abspath(directory) != \
+                    os.path.abspath(self.checkpoint_dir):
+                # a caller must not make the server write or read files elsewhere
+                raise InvalidArgumentError(
+                    f"Expected this PS's checkpoint directory {self.checkpoint_dir} (or none). "
+                    f"Received: directory={directory!r}")
             if not directory:
                 raise InvalidArgumentError(
                     "Expected a checkpoint directory. Received: none; start the PS with "
