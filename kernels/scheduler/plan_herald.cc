@@ -2,15 +2,23 @@
 // DESIGN §3. Dirty rows are flushed before a step where another worker reads them or when
 // evicted; private keys are applied locally by their user (who then owns them); shared keys are
 // pushed by all users and applied once by the PS; stale copies are dropped.
+#include <vector>
+
 #include "kernels/scheduler/engine.h"
 
 namespace herald {
 namespace sched {
 
+namespace {
+constexpr size_t kAhead = 8;  // prefetch distance of the loops below
+}  // namespace
+
 void Engine::PlanHerald() {
+  const size_t unique = order_.size();
   // 1. Flush dirty rows that another worker reads at this step.
-  for (int32_t kidx : order_) {
-    KeyState& ks = keys_[kidx];
+  for (size_t i = 0; i < unique; ++i) {
+    if (i + kAhead < unique) __builtin_prefetch(&keys_[order_[i + kAhead]]);
+    KeyState& ks = keys_[order_[i]];
     if (ks.owner >= 0 && ks.users != (1ULL << ks.owner)) {
       Directory& dir = dirs_[ks.owner];
       DirEntry& d = dir.at(dir.Find(ks.key));
@@ -25,7 +33,10 @@ void Engine::PlanHerald() {
   // 3a. After the backward pass: local update of private keys, push of shared ones.
   for (int32_t w = 0; w < n_; ++w) {
     const uint64_t bit = 1ULL << w;
-    for (const WorkerKey& x : wkeys_[w]) {
+    const std::vector<WorkerKey>& wk = wkeys_[w];
+    for (size_t i = 0; i < wk.size(); ++i) {
+      if (i + kAhead < wk.size()) __builtin_prefetch(&keys_[wk[i + kAhead].kidx]);
+      const WorkerKey& x = wk[i];
       const KeyState& ks = keys_[x.kidx];
       if (x.entry < 0) {
         if (ks.touched) {
@@ -48,8 +59,9 @@ void Engine::PlanHerald() {
     }
   }
   // 3b. Per key: new owner, stale copies dropped, version.
-  for (int32_t kidx : order_) {
-    KeyState& ks = keys_[kidx];
+  for (size_t i = 0; i < unique; ++i) {
+    if (i + kAhead < unique) __builtin_prefetch(&keys_[order_[i + kAhead]]);
+    KeyState& ks = keys_[order_[i]];
     const bool is_private = (ks.users & (ks.users - 1)) == 0;
     const uint64_t keep = is_private ? ks.users : 0;
     ks.owner = is_private ? __builtin_ctzll(ks.users) : -1;
@@ -69,7 +81,17 @@ void Engine::PlanHerald() {
   for (int32_t w = 0; w < n_; ++w) {
     Directory& dir = dirs_[w];
     const uint64_t bit = 1ULL << w;
-    for (const WorkerKey& x : wkeys_[w]) {
+    const std::vector<WorkerKey>& wk = wkeys_[w];
+    for (size_t i = 0; i < wk.size(); ++i) {
+      if (i + kAhead < wk.size()) {
+        const WorkerKey& y = wk[i + kAhead];
+        if (y.entry >= 0) {
+          dir.PrefetchEntry(y.entry);
+        } else {
+          dir.PrefetchKey(keys_[y.kidx].key);
+        }
+      }
+      const WorkerKey& x = wk[i];
       KeyState& ks = keys_[x.kidx];
       if (ks.users != bit) continue;
       // A private key's entry survived step 3 (only other workers' copies are dropped).
