@@ -364,11 +364,14 @@ class _Launch:
         specs = build_process_list(self.cluster, self.options)
         ps_specs = [s for s in specs if s.role is Role.PS]
         ps = [self._start(s) for s in ps_specs]
-        ports = self._wait_ports(ps)
-        if isinstance(ports, int):
-            return ports
+        bound = self._wait_ports(ps)
+        if isinstance(bound, int):
+            return bound
         if self.cluster.task is not None and self.cluster.task.role is Role.PS:
             return self._supervise()
+        ports = [e.port for e in self.cluster.ps]
+        for c, port in zip(ps, bound, strict=True):
+            ports[c.spec.rank] = port
         specs = build_process_list(self.cluster, self.options, ps_ports=ports)
         addresses = [Endpoint(e.host, p).address for e, p in zip(self.cluster.ps, ports,
                                                                  strict=True)]
