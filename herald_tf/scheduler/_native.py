@@ -72,6 +72,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                                            _I64P, _ST]
     lib.herald_sched_copy_list.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                                            _I64P, ctypes.c_int64, _ST]
+    lib.herald_sched_plan_sizes.argtypes = [ctypes.c_void_p, _I64P, _ST]
+    lib.herald_sched_copy_plans.argtypes = [ctypes.c_void_p, _I64P, ctypes.c_int64, _ST]
     version = lib.herald_sched_api_version()
     if version != API_VERSION:
         raise LibraryNotFoundError(
@@ -177,6 +179,33 @@ class NativeEngine:
             ctypes.byref(status)), status)
         return out
 
+    def worker_plan(self, worker: int) -> StepPlan:
+        """Plan of one worker for the last step (a worker process needs only its own)."""
+        cfg = self.config
+        fields = {n: self._list(worker, i) for i, n in enumerate(StepPlan.LISTS)}
+        occ = self._list(worker, _OCCURRENCE).reshape(cfg.batch_size, cfg.num_fields)
+        return StepPlan(slots=occ, **fields)
+
+    def _plans(self) -> list[StepPlan]:
+        """All workers' plans of the last step, copied in one call (views of one buffer)."""
+        cfg = self.config
+        status = _Status()
+        sizes = np.empty((cfg.num_workers, _NUM_LISTS), dtype=np.int64)
+        _check(self._lib.herald_sched_plan_sizes(self._handle, sizes.ctypes.data_as(_I64P),
+                                                 ctypes.byref(status)), status)
+        total = int(sizes.sum())
+        flat = np.empty(total, dtype=np.int64)
+        _check(self._lib.herald_sched_copy_plans(self._handle, flat.ctypes.data_as(_I64P), total,
+                                                 ctypes.byref(status)), status)
+        parts = np.split(flat, np.cumsum(sizes.ravel())[:-1])
+        plans = []
+        for w in range(cfg.num_workers):
+            mine = parts[w * _NUM_LISTS:(w + 1) * _NUM_LISTS]
+            fields = dict(zip(StepPlan.LISTS, mine[:len(StepPlan.LISTS)], strict=True))
+            occ = mine[_OCCURRENCE].reshape(cfg.batch_size, cfg.num_fields)
+            plans.append(StepPlan(slots=occ, **fields))
+        return plans
+
     def step(self, keys: np.ndarray, emit_plans: bool | None = None) -> ScheduledStep:
         """Schedules the next global batch (N * B, F); plans only if the engine emits them."""
         cfg = self.config
@@ -188,11 +217,7 @@ class NativeEngine:
             samples.ctypes.data_as(_I64P), ctypes.byref(status)), status)
         plans = None
         if self.emit_plans and emit_plans is not False:
-            plans = []
-            for w in range(cfg.num_workers):
-                fields = {n: self._list(w, i) for i, n in enumerate(StepPlan.LISTS)}
-                occ = self._list(w, _OCCURRENCE).reshape(cfg.batch_size, cfg.num_fields)
-                plans.append(StepPlan(slots=occ, **fields))
+            plans = self._plans()
         step = self.step_id
         self.step_id += 1
         return ScheduledStep(step=step, samples=samples, plans=plans)

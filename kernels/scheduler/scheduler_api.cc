@@ -1,6 +1,7 @@
 // C ABI of the scheduler: validation, status conversion, no exceptions across the boundary.
 #include "kernels/scheduler/scheduler_api.h"
 
+#include <algorithm>
 #include <new>
 
 #include "kernels/scheduler/engine.h"
@@ -143,6 +144,49 @@ int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int
                              static_cast<long long>(v.size()), static_cast<long long>(capacity));
   }
   for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
+  return herald::SetOk(status);
+}
+
+int herald_sched_plan_sizes(const HeraldScheduler* scheduler, int64_t* sizes,
+                            HeraldStatus* status) {
+  if (scheduler == nullptr || sizes == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "Expected a scheduler and sizes.");
+  }
+  const int32_t n = scheduler->engine.config().num_workers;
+  for (int32_t w = 0; w < n; ++w) {
+    for (int32_t l = 0; l < HERALD_SCHED_NUM_LISTS; ++l) {
+      sizes[w * HERALD_SCHED_NUM_LISTS + l] =
+          static_cast<int64_t>(scheduler->engine.list(w, l).size());
+    }
+  }
+  return herald::SetOk(status);
+}
+
+int herald_sched_copy_plans(const HeraldScheduler* scheduler, int64_t* out, int64_t capacity,
+                            HeraldStatus* status) {
+  if (scheduler == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "Expected a scheduler.");
+  }
+  const int32_t n = scheduler->engine.config().num_workers;
+  int64_t total = 0;
+  for (int32_t w = 0; w < n; ++w) {
+    for (int32_t l = 0; l < HERALD_SCHED_NUM_LISTS; ++l) {
+      total += static_cast<int64_t>(scheduler->engine.list(w, l).size());
+    }
+  }
+  if (capacity < total || (out == nullptr && total > 0)) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected an output of at least %lld entries. Received: %lld",
+                             static_cast<long long>(total), static_cast<long long>(capacity));
+  }
+  int64_t pos = 0;
+  for (int32_t w = 0; w < n; ++w) {
+    for (int32_t l = 0; l < HERALD_SCHED_NUM_LISTS; ++l) {
+      const auto& v = scheduler->engine.list(w, l);
+      std::copy(v.begin(), v.end(), out + pos);
+      pos += static_cast<int64_t>(v.size());
+    }
+  }
   return herald::SetOk(status);
 }
 

@@ -115,6 +115,15 @@ int herald_sched_list_size(const HeraldScheduler* scheduler, int32_t worker, int
 int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
                            int64_t* out /* (capacity) */, int64_t capacity, HeraldStatus* status);
 
+// Sizes of all plan lists of the last step: sizes[w * HERALD_SCHED_NUM_LISTS + list].
+int herald_sched_plan_sizes(const HeraldScheduler* scheduler,
+                            int64_t* sizes /* (N, HERALD_SCHED_NUM_LISTS) */, HeraldStatus* status);
+
+// Copies all plan lists of the last step, concatenated in (worker, list) order, into out
+// (capacity entries, at least the sum of the sizes).
+int herald_sched_copy_plans(const HeraldScheduler* scheduler, int64_t* out /* (capacity) */,
+                            int64_t capacity, HeraldStatus* status);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

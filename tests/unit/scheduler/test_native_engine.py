@@ -73,3 +73,13 @@ def test_engine_without_plans_counts_the_same_traffic(native_lib: str) -> None:
         assert a.step(trace[t * 16:(t + 1) * 16]).plans is None
         b.step(trace[t * 16:(t + 1) * 16])
     assert a.traffic == b.traffic
+
+
+def test_one_workers_plan_equals_its_part_of_all_plans(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=3, batch_size=4, num_fields=2, cache_capacity=6)
+    engine = NativeEngine(cfg)
+    trace = zipf_trace(9, 3, 12, 2, 20, 1.0)
+    for t in range(3):
+        plans = engine.step(trace[t * 12:(t + 1) * 12]).plans
+        for w in range(3):
+            assert engine.worker_plan(w).equals(plans[w])
