@@ -13,7 +13,8 @@ Outcomes (the launcher's exit code):
     after ``grace_s``; the failed process's code (128 + signal when it was killed by one; 1 for a
     PS that exited 0 while workers ran);
   * SIGINT/SIGTERM to the launcher: forwarded to every child, then as above; 128 + signal;
-  * a PS that does not come up within ``start_timeout_s``: everything stops, 1.
+  * a PS that does not come up within ``start_timeout_s``: everything stops, 1;
+  * a program that cannot be started: everything stops, 127 (not found) or 126.
 Children are signalled by process group (its id is the child's pid), so a shell wrapper's own
 children stop too.
 """
@@ -46,7 +47,11 @@ _MAX_LINE = 1 << 16
 
 
 class LaunchError(HeraldError):
-    """A launch could not start or a process failed; the message names the process."""
+    """A process could not be started; the message names it, ``exit_code`` is what to return."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _exit_code(returncode: int) -> int:
@@ -257,11 +262,15 @@ class _Launch:
         self.start_timeout_s = start_timeout_s
 
     def _start(self, spec: ProcessSpec) -> _Child:
-        if spec.remote:
-            return self.sup.start(spec, ssh_command(spec, self.options), {},
-                                  stdin_data=(self.token + "\n").encode())
-        token_env = {env.TOKEN_VAR: self.token, env.PS_TOKEN_VAR: self.token}
-        return self.sup.start(spec, spec.argv, token_env)
+        try:
+            if spec.remote:
+                return self.sup.start(spec, ssh_command(spec, self.options), {},
+                                      stdin_data=(self.token + "\n").encode())
+            token_env = {env.TOKEN_VAR: self.token, env.PS_TOKEN_VAR: self.token}
+            return self.sup.start(spec, spec.argv, token_env)
+        except OSError as e:
+            code = 127 if isinstance(e, FileNotFoundError) else 126
+            raise LaunchError(f"cannot start {spec.name}: {e}", code) from e
 
     def _interrupted(self) -> int | None:
         sig = self.sup.received
@@ -408,6 +417,10 @@ def run_cluster(cluster: ClusterSpec, options: LaunchOptions, token: str, *,
             previous[sig] = signal.signal(sig, handler)
     try:
         return _Launch(cluster, options, token, sup, start_timeout_s).run()
+    except LaunchError as e:
+        sup.say(f"{e}; stopping {len(sup.running())} processes")
+        sup.stop_all()
+        return e.exit_code
     finally:
         try:
             sup.stop_all(signal.SIGKILL if sup.received else signal.SIGTERM)

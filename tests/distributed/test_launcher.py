@@ -101,6 +101,8 @@ class Launcher:
             argv[3:3] = ["--ps-command", f"{sys.executable} {self.tmp / 'ps.py'}"]
         if worker is not None:
             argv += ["--", sys.executable, "-c", WORKER_PROLOGUE + worker]
+        elif "--" not in args:
+            argv += ["--", sys.executable, "-c", "pass"]
         child_env = dict(os.environ, LAUNCH_TEST_DIR=str(self.pid_dir),
                          STANDIN_PS_MODE=ps_mode, **(env or {}))
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -251,13 +253,44 @@ def test_unreachable_ps_in_tf_config_task_mode_fails_within_the_timeout(
     assert "started" not in r.out and launcher.pids() == {}
 
 
-def test_sigterm_to_the_launcher_stops_every_child(launcher: Launcher) -> None:
-    proc = launcher.start(["-c", launcher.config(2, 2)], FOREVER)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_launcher_is_forwarded_and_stops_every_child(
+        launcher: Launcher, sig: signal.Signals) -> None:
+    worker = f"signal.signal({int(sig)}, lambda *_: (print('got', {int(sig)}), sys.exit(9)))\n"
+    proc = launcher.start(["-c", launcher.config(2, 2)], worker + FOREVER)
     launcher.wait_for_pids({"ps-0", "ps-1", "worker-0", "worker-1"})
-    os.kill(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "herald-run: received SIGTERM; stopping 4 processes" in err.decode()
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + sig
+    assert f"herald-run: received {sig.name}; stopping 4 processes" in err.decode()
+    assert f"[worker 1] got {int(sig)}" in out.decode().splitlines()
+    launcher.assert_all_gone()
+
+
+def test_a_worker_program_that_does_not_exist_stops_the_ps(launcher: Launcher) -> None:
+    r = launcher.run(["-c", launcher.config(1, 1), "--", "/nonexistent/herald-worker"])
+    assert r.code == 127
+    assert ("herald-run: cannot start worker 0: [Errno 2] No such file or directory: "
+            "'/nonexistent/herald-worker'; stopping 1 processes") in r.err
+    launcher.assert_all_gone()
+
+
+def test_tf_config_pods_run_one_task_each(launcher: Launcher) -> None:
+    port = _closed_port()
+    cluster = {"chief": ["127.0.0.1:1"], "ps": [f"127.0.0.1:{port}"]}
+    pod_env = {"HERALD_TOKEN": "shared"}
+    ps_pod = launcher.start([], env={**pod_env, "TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "ps", "index": 0}})})
+    worker = "print('ps at', os.environ['HERALD_PS_ADDRS'], os.environ['HERALD_TOKEN'])\n"
+    r = launcher.run([], worker, env={**pod_env, "TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "chief", "index": 0}})})
+    assert r.code == 0, r.err
+    assert f"[worker 0] ps at 127.0.0.1:{port} shared" in r.out.splitlines()
+    assert ps_pod.poll() is None  # a PS pod serves until it is stopped
+    os.kill(ps_pod.pid, signal.SIGTERM)
+    out, _ = ps_pod.communicate(timeout=20)
+    assert ps_pod.returncode == 128 + signal.SIGTERM
+    assert out.decode().startswith(f"[ps 0] standin ps listening {port} token 6")
     launcher.assert_all_gone()
 
 
