@@ -31,7 +31,7 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags of herald-run."""
     p = argparse.ArgumentParser(
-        prog="herald-run", description=__doc__.split("\n\n")[0],
+        prog="herald-run", description=__doc__.split("\n\n")[0].replace("``", ""),
         usage="herald-run [-c CLUSTER.yml] [options] -- COMMAND [ARGS ...]")
     p.add_argument("-c", "--config", help="dist.yml or a TF_CONFIG-style JSON/YAML file "
                    "(default: $TF_CONFIG)")
