@@ -5,7 +5,8 @@ launcher's directory, reads the cluster token from its standard input (so it nev
 process listing or in ``--dry-run`` output), exports it as ``HERALD_TOKEN`` and
 ``HERALD_PS_TOKEN``, starts the program with the spec's environment, and watches its standard
 input: when the local ssh process ends (the launcher stopped it, or died), the channel closes and
-the program gets SIGTERM, so no remote process outlives the launch. The exit status is the
+the program gets SIGTERM, so no remote process outlives the launch. When the program exits
+first, the watcher is stopped too (nothing keeps the channel open). The exit status is the
 program's.
 """
 
@@ -32,7 +33,8 @@ def remote_script(spec: ProcessSpec, workdir: str | None) -> str:
         f"read -r {env.TOKEN_VAR} <&3 || exit 1",
         f'export {env.TOKEN_VAR} {env.PS_TOKEN_VAR}="${env.TOKEN_VAR}"',
         shlex.join(env_argv(spec)) + " </dev/null & child=$!",
-        "{ cat <&3 >/dev/null; kill -TERM $child; } >/dev/null 2>&1 & watcher=$!",
+        "{ trap 'kill $cat; exit 0' TERM; cat <&3 >/dev/null & cat=$!; wait $cat; "
+        "kill -TERM $child; } >/dev/null 2>&1 & watcher=$!",
         "wait $child; code=$?",
         "kill $watcher 2>/dev/null",
         "exit $code",

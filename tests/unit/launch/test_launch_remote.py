@@ -19,8 +19,9 @@ from herald_tf.launch.remote import describe, remote_script, ssh_command
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 WATCH = ("exec 3<&0; read -r HERALD_TOKEN <&3 || exit 1; "
          'export HERALD_TOKEN HERALD_PS_TOKEN="$HERALD_TOKEN"; ')
-TAIL = (" </dev/null & child=$!; { cat <&3 >/dev/null; kill -TERM $child; } >/dev/null 2>&1 & "
-        "watcher=$!; wait $child; code=$?; kill $watcher 2>/dev/null; exit $code")
+TAIL = (" </dev/null & child=$!; { trap 'kill $cat; exit 0' TERM; cat <&3 >/dev/null & cat=$!; "
+        "wait $cat; kill -TERM $child; } >/dev/null 2>&1 & watcher=$!; wait $child; code=$?; "
+        "kill $watcher 2>/dev/null; exit $code")
 
 
 def _remote_cluster():  # noqa: ANN202
@@ -83,11 +84,12 @@ def test_dry_run_of_a_horovod_launch_prints_horovodrun(
     assert last.endswith(" horovodrun --gloo -np 4 -H node1:2,node2:2 python3 train.py")
 
 
-def _run_script(tmp_path: Any, program: str, token: str = "s3cret") -> subprocess.Popen:
+def _run_script(tmp_path: Any, program: str, token: str = "s3cret",
+                shell: str = "sh") -> subprocess.Popen:
     options = LaunchOptions(command=("sh", "-c", program), workdir=str(tmp_path))
     cluster = parse_dist_config({"nodes": [{"host": "node1", "workers": 1}]})
     spec = build_process_list(cluster, options)[0]
-    proc = subprocess.Popen(["sh", "-c", remote_script(spec, options.workdir)],
+    proc = subprocess.Popen([shell, "-c", remote_script(spec, options.workdir)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdin is not None
@@ -102,22 +104,32 @@ def _reap(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.mark.parametrize("shell", ["sh", "bash"])
 def test_remote_script_reads_the_token_from_stdin_and_returns_the_exit_code(
-        tmp_path: Any) -> None:
+        tmp_path: Any, shell: str) -> None:
     proc = _run_script(tmp_path, 'echo "$HERALD_TOKEN $HERALD_PS_TOKEN $HERALD_RANK $(pwd)"; '
-                                 "exit 7")
+                                 "exit 7", shell=shell)
     try:
         assert proc.wait(timeout=10) == 7  # stdin stays open: closing it would stop the program
         assert proc.stdout is not None
         assert proc.stdout.read().decode().split() == ["s3cret", "s3cret", "0", str(tmp_path)]
+        assert proc.stdin is not None
+        deadline = time.monotonic() + 10
+        with pytest.raises(BrokenPipeError):  # the watcher is gone: nobody reads the channel
+            while time.monotonic() < deadline:
+                proc.stdin.write(b"x")
+                proc.stdin.flush()
+                time.sleep(0.02)
     finally:
         _reap(proc)
 
 
-def test_remote_program_gets_sigterm_when_the_ssh_channel_closes(tmp_path: Any) -> None:
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_remote_program_gets_sigterm_when_the_ssh_channel_closes(tmp_path: Any,
+                                                                 shell: str) -> None:
     marker = tmp_path / "started"
     proc = _run_script(tmp_path, f"trap 'exit 42' TERM; touch {marker}; "
-                                 "while true; do sleep 0.05; done")
+                                 "while true; do sleep 0.05; done", shell=shell)
     try:
         deadline = time.monotonic() + 10
         while not marker.exists() and time.monotonic() < deadline:
