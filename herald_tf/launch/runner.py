@@ -262,6 +262,8 @@ class _Launch:
         self.start_timeout_s = start_timeout_s
 
     def _start(self, spec: ProcessSpec) -> _Child:
+        if spec.port_file and os.path.exists(spec.port_file):
+            os.unlink(spec.port_file)  # a stale port from an earlier run must not be read
         try:
             if spec.remote:
                 return self.sup.start(spec, ssh_command(spec, self.options), {},
