@@ -1,0 +1,89 @@
+// TF GPU kernel of SparseApply over the CUDA C ABI: the optimizer math of
+// kernels/core/optimizer.h (herald::ApplyElement), as the CPU kernel and the PS run it.
+#include <string>
+
+#include "kernels/cuda/cuda_api.h"
+#include "kernels/tf/tf_adapter.h"
+#include "kernels/tf/tf_adapter_gpu.h"
+#include "tensorflow/core/framework/op_kernel.h"
+
+namespace herald {
+namespace {
+
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+namespace errors = ::tensorflow::errors;
+
+class SparseApplyGpuOp : public OpKernel {
+ public:
+  explicit SparseApplyGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string name;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("optimizer", &name));
+    params_.kind = name == "adam" ? HERALD_OPT_ADAM
+                                  : (name == "adagrad" ? HERALD_OPT_ADAGRAD : HERALD_OPT_SGD);
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta1", &params_.beta1));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta2", &params_.beta2));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &params_.epsilon));
+    params_.initial_accumulator = 0.0f;  // only used when rows are created, not here
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& slots_t = ctx->input(3);
+    const Tensor& grads = ctx->input(4);
+    const Tensor& lr = ctx->input(5);  // host memory (see the registration)
+    OP_REQUIRES_OK(ctx, CheckIdVector(slots_t, "unique_slots"));
+    OP_REQUIRES(ctx, ::tensorflow::TensorShapeUtils::IsScalar(lr.shape()),
+                errors::InvalidArgument("Expected a scalar learning_rate. Received: shape ",
+                                        lr.shape().DebugString()));
+    ::tensorflow::core::RefCountPtr<::tensorflow::Var> storage_var, state_var, versions_var;
+    OP_REQUIRES_OK(ctx, LookupStorage(ctx, 0, ::tensorflow::DT_FLOAT, 2, &storage_var));
+    OP_REQUIRES_OK(ctx, LookupStorage(ctx, 1, ::tensorflow::DT_FLOAT, 2, &state_var));
+    OP_REQUIRES_OK(ctx, LookupStorage(ctx, 2, ::tensorflow::DT_INT64, 1, &versions_var));
+    // Locks are always taken in input order (storage, state, versions), as on the CPU.
+    ::tensorflow::mutex_lock l0(*storage_var->mu());
+    ::tensorflow::mutex_lock l1(*state_var->mu());
+    ::tensorflow::mutex_lock l2(*versions_var->mu());
+    Tensor* storage = storage_var->tensor();
+    Tensor* state = state_var->tensor();
+    Tensor* versions = versions_var->tensor();
+    const int64_t slots = storage->dim_size(0), dim = storage->dim_size(1);
+    const int64_t u = slots_t.NumElements();
+    const int64_t width = StateWidth(params_.kind, dim);
+    OP_REQUIRES(ctx, state->dim_size(0) == slots && state->dim_size(1) == width,
+                errors::InvalidArgument("Expected optimizer state of shape [", slots, ",", width,
+                                        "]. Received: ", state->shape().DebugString()));
+    OP_REQUIRES(ctx, versions->dim_size(0) == slots,
+                errors::InvalidArgument("Expected versions of shape [", slots,
+                                        "]. Received: ", versions->shape().DebugString()));
+    OP_REQUIRES(ctx, grads.dims() == 2 && grads.dim_size(0) == u && grads.dim_size(1) == dim,
+                errors::InvalidArgument("Expected grads of shape [", u, ",", dim,
+                                        "] (one row per slot, storage width). Received: ",
+                                        grads.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, PrepareForUpdateGpu(ctx, storage_var.get()));
+    OP_REQUIRES_OK(ctx, PrepareForUpdateGpu(ctx, state_var.get()));
+    OP_REQUIRES_OK(ctx, PrepareForUpdateGpu(ctx, versions_var.get()));
+    if (dim == 0) return;
+    HeraldOptimizerParams p = params_;
+    p.learning_rate = lr.scalar<float>()();
+    TfCudaAllocator allocator(ctx);
+    HeraldStatus st{};
+    const int code = herald_cuda_sparse_apply(
+        &p, storage->flat<float>().data(), width > 0 ? state->flat<float>().data() : nullptr,
+        versions->flat<int64_t>().data(), slots, dim, slots_t.flat<int64_t>().data(), u,
+        nullptr, grads.flat<float>().data(), GpuStream(ctx), allocator.get(), nullptr, &st);
+    OP_REQUIRES_OK(ctx, ToTfStatus(code, st));
+  }
+
+ private:
+  HeraldOptimizerParams params_{};
+};
+
+REGISTER_KERNEL_BUILDER(Name("Herald>SparseApply")
+                            .Device(::tensorflow::DEVICE_GPU)
+                            .HostMemory("learning_rate"),
+                        SparseApplyGpuOp);
+
+}  // namespace
+}  // namespace herald
