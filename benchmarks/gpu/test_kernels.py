@@ -362,7 +362,7 @@ def ref_apply(kind, p, value, state, versions, slots_u, grads):
 
 
 @pytest.mark.parametrize("kind", list(Optimizer))
-@pytest.mark.parametrize("dim", [5, 128])
+@pytest.mark.parametrize("dim", [5, 12, 128, 132])
 def test_sparse_apply_20_steps_vs_float64(lib, stream, kind, dim):
     rng = np.random.default_rng()
     slots = 300 if SMALL else 3000

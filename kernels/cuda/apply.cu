@@ -13,30 +13,43 @@ namespace herald {
 namespace cuda {
 namespace {
 
-// Lane r < R of a warp reads the version of row k0 + r, computes Adam's bias corrections (in
-// double, as the CPU does) and bumps the version; the factors are then broadcast to the warp.
-template <int KIND, int R>
-__device__ __forceinline__ int LoadRowHeads(const HeraldOptimizerParams& p, int64_t k0, int64_t u,
+// Lane r < R of a warp reads slot and version of row k0 + r and bumps the version; the slots
+// are broadcast to the warp. Returns the number of rows (<= R) of this group.
+template <int R>
+__device__ __forceinline__ int LoadRowHeads(int64_t k0, int64_t u,
                                             const int64_t* __restrict__ unique_slots,
                                             int64_t* __restrict__ versions, int64_t* slot,
-                                            RowCoefficients* rc) {
+                                            int64_t* my_version) {
   const int lane = threadIdx.x & 31;
   int64_t my_slot = 0;
-  RowCoefficients my_rc{1.0f, 1.0f};
+  *my_version = 0;
   if (lane < R && k0 + lane < u) {
     my_slot = unique_slots[k0 + lane];
-    const int64_t version = versions[my_slot];
-    if (KIND == HERALD_OPT_ADAM) my_rc = RowCoefficientsFor(p, version);
-    versions[my_slot] = version + 1;
+    *my_version = versions[my_slot];
+    versions[my_slot] = *my_version + 1;
   }
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    slot[r] = __shfl_sync(0xffffffffu, my_slot, r);
-    rc[r].inv_bias1 = __shfl_sync(0xffffffffu, my_rc.inv_bias1, r);
-    rc[r].inv_bias2 = __shfl_sync(0xffffffffu, my_rc.inv_bias2, r);
-  }
+  for (int r = 0; r < R; ++r) slot[r] = __shfl_sync(0xffffffffu, my_slot, r);
   return u - k0 < R ? static_cast<int>(u - k0) : R;
 }
+
+// Adam's bias corrections of the R rows (lane r computes row r's in double, as the CPU does,
+// then broadcasts them). Called after the rows' loads are issued, so the pow overlaps them.
+template <int KIND, int R>
+__device__ __forceinline__ void RowFactors(const HeraldOptimizerParams& p, int64_t my_version,
+                                           RowCoefficients* rc) {
+  RowCoefficients mine{1.0f, 1.0f};
+  if (KIND == HERALD_OPT_ADAM) mine = RowCoefficientsFor(p, my_version);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    rc[r].inv_bias1 = KIND == HERALD_OPT_ADAM ? __shfl_sync(0xffffffffu, mine.inv_bias1, r) : 1.0f;
+    rc[r].inv_bias2 = KIND == HERALD_OPT_ADAM ? __shfl_sync(0xffffffffu, mine.inv_bias2, r) : 1.0f;
+  }
+}
+
+#ifndef HERALD_APPLY_ROWS
+#define HERALD_APPLY_ROWS 4  // rows per warp in the 4-wide apply (a tuning knob)
+#endif
 
 // One warp per R rows, 4 columns a lane: the loads of all R rows (gradient, value, state) are
 // issued before any math, so a warp keeps R times more memory traffic in flight. The columns are
@@ -59,13 +72,17 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t k0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32 * R;
        k0 < u; k0 += warps * R) {
     int64_t slot[R];
+    int64_t my_version;
+    const int rows = LoadRowHeads<R>(k0, u, unique_slots, versions, slot, &my_version);
     RowCoefficients rc[R];
-    const int rows = LoadRowHeads<KIND, R>(p, k0, u, unique_slots, versions, slot, rc);
-    for (int64_t j = 4 * lane; j < dim; j += 128) {
+    bool have_rc = false;
+    for (int64_t j0 = 0; j0 < dim; j0 += 128) {  // warp-uniform loop: lanes shuffle inside
+      const int64_t j = j0 + 4 * lane;
+      const bool active = j < dim;
       float g[R][4], val[R][4], st[R][8];
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r >= rows) continue;
+        if (r >= rows || !active) continue;
         const float4 g4 = *reinterpret_cast<const float4*>(grads + (k0 + r) * dim + j);
         const float4 v4 = *reinterpret_cast<const float4*>(storage + slot[r] * dim + j);
         g[r][0] = g4.x; g[r][1] = g4.y; g[r][2] = g4.z; g[r][3] = g4.w;
@@ -79,9 +96,13 @@ __global__ void __launch_bounds__(kThreads)
           st[r][4] = b.x; st[r][5] = b.y; st[r][6] = b.z; st[r][7] = b.w;
         }
       }
+      if (!have_rc) {  // after the first loads were issued, so the pow overlaps them
+        RowFactors<KIND, R>(p, my_version, rc);
+        have_rc = true;
+      }
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r >= rows) continue;
+        if (r >= rows || !active) continue;
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) ApplyElement(p, rc[r], val[r], st[r], jj, 4, g[r][jj]);
         *reinterpret_cast<float4*>(storage + slot[r] * dim + j) =
@@ -117,8 +138,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t k = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; k < u;
        k += warps) {
     int64_t slot[1];
+    int64_t my_version;
     RowCoefficients rc[1];
-    LoadRowHeads<KIND, 1>(p, k, u, unique_slots, versions, slot, rc);
+    LoadRowHeads<1>(k, u, unique_slots, versions, slot, &my_version);
+    RowFactors<KIND, 1>(p, my_version, rc);
     float* value = storage + slot[0] * dim;
     float* row_state = state + slot[0] * width;  // unused (width 0) for SGD
     const float* g = grads + k * dim;
@@ -175,7 +198,7 @@ int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* stat
                 cudaStream_t stream, HeraldStatus* status) {
   const bool vec = dim % 4 == 0 && Aligned16(storage) && Aligned16(grads) &&
                    (KIND == HERALD_OPT_SGD || Aligned16(state));
-  constexpr int kRows = 4;
+  constexpr int kRows = HERALD_APPLY_ROWS;
   if (vec) {
     ApplyVec4Kernel<KIND, kRows><<<BlocksFor(u, kThreads / 32 * kRows), kThreads, 0, stream>>>(
         params, storage, state, versions, dim, unique_slots, u, u_device, grads, error);
