@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from herald_tf.dense.types import DenseSync
 from herald_tf.keras.embedding import HeraldEmbedding
 
 
@@ -53,11 +54,21 @@ def check_supported(model: keras.Model, optimizer: Any) -> None:
 
 
 class HeraldModel(keras.Model):
-    """A ``keras.Model`` that trains ``HeraldEmbedding`` rows with herald's sparse optimizer."""
+    """A ``keras.Model`` that trains ``HeraldEmbedding`` rows with herald's sparse optimizer.
+
+    ``compile(..., dense_sync=sync)`` (a ``herald_tf.dense.DenseSync``) makes ``train_step``
+    combine dense gradients over the workers and scale embedding gradients as that backend
+    requires (DESIGN §2a "Gradient scale"); without it the model trains as one process.
+    """
+
+    dense_sync: DenseSync | None = None
 
     def compile(self, optimizer: Any = "rmsprop", *args: Any, jit_compile: Any = False,
-                **kwargs: Any) -> None:
+                dense_sync: DenseSync | None = None, **kwargs: Any) -> None:
         check_supported(self, optimizer)
+        if dense_sync is not None:
+            dense_sync.check_model(self)
+        self.dense_sync = dense_sync
         if jit_compile not in (False, "auto", None):
             raise ValueError("herald_tf's ops do not run under XLA: compile with jit_compile=False.")
         super().compile(optimizer, *args, jit_compile=False, **kwargs)
@@ -79,6 +90,8 @@ class HeraldModel(keras.Model):
         dense = self.trainable_weights
         storages = [table.storage.value for table in tables]
         grads = tape.gradient(scaled, dense + storages)
+        if self.dense_sync is not None:
+            grads = self.dense_sync.sync_gradients(grads, num_dense=len(dense))
         if dense:
             self.optimizer.apply_gradients(zip(grads[: len(dense)], dense))
         for table, grad in zip(tables, grads[len(dense):]):
