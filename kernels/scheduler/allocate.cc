@@ -51,10 +51,11 @@ void Engine::AllocateGreedy(int64_t* out) {
 
 // Marginal-transfer greedy (grouped.py). For a key occurring 2..kGroupLimit times in the batch,
 // with U = workers already given it: 0 if w in U, else (U non-empty) + pull. Any other key: pull.
-// pull = 0 if owned/held by w or untouched, 2 if owned dirty elsewhere, else 1. Lowest cost among
+// pull = 0 if owned/held by w or untouched, 3 if owned dirty elsewhere, else 1. Lowest cost among
 // workers with room, then fewer samples, then lower index.
 void Engine::AllocateGrouped(int64_t* out) {
   constexpr int32_t kGroupLimit = 16;
+  constexpr int64_t kOwnedElsewhere = 3;
   std::vector<int64_t> cost(n_);
   std::vector<int32_t> count(n_, 0);
   const int64_t g = static_cast<int64_t>(n_) * b_;
@@ -69,7 +70,7 @@ void Engine::AllocateGrouped(int64_t* out) {
       const bool grouping = ks.count > 1 && ks.count <= kGroupLimit;
       const uint64_t mask = grouping ? ks.alloc_users : 0;
       const int64_t extra = mask != 0 ? 1 : 0;
-      const int64_t pull = !ks.touched ? 0 : (ks.owner >= 0 ? 2 : 1);
+      const int64_t pull = !ks.touched ? 0 : (ks.owner >= 0 ? kOwnedElsewhere : 1);
       // Every worker pays extra + pull except: workers in mask pay 0, holders and the owner
       // outside mask pay extra. A constant for all workers does not change the choice, so only
       // the differences are accumulated (negative costs).

@@ -5,15 +5,16 @@ becomes *shared* (a push per user and a pull per stale user) as soon as two work
 This allocator takes samples in index order and gives each to the worker, among those with
 fewer than B samples, that adds the fewest transfers given the samples already placed in this
 batch (ties: fewer samples, then lower index). Per key k of the sample, ``pull(k, w)`` is 0 if
-k is untouched or held by w, 2 if another worker owns k dirty (flush + pull), else 1:
+k is untouched or held by w, ``OWNED_ELSEWHERE`` = 3 if another worker owns k dirty (a flush, a
+pull, and the owner loses a row it would keep updating locally), else 1:
 
 - if k occurs 2..``GROUP_LIMIT`` times in the batch and U (workers already given k in this
   batch) is not empty: 0 if w in U, else 1 + ``pull`` (k becomes or stays shared: a push);
 - otherwise: ``pull``.
 
 Keys occurring more often than ``GROUP_LIMIT`` are shared whatever the allocation, so placing
-samples by them only unbalances the rest (measured: limit 16 moves fewest rows at B = 256 and
-1024 on the i.i.d. power-law trace).
+samples by them only unbalances the rest. Both constants were chosen by measurement on the
+i.i.d. power-law trace (limit 16 beat 8, 32 and 64 at B = 256 and 1024; weight 3 beat 2 and 4).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import numpy as np
 from herald_tf.scheduler.types import Allocator, CacheView
 
 GROUP_LIMIT = 16
+OWNED_ELSEWHERE = 3
 
 
 def _pull_cost(view: CacheView, key: int, worker: int) -> int:
     owner = view.owner(key)
     if owner == worker or (view.holders(key) >> worker) & 1 or not view.touched(key):
         return 0
-    return 2 if owner >= 0 else 1
+    return OWNED_ELSEWHERE if owner >= 0 else 1
 
 
 class GroupedAllocator(Allocator):
