@@ -44,8 +44,9 @@ if port_file:
     os.replace(port_file + ".tmp", port_file)
 print("standin ps listening", s.getsockname()[1], "token", len(os.environ["HERALD_PS_TOKEN"]))
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-if mode == "quit":
-    time.sleep(0.5)
+if mode == "quit":  # exit 0 once a worker runs
+    while not os.path.exists(os.path.join(os.environ["LAUNCH_TEST_DIR"], "worker-0.pid")):
+        time.sleep(0.02)
     sys.exit(0)
 while True:
     time.sleep(1)
@@ -60,6 +61,17 @@ with open(os.path.join(os.environ["LAUNCH_TEST_DIR"], f"worker-{rank}.pid"), "w"
 """
 
 FOREVER = "while True: time.sleep(0.05)\n"
+
+
+def ready(rank: int) -> str:
+    """A snippet: wait until worker ``rank`` has called ``mark_ready()``."""
+    return (f"while not os.path.exists(os.path.join(os.environ['LAUNCH_TEST_DIR'], "
+            f"'ready-{rank}')):\n    time.sleep(0.02)\n")
+
+
+# Appended to the prologue: a worker tells the test (and other workers) that its set-up is done.
+MARK_READY = ("def mark_ready():\n    open(os.path.join(os.environ['LAUNCH_TEST_DIR'], "
+              "f'ready-{rank}'), 'w').close()\n")
 
 
 @dataclasses.dataclass
@@ -100,7 +112,7 @@ class Launcher:
         if not real_ps:
             argv[3:3] = ["--ps-command", f"{sys.executable} {self.tmp / 'ps.py'}"]
         if worker is not None:
-            argv += ["--", sys.executable, "-c", WORKER_PROLOGUE + worker]
+            argv += ["--", sys.executable, "-c", WORKER_PROLOGUE + MARK_READY + worker]
         elif "--" not in args:
             argv += ["--", sys.executable, "-c", "pass"]
         child_env = dict(os.environ, LAUNCH_TEST_DIR=str(self.pid_dir),
@@ -130,6 +142,12 @@ class Launcher:
             assert time.monotonic() < deadline, f"only {sorted(self.pids())} started"
             time.sleep(0.02)
         return self.pids()
+
+    def wait_for_file(self, name: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not (self.pid_dir / name).exists():
+            assert time.monotonic() < deadline, f"{name} never appeared"
+            time.sleep(0.02)
 
     def assert_all_gone(self, timeout_s: float = 5.0) -> None:
         pids = self.pids()
@@ -192,7 +210,8 @@ def test_worker_failure_stops_everything_and_propagates_its_code(launcher: Launc
 
 def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(launcher: Launcher) -> None:
     worker = ("if rank == 0:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-              "else:\n    time.sleep(0.3)\n    sys.exit(1)\n")
+              "    mark_ready()\nelse:\n" + "\n".join("    " + line for line in
+                                                   ready(0).splitlines()) + "\n    sys.exit(1)\n")
     r = launcher.run(["-c", launcher.config(1, 2), "--grace-s", "0.5"], worker + FOREVER)
     assert r.code == 1
     assert "worker 1 (pid" in r.err and "exited with code 1" in r.err
@@ -256,9 +275,12 @@ def test_unreachable_ps_in_tf_config_task_mode_fails_within_the_timeout(
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_launcher_is_forwarded_and_stops_every_child(
         launcher: Launcher, sig: signal.Signals) -> None:
-    worker = f"signal.signal({int(sig)}, lambda *_: (print('got', {int(sig)}), sys.exit(9)))\n"
+    worker = (f"signal.signal({int(sig)}, lambda *_: (print('got', {int(sig)}), sys.exit(9)))\n"
+              "mark_ready()\n")
     proc = launcher.start(["-c", launcher.config(2, 2)], worker + FOREVER)
     launcher.wait_for_pids({"ps-0", "ps-1", "worker-0", "worker-1"})
+    launcher.wait_for_file("ready-0")
+    launcher.wait_for_file("ready-1")
     os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 128 + sig
@@ -308,8 +330,11 @@ def test_remote_hosts_run_through_the_ssh_command_with_the_token_on_stdin(
     fake_ssh.write_text('#!/bin/sh\n# fake ssh: drop the host, run the script here\nshift\n'
                         'exec sh -c "$1"\n')
     fake_ssh.chmod(0o755)
+    done = launcher.tmp / "worker-0-done"
     worker = ("print('remote rank', rank, 'token', len(os.environ['HERALD_TOKEN']), "
-              "os.getcwd())\nsys.exit(4 if rank == 1 else 0)\n")
+              f"os.getcwd(), flush=True)\ndone = {str(done)!r}\n"
+              "if rank == 0:\n    open(done, 'w').close()\n    sys.exit(0)\n"
+              "while not os.path.exists(done):\n    time.sleep(0.02)\nsys.exit(4)\n")
     r = launcher.run(["-c", launcher.config(0, 2, host="node-a"), "--ssh", str(fake_ssh)],
                      worker)
     assert r.code == 4
