@@ -121,6 +121,28 @@ def grads_by_key(results: list[dict[str, np.ndarray]]) -> dict[int, np.ndarray]:
     return total
 
 
+def collective_results(sync: Any) -> dict[str, np.ndarray]:
+    """allreduce_sum (eager and inside a tf.function / replica context), broadcast_variables of
+    a per-worker variable, and a barrier, as worker ``sync.rank`` sees them."""
+    import tensorflow as tf
+
+    from herald_tf.dense import DenseSyncKind
+
+    value = tf.constant([1.0, 2.0]) * float(sync.rank + 1)
+    eager_sum = sync.allreduce_sum(value, name="check_eager_sum")
+    if sync.kind is DenseSyncKind.TF_DISTRIBUTE:
+        strategy = sync.strategy
+        in_replica = tf.function(lambda: strategy.run(lambda: sync.allreduce_sum(value)))
+        graph_sum = strategy.experimental_local_results(in_replica())[0]
+    else:
+        graph_sum = tf.function(lambda: sync.allreduce_sum(value, name="check_graph_sum"))()
+    variable = tf.Variable(tf.fill([3], float(sync.rank + 7)))
+    sync.broadcast_variables([variable], root_rank=0)
+    sync.barrier()
+    return {"eager_sum": eager_sum.numpy(), "graph_sum": graph_sum.numpy(),
+            "broadcast": variable.numpy()}
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """PR_SET_PDEATHSIG: this worker is killed when the test process dies."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -167,8 +189,7 @@ def worker_main(argv: list[str]) -> None:
 
         data = sync.strategy.distribute_datasets_from_function(dataset_fn)
         model.fit(data, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
-    np.savez(args.out, **step_result(model))
-    sync.barrier()
+    np.savez(args.out, **step_result(model), **collective_results(sync))
     sync.shutdown()
 
 
@@ -253,6 +274,10 @@ def assert_matches_reference(results: list[dict[str, np.ndarray]],
     for r in results:
         for name in dense_names:
             assert_close(r[name], reference[name])
+    for r in results:
+        np.testing.assert_array_equal(r["eager_sum"], [3.0, 6.0])
+        np.testing.assert_array_equal(r["graph_sum"], [3.0, 6.0])
+        np.testing.assert_array_equal(r["broadcast"], [7.0, 7.0, 7.0])
     total = grads_by_key(results)
     expected = grads_by_key([reference])
     assert sorted(total) == sorted(expected)
