@@ -117,11 +117,15 @@ class Supervisor:
         self.received: int | None = None
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._pid = os.getpid()
+        self._out_broken = False
 
     def say(self, message: str) -> None:
         """Writes a launcher message to ``err``."""
-        self.err.write(f"herald-run: {message}\n")
-        self.err.flush()
+        try:
+            self.err.write(f"herald-run: {message}\n")
+            self.err.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
 
     def _preexec(self) -> None:
         self._libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -159,8 +163,13 @@ class Supervisor:
         if final and child.pending or len(child.pending) > _MAX_LINE:
             lines.append(child.pending)
             child.pending = b""
-        for line in lines:
-            self.out.write(child.label + line + b"\n")
+        if self._out_broken:
+            return
+        try:
+            for line in lines:
+                self.out.write(child.label + line + b"\n")
+        except (BrokenPipeError, ValueError, OSError):
+            self._out_broken = True  # e.g. `herald-run ... | head`: keep supervising, drop output
 
     def _read(self, child: _Child) -> None:
         assert child.fd is not None
@@ -191,13 +200,20 @@ class Supervisor:
             ready = []
         for fd in ready:
             self._read(fds[fd])
-        self.out.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._out_broken:
+            try:
+                self.out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._out_broken = True
 
     def drain(self, child: _Child) -> None:
         """Copies what an exited child left in its pipe (its own last lines)."""
         if child.fd is not None:
             self._read(child)
-            self.out.flush()
+            self._flush()
 
     def running(self) -> list[_Child]:
         """Children not yet exited."""
@@ -362,8 +378,9 @@ class _Launch:
             if workers and all(c.reported for c in workers):
                 rest = self.sup.running()
                 if rest:
-                    self.sup.say(f"all {len(workers)} workers finished; stopping "
-                                 f"{len(rest)} parameter servers")
+                    who = ("horovodrun" if self.options.horovod and not task_mode
+                           else f"all {len(workers)} workers")
+                    self.sup.say(f"{who} finished; stopping {len(rest)} parameter servers")
                     self.sup.stop(rest)
                 return 0
             if not workers and not self.sup.running():

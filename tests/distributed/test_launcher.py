@@ -358,3 +358,21 @@ print("shards", sorted(h["shard_index"] for h in health), "workers",
     assert r.code == 0, r.err
     assert "[worker 0] shards [0, 1] workers {1} rank 0 of 1" in r.out.splitlines()
     assert "[ps 1] herald-ps listening on 127.0.0.1:" in r.out
+
+
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+
+
+@pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="horovodrun is not installed")
+def test_horovod_mode_starts_the_workers_with_horovodrun(launcher: Launcher) -> None:
+    worker = ("import os\nprint('hvd', os.environ['HOROVOD_RANK'], os.environ['HERALD_PS_ADDRS'],"
+              " len(os.environ['HERALD_TOKEN']), os.environ['HERALD_NUM_WORKERS'])\n")
+    r = launcher.run(["-c", launcher.config(1, 2), "--horovod", "--horovodrun", HOROVODRUN,
+                      "--", sys.executable, "-c", worker])
+    assert r.code == 0, r.err
+    hvd = sorted(line.split(":", 1)[1] for line in r.out.splitlines()
+                 if line.startswith("[horovodrun] [") and "hvd" in line)
+    port = r.out.split("standin ps listening ")[1].split()[0]
+    assert hvd == [f"hvd {i} 127.0.0.1:{port} 32 2" for i in (0, 1)]
+    assert "horovodrun finished; stopping 1 parameter servers" in r.err
+    launcher.assert_all_gone()

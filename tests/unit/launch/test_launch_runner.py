@@ -1,0 +1,84 @@
+"""Supervisor: prefixed output lines, stopping with escalation, free ports (single process)."""
+
+from __future__ import annotations
+
+import io
+import signal
+import sys
+import time
+
+from herald_tf.launch.config import Endpoint, Role, parse_dist_config
+from herald_tf.launch.plan import ProcessSpec
+from herald_tf.launch.runner import Supervisor, assign_free_ports, free_port
+
+
+def _spec(name: str) -> ProcessSpec:
+    return ProcessSpec(Role.WORKER, 0, "localhost", 0, (), {}, name=name)
+
+
+def _run_to_end(sup: Supervisor, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sup.running() and time.monotonic() < deadline:
+        sup.pump(0.05)
+    for c in sup.newly_exited():
+        assert c.proc.returncode is not None
+
+
+def test_every_line_is_prefixed_including_a_last_line_without_newline() -> None:
+    out = io.BytesIO()
+    sup = Supervisor(out, io.StringIO())
+    code = ("import sys; sys.stderr.write('err\\n'); sys.stderr.flush(); "
+            "sys.stdout.write('a\\nb\\n\\nc')")
+    sup.start(_spec("worker 3"), [sys.executable, "-c", code], {})
+    _run_to_end(sup)
+    lines = out.getvalue().splitlines()
+    assert lines == [b"[worker 3] err", b"[worker 3] a", b"[worker 3] b", b"[worker 3] ",
+                     b"[worker 3] c"]
+
+
+def test_a_very_long_line_is_split_rather_than_held() -> None:
+    out = io.BytesIO()
+    sup = Supervisor(out, io.StringIO())
+    sup.start(_spec("ps 0"), [sys.executable, "-c", "print('x' * 200000)"], {})
+    _run_to_end(sup)
+    chunks = out.getvalue().split(b"\n")[:-1]
+    assert all(c.startswith(b"[ps 0] ") for c in chunks) and len(chunks) >= 2
+    assert sum(len(c) - len(b"[ps 0] ") for c in chunks) == 200000
+
+
+def test_stop_escalates_to_sigkill_after_the_grace_period() -> None:
+    err = io.StringIO()
+    sup = Supervisor(io.BytesIO(), err, grace_s=0.3)
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', "
+            "flush=True); time.sleep(60)")
+    child = sup.start(_spec("worker 0"), [sys.executable, "-c", code], {})
+    while b"ready" not in sup.out.getvalue():  # type: ignore[attr-defined]
+        sup.pump(0.05)
+    t0 = time.monotonic()
+    sup.stop_all()
+    assert child.proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - t0 < 10
+    assert f"worker 0 (pid {child.proc.pid}) did not stop within 0.3 s; sending SIGKILL" \
+        in err.getvalue()
+
+
+class _Broken(io.RawIOBase):
+    def write(self, data: object) -> int:
+        raise BrokenPipeError
+
+
+def test_a_closed_output_does_not_stop_supervision() -> None:
+    sup = Supervisor(_Broken(), io.StringIO())  # type: ignore[arg-type]
+    sup.start(_spec("worker 0"), [sys.executable, "-c", "print('lost')"], {})
+    _run_to_end(sup)
+    assert not sup.running()
+
+
+def test_free_ports_go_to_local_workers_and_coordinator_only() -> None:
+    assert 0 < free_port() < 65536
+    cluster = parse_dist_config({"nodes": [{"host": "localhost", "servers": 1, "workers": 2}]})
+    filled = assign_free_ports(cluster)
+    assert filled.ps == (Endpoint("localhost", 0),)
+    assert all(e.port > 0 for e in (*filled.workers, filled.coordinator))
+    remote = parse_dist_config({"nodes": [{"host": "node1", "workers": 1}]})
+    assert assign_free_ports(remote) == remote
