@@ -36,7 +36,8 @@ if mode == "hang":
     time.sleep(600)
 s = socket.socket()
 s.bind((flag("--address"), int(flag("--port"))))
-s.listen(16)
+if mode != "deaf":  # "deaf": reports a bound port but never accepts connections
+    s.listen(16)
 port_file = flag("--port-file")
 if port_file:
     with open(port_file + ".tmp", "w") as f:
@@ -235,6 +236,18 @@ def test_ps_that_never_reports_a_port_fails_within_the_timeout(launcher: Launche
         in r.err
     assert r.elapsed < 10
     assert "worker-0" not in launcher.pids()
+    launcher.assert_all_gone()
+
+
+def test_ps_that_reports_a_port_but_never_listens_fails_within_the_timeout(
+        launcher: Launcher) -> None:
+    r = launcher.run(["-c", launcher.config(1, 1), "--start-timeout-s", "1"], "print('never')",
+                     ps_mode="deaf")
+    assert r.code == 1
+    port = r.out.split("standin ps listening ")[1].split()[0]
+    assert (f"herald-run: parameter server not reachable within 1 s: ps 0 at 127.0.0.1:{port} "
+            "(Connection refused); stopping 1 processes") in r.err
+    assert r.elapsed < 10 and "worker-0" not in launcher.pids()
     launcher.assert_all_gone()
 
 
