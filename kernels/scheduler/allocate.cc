@@ -29,7 +29,7 @@ void Engine::AllocateGreedy(int64_t* out) {
     for (int32_t w = 0; w < n_; ++w) score[w] = 0;
     const int32_t* row = occ_.data() + i * f_;
     for (int32_t f = 0; f < f_; ++f) {
-      const KeyState& ks = keys_[row[f]];
+      const LocalKey& ks = local_[row[f]];
       uint64_t h = ks.holders;
       while (h) {
         score[__builtin_ctzll(h)] += 1;
@@ -62,11 +62,8 @@ void Engine::AllocateGrouped(int64_t* out) {
   for (int64_t i = 0; i < g; ++i) {
     for (int32_t w = 0; w < n_; ++w) cost[w] = 0;
     const int32_t* row = occ_.data() + i * f_;
-    if (i + 2 < g) {
-      for (int32_t f = 0; f < f_; ++f) __builtin_prefetch(&keys_[row[2 * f_ + f]]);
-    }
     for (int32_t f = 0; f < f_; ++f) {
-      const KeyState& ks = keys_[row[f]];
+      const LocalKey& ks = local_[row[f]];
       const bool grouping = ks.count > 1 && ks.count <= kGroupLimit;
       const uint64_t mask = grouping ? ks.alloc_users : 0;
       const int64_t extra = mask != 0 ? 1 : 0;
@@ -98,7 +95,7 @@ void Engine::AllocateGrouped(int64_t* out) {
     }
     out[static_cast<int64_t>(best) * b_ + count[best]++] = i;
     const uint64_t bit = 1ULL << best;
-    for (int32_t f = 0; f < f_; ++f) keys_[row[f]].alloc_users |= bit;
+    for (int32_t f = 0; f < f_; ++f) local_[row[f]].alloc_users |= bit;
   }
 }
 

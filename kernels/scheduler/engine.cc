@@ -33,20 +33,25 @@ void Engine::Step(const int64_t* keys, int64_t* samples_out) {
   const int64_t total = g * f_;
   constexpr int64_t kAhead = 16;
   occ_.resize(total);
+  std::vector<int32_t>& kidx = scratch_kidx_;
+  kidx.resize(total);
   for (int64_t i = 0; i < total; ++i) {
     if (i + kAhead < total) key_map_.Prefetch(keys[i + kAhead]);
-    occ_[i] = Intern(keys[i]);
+    kidx[i] = Intern(keys[i]);
   }
+  const int32_t stamp = static_cast<int32_t>(step_ & 0x7fffffff);
+  local_.clear();
   for (int64_t i = 0; i < total; ++i) {
-    if (i + kAhead < total) __builtin_prefetch(&keys_[occ_[i + kAhead]]);
-    KeyState& ks = keys_[occ_[i]];
-    if (ks.stamp != step_) {
-      ks.stamp = step_;
-      ks.users = 0;
-      ks.alloc_users = 0;
-      ks.count = 0;
+    if (i + kAhead < total) __builtin_prefetch(&keys_[kidx[i + kAhead]]);
+    KeyState& ks = keys_[kidx[i]];
+    if (ks.stamp != stamp) {
+      ks.stamp = stamp;
+      ks.local = static_cast<int32_t>(local_.size());
+      local_.push_back(LocalKey{ks.key, ks.holders, 0, 0, kidx[i], 0, ks.version, 0, ks.entry,
+                                ks.owner, ks.touched});
     }
-    ++ks.count;
+    occ_[i] = ks.local;
+    ++local_[ks.local].count;
   }
   for (auto& l : lists_) l.clear();
   samples_.resize(g);
@@ -80,24 +85,26 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
     const uint64_t bit = 1ULL << w;
     Directory& dir = dirs_[w];
     int32_t staged = 0;
+    const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
     int32_t* pos_out = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
     for (int32_t j = 0; j < b_; ++j) {
       if (j + 2 < b_) {
         const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 2] * f_;
-        for (int32_t f = 0; f < f_; ++f) __builtin_prefetch(&keys_[ahead[f]]);
+        for (int32_t f = 0; f < f_; ++f) __builtin_prefetch(&local_[ahead[f]]);
       }
       const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
       for (int32_t f = 0; f < f_; ++f) {
-        KeyState& ks = keys_[row[f]];
-        if (!(ks.users & bit)) {
-          if (ks.users == 0) order_.push_back(row[f]);
-          ks.users |= bit;
-          ks.pos = static_cast<int32_t>(wk.size());
-          int32_t e = ((ks.holders >> w) & 1) ? dir.Find(ks.key) : -1;
+        LocalKey& lk = local_[row[f]];
+        if (!(lk.users & bit)) {
+          if (lk.users == 0) order_.push_back(row[f]);
+          lk.users |= bit;
+          lk.pos = static_cast<int32_t>(wk.size());
+          int32_t e = -1;
+          if ((lk.holders >> w) & 1) e = herald ? lk.entry : dir.Find(lk.key);
           int32_t slot = e >= 0 ? dir.at(e).slot : static_cast<int32_t>(base + staged++);
           wk.push_back(WorkerKey{row[f], slot, e});
         }
-        pos_out[j * f_ + f] = ks.pos;
+        pos_out[j * f_ + f] = lk.pos;
       }
     }
     if (cfg_.emit_plans) {
@@ -106,7 +113,7 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
       k.reserve(wk.size());
       s.reserve(wk.size());
       for (const WorkerKey& x : wk) {
-        k.push_back(keys_[x.kidx].key);
+        k.push_back(local_[x.local].key);
         s.push_back(x.slot);
       }
     }

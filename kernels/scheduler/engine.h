@@ -14,23 +14,37 @@
 namespace herald {
 namespace sched {
 
-// Per-key facts shared by all workers (one cache line).
+// Per-key facts shared by all workers (32 bytes; versions stay below 2**31).
 struct KeyState {
   int64_t key = 0;
-  int64_t version = 0;       // updates applied (ps, herald) or PS clock (het)
-  uint64_t holders = 0;      // workers whose directory holds the key
-  uint64_t users = 0;        // workers reading it at the current step
-  uint64_t alloc_users = 0;  // workers given a sample with it so far (grouped allocator)
-  int64_t stamp = -1;        // step at which users/alloc_users/count were last reset
-  int32_t owner = -1;        // worker owning it dirty, or -1 (the PS)
-  int32_t count = 0;         // occurrences in the current global batch
-  int32_t pos = 0;           // position in the list of the worker being built
+  uint64_t holders = 0;  // workers whose directory holds the key
+  int32_t version = 0;   // updates applied (ps, herald) or PS clock (het)
+  int32_t stamp = -1;    // step (mod 2**31) for which `local` is valid
+  int32_t local = -1;    // index of the key among the current step's unique keys
+  int32_t entry = -1;    // herald: directory entry of the only holder (at most one), or -1
+  int8_t owner = -1;     // worker owning it dirty, or -1 (the PS)
   bool touched = false;
+};
+
+// One unique key of the current step (dense, in order of first occurrence in the batch), with a
+// snapshot of its KeyState at step start, so the step's passes read a small contiguous array.
+struct LocalKey {
+  int64_t key;
+  uint64_t holders;      // snapshot
+  uint64_t users;        // workers reading it at this step
+  uint64_t alloc_users;  // workers given a sample with it so far (grouped allocator)
+  int32_t kidx;
+  int32_t count;         // occurrences in the global batch
+  int32_t version;       // snapshot
+  int32_t pos;           // position in the list of the worker being built
+  int32_t entry;         // snapshot (herald)
+  int8_t owner;          // snapshot
+  bool touched;          // snapshot
 };
 
 // One unique key of a worker's step.
 struct WorkerKey {
-  int32_t kidx;
+  int32_t local;  // index into the step's LocalKey array
   int32_t slot;   // read slot
   int32_t entry;  // directory entry at step start, or -1
 };
@@ -76,9 +90,11 @@ class Engine {
   std::vector<Directory> dirs_;
   HeraldSchedTraffic traffic_{};
   // Scratch of the current step.
-  std::vector<int32_t> occ_;        // (G, F) key indices of the batch
+  std::vector<LocalKey> local_;     // the step's unique keys
+  std::vector<int32_t> occ_;        // (G, F) local key index of every occurrence
+  std::vector<int32_t> scratch_kidx_;  // (G, F) key table index of every occurrence
   std::vector<int32_t> occ_pos_;    // (N, B*F) position of each occurrence in its worker's list
-  std::vector<int32_t> order_;      // unique key indices, first occurrence, worker-major
+  std::vector<int32_t> order_;      // local indices, first occurrence, worker-major
   std::vector<std::vector<WorkerKey>> wkeys_;
   std::vector<int64_t> samples_;    // (N, B)
   std::vector<std::vector<int64_t>> lists_;

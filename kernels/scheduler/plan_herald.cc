@@ -16,63 +16,69 @@ constexpr size_t kAhead = 8;  // prefetch distance of the loops below
 void Engine::PlanHerald() {
   const size_t unique = order_.size();
   // 1. Flush dirty rows that another worker reads at this step.
+  // Herald keeps at most one copy of a row, so KeyState::entry locates it without a lookup.
   for (size_t i = 0; i < unique; ++i) {
-    if (i + kAhead < unique) __builtin_prefetch(&keys_[order_[i + kAhead]]);
-    KeyState& ks = keys_[order_[i]];
-    if (ks.owner >= 0 && ks.users != (1ULL << ks.owner)) {
-      Directory& dir = dirs_[ks.owner];
-      DirEntry& d = dir.at(dir.Find(ks.key));
-      Add(ks.owner, HERALD_SCHED_FLUSH_KEYS, ks.key);
-      Add(ks.owner, HERALD_SCHED_FLUSH_SLOTS, d.slot);
+    if (i + kAhead < unique) {
+      const LocalKey& ahead = local_[order_[i + kAhead]];
+      if (ahead.owner >= 0) dirs_[ahead.owner].PrefetchEntry(ahead.entry);
+    }
+    const LocalKey& lk = local_[order_[i]];
+    if (lk.owner >= 0 && lk.users != (1ULL << lk.owner)) {
+      DirEntry& d = dirs_[lk.owner].at(lk.entry);
+      Add(lk.owner, HERALD_SCHED_FLUSH_KEYS, lk.key);
+      Add(lk.owner, HERALD_SCHED_FLUSH_SLOTS, d.slot);
       ++traffic_.flush_rows;
       d.dirty = false;
-      ks.owner = -1;
     }
   }
   // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
   // 3a. After the backward pass: local update of private keys, push of shared ones.
   for (int32_t w = 0; w < n_; ++w) {
     const uint64_t bit = 1ULL << w;
-    const std::vector<WorkerKey>& wk = wkeys_[w];
-    for (size_t i = 0; i < wk.size(); ++i) {
-      if (i + kAhead < wk.size()) __builtin_prefetch(&keys_[wk[i + kAhead].kidx]);
-      const WorkerKey& x = wk[i];
-      const KeyState& ks = keys_[x.kidx];
+    for (const WorkerKey& x : wkeys_[w]) {
+      const LocalKey& lk = local_[x.local];
       if (x.entry < 0) {
-        if (ks.touched) {
-          Add(w, HERALD_SCHED_PULL_KEYS, ks.key);
+        if (lk.touched) {
+          Add(w, HERALD_SCHED_PULL_KEYS, lk.key);
           Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
-          Add(w, HERALD_SCHED_PULL_VERSIONS, ks.version);
+          Add(w, HERALD_SCHED_PULL_VERSIONS, lk.version);
           ++traffic_.pull_rows;
         } else {
-          Add(w, HERALD_SCHED_INIT_KEYS, ks.key);
+          Add(w, HERALD_SCHED_INIT_KEYS, lk.key);
           Add(w, HERALD_SCHED_INIT_SLOTS, x.slot);
         }
       }
-      if (ks.users == bit) {
-        Add(w, HERALD_SCHED_LOCAL_KEYS, ks.key);
+      if (lk.users == bit) {
+        Add(w, HERALD_SCHED_LOCAL_KEYS, lk.key);
         Add(w, HERALD_SCHED_LOCAL_SLOTS, x.slot);
       } else {
-        Add(w, HERALD_SCHED_PUSH_KEYS, ks.key);
+        Add(w, HERALD_SCHED_PUSH_KEYS, lk.key);
         ++traffic_.push_rows;
       }
     }
   }
   // 3b. Per key: new owner, stale copies dropped, version.
   for (size_t i = 0; i < unique; ++i) {
-    if (i + kAhead < unique) __builtin_prefetch(&keys_[order_[i + kAhead]]);
-    KeyState& ks = keys_[order_[i]];
-    const bool is_private = (ks.users & (ks.users - 1)) == 0;
-    const uint64_t keep = is_private ? ks.users : 0;
-    ks.owner = is_private ? __builtin_ctzll(ks.users) : -1;
-    uint64_t stale = ks.holders & ~keep;
-    while (stale) {
-      const int32_t w = __builtin_ctzll(stale);
-      stale &= stale - 1;
-      Directory& dir = dirs_[w];
-      dir.Remove(dir.Find(ks.key));
-      ks.holders &= ~(1ULL << w);
-      Add(w, HERALD_SCHED_DROP_KEYS, ks.key);
+    if (i + kAhead < unique) {
+      const LocalKey& ahead = local_[order_[i + kAhead]];
+      __builtin_prefetch(&keys_[ahead.kidx]);
+      if (ahead.holders != 0 && ahead.holders != ahead.users) {
+        Directory& dir = dirs_[__builtin_ctzll(ahead.holders)];
+        dir.PrefetchKey(ahead.key);
+        dir.PrefetchEntry(ahead.entry);
+      }
+    }
+    const LocalKey& lk = local_[order_[i]];
+    KeyState& ks = keys_[lk.kidx];
+    const bool is_private = (lk.users & (lk.users - 1)) == 0;
+    const uint64_t keep = is_private ? lk.users : 0;
+    ks.owner = static_cast<int8_t>(is_private ? __builtin_ctzll(lk.users) : -1);
+    if (ks.holders & ~keep) {  // the only copy is stale: drop it
+      const int32_t w = __builtin_ctzll(ks.holders);
+      dirs_[w].Remove(ks.entry);
+      ks.holders = 0;
+      ks.entry = -1;
+      Add(w, HERALD_SCHED_DROP_KEYS, lk.key);
     }
     ks.version += 1;
     ks.touched = true;
@@ -85,22 +91,30 @@ void Engine::PlanHerald() {
     for (size_t i = 0; i < wk.size(); ++i) {
       if (i + kAhead < wk.size()) {
         const WorkerKey& y = wk[i + kAhead];
-        if (y.entry >= 0) {
-          dir.PrefetchEntry(y.entry);
-        } else {
-          dir.PrefetchKey(keys_[y.kidx].key);
+        const LocalKey& ly = local_[y.local];
+        if (ly.users == bit) {
+          if (y.entry >= 0) {
+            dir.PrefetchEntry(y.entry);
+          } else {
+            dir.PrefetchKey(ly.key);
+          }
+          __builtin_prefetch(&keys_[ly.kidx]);
         }
       }
       const WorkerKey& x = wk[i];
-      KeyState& ks = keys_[x.kidx];
-      if (ks.users != bit) continue;
-      // A private key's entry survived step 3 (only other workers' copies are dropped).
-      dir.at(dir.TouchKnown(x.entry, ks.key, x.kidx, step_, x.slot)).dirty = true;
-      ks.holders |= bit;
+      const LocalKey& lk = local_[x.local];
+      if (lk.users != bit) continue;
+      // A private key's entry survived step 3b (only other workers' copies are dropped).
+      const int32_t e = dir.TouchKnown(x.entry, lk.key, lk.kidx, step_, x.slot);
+      dir.at(e).dirty = true;
+      KeyState& ks = keys_[lk.kidx];
+      ks.holders = bit;
+      ks.entry = e;
     }
     dir.EvictToCapacity([&](const DirEntry& d) {
       KeyState& ks = keys_[d.kidx];
-      ks.holders &= ~bit;
+      ks.holders = 0;
+      ks.entry = -1;
       if (d.slot >= 0) Add(w, HERALD_SCHED_DROP_KEYS, d.key);
       if (d.dirty) {
         Add(w, HERALD_SCHED_WRITEBACK_KEYS, d.key);

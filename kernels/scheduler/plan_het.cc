@@ -20,7 +20,7 @@ void Engine::PlanHet() {
     nv.resize(wkeys_[w].size());
     for (size_t j = 0; j < wkeys_[w].size(); ++j) {
       const WorkerKey& x = wkeys_[w][j];
-      const KeyState& ks = keys_[x.kidx];
+      const LocalKey& ks = local_[x.local];
       const int64_t clock = ks.version;
       if (x.entry >= 0 && clock <= dir.at(x.entry).version + bound) {
         nv[j] = dir.at(x.entry).version + 1;
@@ -43,12 +43,13 @@ void Engine::PlanHet() {
     np.resize(wkeys_[w].size());
     for (size_t j = 0; j < wkeys_[w].size(); ++j) {
       const WorkerKey& x = wkeys_[w][j];
-      KeyState& ks = keys_[x.kidx];
-      Add(w, HERALD_SCHED_LOCAL_KEYS, ks.key);
+      const LocalKey& lk = local_[x.local];
+      KeyState& ks = keys_[lk.kidx];
+      Add(w, HERALD_SCHED_LOCAL_KEYS, lk.key);
       Add(w, HERALD_SCHED_LOCAL_SLOTS, x.slot);
       int32_t pending = (x.entry >= 0 ? dir.at(x.entry).pending_updates : 0) + 1;
       if (pending >= push_after) {
-        Add(w, HERALD_SCHED_PUSH_KEYS, ks.key);
+        Add(w, HERALD_SCHED_PUSH_KEYS, lk.key);
         ++traffic_.push_rows;
         ks.version += pending;
         pending = 0;
@@ -56,14 +57,15 @@ void Engine::PlanHet() {
       np[j] = pending;
     }
   }
-  for (int32_t kidx : order_) keys_[kidx].touched = true;
+  for (int32_t l : order_) keys_[local_[l].kidx].touched = true;
   for (int32_t w = 0; w < n_; ++w) {
     Directory& dir = dirs_[w];
     const uint64_t bit = 1ULL << w;
     for (size_t j = 0; j < wkeys_[w].size(); ++j) {
       const WorkerKey& x = wkeys_[w][j];
-      KeyState& ks = keys_[x.kidx];
-      DirEntry& d = dir.at(dir.TouchKnown(x.entry, ks.key, x.kidx, step_, x.slot));
+      const LocalKey& lk = local_[x.local];
+      KeyState& ks = keys_[lk.kidx];
+      DirEntry& d = dir.at(dir.TouchKnown(x.entry, lk.key, lk.kidx, step_, x.slot));
       d.version = new_version[w][j];
       d.pending_updates = new_pending[w][j];
       d.dirty = d.pending_updates > 0;

@@ -8,7 +8,7 @@ namespace sched {
 void Engine::PlanPs() {
   for (int32_t w = 0; w < n_; ++w) {
     for (const WorkerKey& x : wkeys_[w]) {
-      const KeyState& ks = keys_[x.kidx];
+      const LocalKey& ks = local_[x.local];
       if (ks.touched) {
         Add(w, HERALD_SCHED_PULL_KEYS, ks.key);
         Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
@@ -21,12 +21,13 @@ void Engine::PlanPs() {
     }
   }
   for (int32_t w = 0; w < n_; ++w) {
-    for (const WorkerKey& x : wkeys_[w]) Add(w, HERALD_SCHED_PUSH_KEYS, keys_[x.kidx].key);
+    for (const WorkerKey& x : wkeys_[w]) Add(w, HERALD_SCHED_PUSH_KEYS, local_[x.local].key);
     traffic_.push_rows += static_cast<int64_t>(wkeys_[w].size());
   }
-  for (int32_t kidx : order_) {
-    keys_[kidx].version += 1;
-    keys_[kidx].touched = true;
+  for (int32_t l : order_) {
+    KeyState& ks = keys_[local_[l].kidx];
+    ks.version += 1;
+    ks.touched = true;
   }
 }
 
