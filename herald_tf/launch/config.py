@@ -141,14 +141,16 @@ class ClusterSpec:
         seen: dict[tuple[str, int], str] = {}
         named = [("ps", i, e) for i, e in enumerate(self.ps)]
         named += [("worker", i, e) for i, e in enumerate(self.workers)]
+        named.append(("coordinator", 0, self.coordinator))
         for kind, i, e in named:
             if e.port == 0:
                 continue
             key = (e.connect_host, e.port)
             if key in seen:
-                raise ClusterConfigError(f"{self.source}: {kind} {i} uses {e.address}, already "
+                name = kind if kind == "coordinator" else f"{kind} {i}"
+                raise ClusterConfigError(f"{self.source}: {name} uses {e.address}, already "
                                          f"used by {seen[key]}")
-            seen[key] = f"{kind} {i}"
+            seen[key] = kind if kind == "coordinator" else f"{kind} {i}"
         if self.task is not None:
             count = len(self.ps) if self.task.role is Role.PS else len(self.workers)
             if not 0 <= self.task.index < count:
@@ -305,7 +307,9 @@ def parse_tf_config(data: Any, source: str = "TF_CONFIG") -> ClusterSpec:
     ``cluster.chief`` (at most one) is rank 0, then ``cluster.worker`` in order; ``cluster.ps``
     are the shards. ``task`` (``{"type": "chief"|"worker"|"ps", "index": i}``) selects the one
     task to run; without it the whole cluster runs. Other jobs (``evaluator``) are refused. The
-    coordinator is the rank-0 host at the rank-0 port + 1 (TF's own server keeps the port itself).
+    coordinator is on the rank-0 host at the first port above rank 0's that no task of that host
+    uses (TF's own server keeps rank 0's port; every pod computes the same address); a whole
+    cluster on loopback gets a free port at launch instead.
     """
     if not isinstance(data, Mapping):
         raise _fail(source, "top level", "a mapping with a 'cluster' key", data)
@@ -351,7 +355,14 @@ def parse_tf_config(data: Any, source: str = "TF_CONFIG") -> ClusterSpec:
         else:
             task = Task(Role.WORKER, index + (len(jobs["chief"]) if kind == "worker" else 0))
     rank0 = workers[0]
-    coordinator = Endpoint(rank0.host, rank0.port + 1 if 0 < rank0.port < 65535 else 0)
+    if task is None and rank0.local:
+        coordinator = Endpoint(rank0.host, 0)  # one launcher starts everything: a free port
+    else:
+        used = {e.port for e in (*jobs["ps"], *workers) if e.connect_host == rank0.connect_host}
+        port = rank0.port + 1
+        while port in used:
+            port += 1
+        coordinator = Endpoint(rank0.host, port if 0 < port <= 65535 else 0)
     return ClusterSpec(jobs["ps"], workers, coordinator, has_chief=bool(jobs["chief"]),
                        task=task, source=source)
 

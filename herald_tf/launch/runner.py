@@ -80,11 +80,22 @@ def assign_free_ports(cluster: ClusterSpec) -> ClusterSpec:
 
     PS shards keep port 0: they bind it themselves and report the bound port (no race).
     """
-    def fill(e: Endpoint) -> Endpoint:
-        return dataclasses.replace(e, port=free_port()) if e.local and e.port == 0 else e
+    held: list[socket.socket] = []  # kept bound until all are picked, so no port repeats
 
-    return dataclasses.replace(cluster, workers=tuple(fill(e) for e in cluster.workers),
-                               coordinator=fill(cluster.coordinator))
+    def fill(e: Endpoint) -> Endpoint:
+        if not e.local or e.port != 0:
+            return e
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        held.append(s)
+        s.bind(("127.0.0.1", 0))
+        return dataclasses.replace(e, port=s.getsockname()[1])
+
+    try:
+        return dataclasses.replace(cluster, workers=tuple(fill(e) for e in cluster.workers),
+                                   coordinator=fill(cluster.coordinator))
+    finally:
+        for s in held:
+            s.close()
 
 
 def _reachable(address: str, timeout_s: float) -> str | None:

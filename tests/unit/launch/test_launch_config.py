@@ -130,7 +130,21 @@ def test_tf_config_without_task_runs_the_whole_cluster() -> None:
     spec = parse_tf_config({"cluster": {"worker": ["localhost:5000", "localhost:5001"],
                                         "ps": ["localhost:0"]}})
     assert spec.task is None and not spec.has_chief and spec.local
-    assert spec.coordinator == Endpoint("localhost", 5001)
+    assert spec.coordinator == Endpoint("localhost", 0)  # a free port at launch
+
+
+def test_tf_config_coordinator_skips_ports_of_tasks_on_the_rank0_host() -> None:
+    cluster = {"chief": ["h:5000"], "worker": ["h:5001", "other:5002"], "ps": ["h:5002"]}
+    for task in ({"type": "ps", "index": 0}, {"type": "worker", "index": 1}):
+        spec = parse_tf_config({"cluster": cluster, "task": task})
+        assert spec.coordinator == Endpoint("h", 5003)
+
+
+def test_coordinator_port_must_not_collide() -> None:
+    with pytest.raises(ClusterConfigError, match="coordinator uses node1:7000, already used by "
+                                                 "ps 0"):
+        parse_dist_config({"nodes": [{"host": "node1", "servers": 1, "workers": 1,
+                                      "server_ports": [7000]}], "coordinator_port": 7000})
 
 
 def test_tf_config_ipv6_address_in_brackets() -> None:

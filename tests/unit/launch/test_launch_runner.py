@@ -79,6 +79,7 @@ def test_free_ports_go_to_local_workers_and_coordinator_only() -> None:
     cluster = parse_dist_config({"nodes": [{"host": "localhost", "servers": 1, "workers": 2}]})
     filled = assign_free_ports(cluster)
     assert filled.ps == (Endpoint("localhost", 0),)
-    assert all(e.port > 0 for e in (*filled.workers, filled.coordinator))
+    ports = [e.port for e in (*filled.workers, filled.coordinator)]
+    assert all(p > 0 for p in ports) and len(set(ports)) == 3
     remote = parse_dist_config({"nodes": [{"host": "node1", "workers": 1}]})
     assert assign_free_ports(remote) == remote
