@@ -232,68 +232,79 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Rows whose run spans several chunks add their partials in chunk order; rows with no run
-// (inverse mode: a unique index no id maps to) get zeros. One thread per row decides (most rows
-// were written by ChunkSumKernel and need nothing); the warp then serves its flagged rows one
-// after another, 32 lanes across the row.
+// Which rows ChunkSumKernel could not finish: rows whose run spans several chunks, and rows
+// with no run (inverse mode: a unique index no id maps to, written as zeros). One thread per
+// row; flagged rows are appended to `list` (warp-aggregated atomics: the list order varies from
+// run to run, the work done for each row does not, so results stay deterministic).
+__global__ void __launch_bounds__(kThreads)
+    CombineFlagKernel(const int32_t* __restrict__ run_of_row,
+                      const int32_t* __restrict__ run_start, int64_t rows,
+                      const int64_t* rows_device, int32_t* __restrict__ list,
+                      int32_t* __restrict__ count, const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  if (rows_device != nullptr) rows = *rows_device;
+  const int lane = threadIdx.x & 31;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x - lane;
+       base < rows; base += stride) {
+    const int64_t row = base + lane;
+    bool need = false;
+    if (row < rows) {
+      const int32_t r = run_of_row[row];
+      need = r < 0 || run_start[r] / kChunk != (run_start[r + 1] - 1) / kChunk;
+    }
+    const unsigned int mask = __ballot_sync(0xffffffffu, need);
+    if (mask == 0) continue;
+    int32_t first = 0;
+    if (lane == 0) first = atomicAdd(count, __popc(mask));
+    first = __shfl_sync(0xffffffffu, first, 0);
+    if (need) list[first + __popc(mask & ((1u << lane) - 1))] = static_cast<int32_t>(row);
+  }
+}
+
+// One warp per flagged row: the partials of its chunks are added in chunk order (rounds of
+// independent loads, in-order adds), or zeros for a row with no run.
 template <int V>
 __global__ void __launch_bounds__(kThreads)
-    CombineKernel(const int32_t* __restrict__ run_of_row, const int32_t* __restrict__ run_start,
-                  int64_t rows, const int64_t* rows_device, int64_t dim,
-                  const float* __restrict__ partial, float* __restrict__ summed,
+    CombineKernel(const int32_t* __restrict__ list, const int32_t* __restrict__ count,
+                  const int32_t* __restrict__ run_of_row, const int32_t* __restrict__ run_start,
+                  int64_t dim, const float* __restrict__ partial, float* __restrict__ summed,
                   const HeraldCudaError* error, HeraldCudaError* finite_error) {
   if (ErrorSet(error)) return;
   using VecT = typename Vec<V>::Type;
-  if (rows_device != nullptr) rows = *rows_device;
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   const int64_t dim_v = dim / V;
   const VecT* part_v = reinterpret_cast<const VecT*>(partial);
   VecT* out_v = reinterpret_cast<VecT*>(summed);
-  for (int64_t base = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32 * 32;
-       base < rows; base += warps * 32) {
-    const int64_t row = base + lane;
-    int32_t r = -1;
-    int64_t cs = 0, ce = 0;
-    bool need = false;
-    if (row < rows) {
-      r = run_of_row[row];
-      if (r < 0) {
-        need = true;
-      } else {
-        cs = run_start[r] / kChunk;
-        ce = (run_start[r + 1] - 1) / kChunk;
-        need = cs != ce;
-      }
-    }
-    unsigned int mask = __ballot_sync(0xffffffffu, need);
-    while (mask != 0) {
-      const int leader = __ffs(mask) - 1;
-      mask &= mask - 1;
-      const int64_t out_row = base + leader;
-      const int32_t lr = __shfl_sync(0xffffffffu, r, leader);
-      const int64_t lcs = __shfl_sync(0xffffffffu, cs, leader);
-      const int64_t lce = __shfl_sync(0xffffffffu, ce, leader);
-      for (int64_t col = lane; col < dim_v; col += 32) {
-        VecT acc = Vec<V>::Zero();
-        if (lr >= 0) {
-          acc = part_v[(lcs * 2 + 1) * dim_v + col];
-          // A hot row can span hundreds of chunks: rounds of independent loads, in-order adds.
-          for (int64_t c0 = lcs + 1; c0 <= lce; c0 += kCombineUnroll) {
-            VecT r[kCombineUnroll];
+  const int64_t total = *count;
+  for (int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+       e < total; e += warps) {
+    const int64_t row = list[e];
+    const int32_t r = run_of_row[row];
+    const int64_t cs = r < 0 ? 0 : run_start[r] / kChunk;
+    const int64_t ce = r < 0 ? 0 : (run_start[r + 1] - 1) / kChunk;
+    for (int64_t col = lane; col < dim_v; col += 32) {
+      VecT acc = Vec<V>::Zero();
+      if (r >= 0) {
+        acc = part_v[(cs * 2 + 1) * dim_v + col];
+        for (int64_t c0 = cs + 1; c0 <= ce; c0 += kCombineUnroll) {
+          // Unconditional loads (the index clamped to the last chunk), predicated adds: the
+          // compiler keeps all kCombineUnroll loads in flight.
+          VecT v[kCombineUnroll];
 #pragma unroll
-            for (int k = 0; k < kCombineUnroll; ++k) {
-              r[k] = c0 + k <= lce ? part_v[((c0 + k) * 2) * dim_v + col] : Vec<V>::Zero();
-            }
+          for (int k = 0; k < kCombineUnroll; ++k) {
+            const int64_t c = c0 + k <= ce ? c0 + k : ce;
+            v[k] = part_v[(c * 2) * dim_v + col];
+          }
 #pragma unroll
-            for (int k = 0; k < kCombineUnroll; ++k) {
-              if (c0 + k <= lce) Vec<V>::AddTo(acc, r[k]);
-            }
+          for (int k = 0; k < kCombineUnroll; ++k) {
+            if (c0 + k <= ce) Vec<V>::AddTo(acc, v[k]);
           }
         }
-        out_v[out_row * dim_v + col] = acc;
-        if (finite_error != nullptr) ReportNonFinite(acc, out_row, dim, col, finite_error);
       }
+      out_v[row * dim_v + col] = acc;
+      if (finite_error != nullptr) ReportNonFinite(acc, row, dim, col, finite_error);
     }
   }
 }
@@ -405,11 +416,13 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
 }
 
 struct SumPlan {
-  size_t partial = 0;
+  size_t partial = 0, list = 0, count = 0;
   int64_t chunks = 0;
-  void Plan(TempBlock* temp, int64_t n, int64_t dim) {
+  void Plan(TempBlock* temp, int64_t n, int64_t rows_capacity, int64_t dim) {
     chunks = (n + kChunk - 1) / kChunk;
     partial = temp->Take<float>(static_cast<size_t>(chunks) * 2 * dim);
+    list = temp->Take<int32_t>(rows_capacity);
+    count = temp->Take<int32_t>(1);
   }
 };
 
@@ -420,18 +433,25 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
   float* partial = t.Get<float>(s.partial);
   const bool vec = dim % 4 == 0 && Aligned16(grad_out) && Aligned16(summed) && Aligned16(partial);
   const unsigned int chunk_blocks = BlocksFor(s.chunks, kThreads / 32);
-  const unsigned int row_blocks = BlocksFor(rows, kThreads);
+  // The flagged rows are few (multi-chunk runs); enough warps to spread them over the chip.
+  const unsigned int combine_blocks = BlocksFor(rows < 65536 ? rows : 65536, kThreads / 32);
+  int32_t* list = t.Get<int32_t>(s.list);
+  int32_t* count = t.Get<int32_t>(s.count);
+  HERALD_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(int32_t), stream), status);
+  CombineFlagKernel<<<BlocksFor(rows, kThreads * 4), kThreads, 0, stream>>>(
+      t.Get<int32_t>(p.run_of_row), t.Get<int32_t>(p.run_start), rows, rows_device, list, count,
+      error);
+  HERALD_CUDA_CHECK_LAUNCH(status);
 #define HERALD_LAUNCH_SUM(V)                                                                   \
   do {                                                                                         \
     ChunkSumKernel<V><<<chunk_blocks, kThreads, 0, stream>>>(                                  \
-        grad_out, dim, t.Get<int32_t>(p.pos_out), t.Get<int32_t>(p.run_count),                    \
+        grad_out, dim, t.Get<int32_t>(p.pos_out), t.Get<int32_t>(p.run_count),                 \
         t.Get<int32_t>(p.run_start), t.Get<int32_t>(p.row_of_run), p.n, sources, summed,       \
         partial, error, finite_error);                                                         \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
-    CombineKernel<V><<<row_blocks, kThreads, 0, stream>>>(t.Get<int32_t>(p.run_of_row),        \
-                                                          t.Get<int32_t>(p.run_start), rows,   \
-                                                          rows_device, dim, partial, summed,   \
-                                                          error, finite_error);                \
+    CombineKernel<V><<<combine_blocks, kThreads, 0, stream>>>(                                 \
+        list, count, t.Get<int32_t>(p.run_of_row), t.Get<int32_t>(p.run_start), dim, partial,  \
+        summed, error, finite_error);                                                          \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
   } while (0)
   if (vec) {
@@ -475,7 +495,7 @@ int DedupGrad(const int64_t* slot_ids, int64_t n, int64_t slots, const float* gr
   SumPlan sum;
   if (n > 0) {
     HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
-    sum.Plan(&temp, n, dim);
+    sum.Plan(&temp, n, n, dim);
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
@@ -564,7 +584,7 @@ int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64
   SumPlan sum;
   if (n > 0) {
     HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, num_unique, false, status));
-    sum.Plan(&temp, n, dim);
+    sum.Plan(&temp, n, num_unique, dim);
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
