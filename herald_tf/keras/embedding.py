@@ -18,8 +18,9 @@ import tensorflow as tf
 
 from herald_tf import ops
 from herald_tf.config import Combiner, InitializerConfig, OptimizerConfig, TableConfig
+from herald_tf.keras.runtime import current_runtime
 
-_MODES = ("local",)
+_MODES = ("local", "ps", "het", "herald")
 
 
 @keras.saving.register_keras_serializable(package="herald_tf")
@@ -71,20 +72,32 @@ class HeraldEmbedding(keras.layers.Layer):
         self.capacity = capacity
         self.combiner = combiner
         self.mode = mode
+        self._runtime = None
 
     def build(self, input_shape: Any = None) -> None:
         if self.built:
             return
+        # Built inside WorkerRuntime.scope(): a distributed mode whose storage holds the
+        # scheduler's cache and staging slots.
+        self._runtime = current_runtime()
+        slots = self.capacity
+        if self._runtime is not None:
+            self.mode = self._runtime.config.mode
+            self._runtime.register(self)
+            slots = self._runtime.total_slots
+        elif self.mode != "local":
+            raise ValueError(f"Expected HeraldEmbedding(mode={self.mode!r}) to be built inside "
+                             "a WorkerRuntime.scope(). Received: no active runtime")
         self.storage = self.add_weight(
-            shape=(self.capacity, self.output_dim), initializer="zeros", trainable=False,
+            shape=(slots, self.output_dim), initializer="zeros", trainable=False,
             name="storage",
         )
         self.optimizer_state = self.add_weight(
-            shape=(self.capacity, self.table.state_width), initializer="zeros", trainable=False,
+            shape=(slots, self.table.state_width), initializer="zeros", trainable=False,
             name="optimizer_state",
         )
         self.versions = self.add_weight(
-            shape=(self.capacity,), initializer="zeros", dtype="int64", trainable=False,
+            shape=(slots,), initializer="zeros", dtype="int64", trainable=False,
             name="versions",
         )
         self.rows_used = self.add_weight(
@@ -97,6 +110,8 @@ class HeraldEmbedding(keras.layers.Layer):
 
     def call(self, keys: Any, training: bool | None = None) -> tf.Tensor:
         keys = _as_int64_keys(keys)
+        if self._runtime is not None:
+            return self._call_distributed(keys, training)
         flat = keys.values if isinstance(keys, tf.RaggedTensor) else tf.reshape(keys, [-1])
         unique_keys, position = tf.unique(flat, out_idx=tf.int64)
         slots = tf.reshape(self.key_to_slot.lookup(unique_keys), [-1])
@@ -110,6 +125,21 @@ class HeraldEmbedding(keras.layers.Layer):
         initial = ops.init_rows(unique_keys, self.output_dim, self.table.seed,
                                 self.table.initializer)
         rows = tf.where(known[:, tf.newaxis], stored, initial)
+        return _pool(_restore(tf.gather(rows, position), keys), self.combiner)
+
+    def _call_distributed(self, keys: tf.Tensor, training: bool | None) -> tf.Tensor:
+        """Training: gather at the slots of this step's plan. Inference: read the PS."""
+        if isinstance(keys, tf.RaggedTensor):
+            raise ValueError("Expected dense [B, F] keys in distributed modes. Received: ragged")
+        if training:
+            slots = tf.py_function(self._runtime.slots, [keys], tf.int64)
+            slots = tf.ensure_shape(slots, keys.shape)
+            return ops.lookup(self.storage, slots, self.combiner)
+        flat = tf.reshape(keys, [-1])
+        unique_keys, position = tf.unique(flat, out_idx=tf.int64)
+        rows = tf.py_function(lambda k: self._runtime.read_rows(self.table.name, k),
+                              [unique_keys], tf.float32)
+        rows = tf.ensure_shape(rows, [None, self.output_dim])
         return _pool(_restore(tf.gather(rows, position), keys), self.combiner)
 
     def _create_rows(self, unique_keys: tf.Tensor, slots: tf.Tensor) -> tf.Tensor:

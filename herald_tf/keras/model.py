@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from herald_tf.dense.types import DenseSync
 from herald_tf.keras.embedding import HeraldEmbedding
+from herald_tf.keras.runtime import STEP_FEATURE, py_step
 
 
 def herald_embeddings(model: keras.Model) -> list[HeraldEmbedding]:
@@ -76,6 +77,12 @@ class HeraldModel(keras.Model):
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         tables = herald_embeddings(self)
+        runtime = tables[0]._runtime if tables else None
+        if runtime is not None:
+            # Distributed: the runtime flushes/pulls this step's rows before the forward pass;
+            # its py_functions are stateful, so the graph keeps them in program order.
+            x, step = _split_step(x)
+            py_step(runtime.begin_step, step)
         with tf.GradientTape() as tape:
             for table in tables:
                 tape.watch(table.storage.value)
@@ -94,7 +101,35 @@ class HeraldModel(keras.Model):
             grads = self.dense_sync.sync_gradients(grads, num_dense=len(dense))
         if dense:
             self.optimizer.apply_gradients(zip(grads[: len(dense)], dense))
-        for table, grad in zip(tables, grads[len(dense):]):
-            if grad is not None:
-                table.apply_embedding_gradients(grad)
+        table_grads = grads[len(dense):]
+        if runtime is not None:
+            flat = []
+            for table, grad in zip(tables, table_grads):
+                grad = grad if grad is not None else _no_rows(table)
+                flat += [grad.indices, grad.values]
+            py_step(runtime.end_step, step, *flat)
+        else:
+            for table, grad in zip(tables, table_grads):
+                if grad is not None:
+                    table.apply_embedding_gradients(grad)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return super().test_step((_split_step(x)[0], y, sample_weight))
+
+    def predict_step(self, data: Any) -> Any:
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return super().predict_step((_split_step(x)[0],))
+
+
+def _split_step(x: Any) -> tuple[Any, Any]:
+    """Model inputs without the runtime's step id, and the step id (None when absent)."""
+    if isinstance(x, dict) and STEP_FEATURE in x:
+        x = dict(x)
+        return x, x.pop(STEP_FEATURE)
+    return x, None
+
+
+def _no_rows(table: HeraldEmbedding) -> tf.IndexedSlices:
+    return tf.IndexedSlices(tf.zeros([0, table.output_dim]), tf.zeros([0], tf.int64))

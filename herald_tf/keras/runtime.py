@@ -1,0 +1,427 @@
+"""The worker runtime: carries out the scheduler's per-step plans against slot storage and the PS.
+
+All distributed modes (``ps``, ``het``, ``herald``; DESIGN §5) are plan policies of one
+``herald_tf.scheduler.Scheduler``: this module only executes plans, so the modes share one
+execution path. Every worker runs its own copy of the deterministic scheduler over the same
+global batches and executes ``plans[rank]``; the same directory decisions (key → slot,
+evictions) that the scheduler simulated are the ones used here.
+
+One step on worker ``rank`` (``HeraldModel.train_step`` drives it through ``tf.py_function``):
+
+1. ``begin_step(t)``: flush the dirty rows other workers read at ``t`` (value, state, version);
+   pull rows into their slots (the PS serves a row once its version reaches the plan's
+   ``pull_versions``, so a pull never reads a stale value); write first-touch rows from the
+   deterministic initializer.
+2. Forward/backward: ``HeraldEmbedding`` gathers by the plan's slots; the gradient of each
+   storage is deduplicated by slot.
+3. ``end_step(t, grads)``: apply the plan's local rows with the sparse optimizer (the PS's
+   kernel), push the other gradients (one push per shard and step, possibly empty), write back
+   evicted dirty rows, and move new rows from staging into their cache slots.
+
+Scope: one categorical feature of ``F`` keys per sample (``[B, F]`` int64), shared by every
+``HeraldEmbedding`` of the model (e.g. the deep and wide tables of WDL).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from herald_tf import _core, ops
+from herald_tf.config import OptimizerKind, TableConfig
+from herald_tf.errors import HeraldError, InvalidArgumentError
+from herald_tf.scheduler import Allocation, Eviction, Policy, Scheduler, SchedulerConfig, StepPlan
+
+#: Model-input name carrying the step id of a batch (removed before the model is called).
+STEP_FEATURE = "herald_step"
+MODES = ("ps", "het", "herald")
+
+_POLICY = {"ps": Policy.PS, "het": Policy.HET, "herald": Policy.HERALD}
+
+_current: list[WorkerRuntime] = []
+
+
+def current_runtime() -> WorkerRuntime | None:
+    """The runtime whose ``scope()`` is active, or None (local mode)."""
+    return _current[-1] if _current else None
+
+
+class PlanMismatchError(HeraldError):
+    """The runtime, the data and the plan disagree (a bug or misuse, never silently ignored)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """How this worker trains its embedding tables.
+
+    Args:
+        mode: ``ps``, ``het`` or ``herald`` (DESIGN §5).
+        num_workers: N.
+        rank: this worker's rank in [0, N).
+        batch_size: B, samples per worker per step (global batch N * B).
+        num_fields: F, keys per sample of the categorical feature.
+        cache_capacity: rows each worker's cache holds between steps (``het``/``herald``).
+        eviction: ``lru`` or ``lfu``.
+        bound: HET staleness bound (``het`` only; 0 is exact synchronous SGD).
+        allocation: ``none``, ``greedy`` or ``grouped`` (``herald``; ``none`` otherwise).
+        lookahead: global batches scheduled ahead (>= 2).
+        key_feature: model-input name of the ``[B, F]`` int64 keys.
+        embedding_gradient_scale: factor on embedding gradients before they leave the worker
+            (1/N when the dense backend averages a per-worker mean loss, 1 under tf.distribute,
+            whose loss is already divided by N; DESIGN §2a).
+        pull_timeout_s: how long a pull may wait at the PS for the version it needs.
+    """
+
+    mode: str
+    num_workers: int
+    rank: int
+    batch_size: int
+    num_fields: int
+    cache_capacity: int = 0
+    eviction: str = "lru"
+    bound: int = 0
+    allocation: str = "none"
+    lookahead: int = 2
+    key_feature: str = "categorical"
+    embedding_gradient_scale: float = 1.0
+    pull_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidArgumentError(f"Expected mode in {MODES}. Received: mode={self.mode!r}")
+        if not 0 <= self.rank < self.num_workers:
+            raise InvalidArgumentError(
+                f"Expected 0 <= rank < num_workers. Received: rank={self.rank}, "
+                f"num_workers={self.num_workers}")
+        if self.mode == "ps" and self.cache_capacity:
+            raise InvalidArgumentError("Expected cache_capacity=0 in ps mode (it has no cache).")
+
+    def scheduler_config(self, dim: int, optimizer: OptimizerKind) -> SchedulerConfig:
+        """The scheduler configuration this runtime's plans come from."""
+        return SchedulerConfig(
+            num_workers=self.num_workers, batch_size=self.batch_size,
+            num_fields=self.num_fields, cache_capacity=self.cache_capacity,
+            policy=_POLICY[self.mode],
+            allocation=Allocation.NONE if self.mode == "ps" else self.allocation,
+            eviction=Eviction[self.eviction.upper()], bound=self.bound,
+            lookahead=self.lookahead, dim=dim, optimizer=optimizer,
+        )
+
+
+@dataclasses.dataclass
+class StepTimes:
+    """Seconds spent by kind over the steps run so far (DESIGN §6 step-time split)."""
+
+    embedding_comm: float = 0.0  # flush + pull + push + write-back, on this worker
+    local_apply: float = 0.0
+    steps: int = 0
+
+
+class WorkerRuntime:
+    """Executes scheduler plans for one worker; see the module docstring.
+
+    Args:
+        config: this worker's ``RuntimeConfig``.
+        transport: a ``herald_tf.transport.Transport`` to the PS shards.
+        batches: iterable of global batches, each a mapping of numpy arrays with ``N * B`` rows
+            (the keys under ``config.key_feature``, the label under ``label``); every worker
+            must see the same sequence.
+        label: name of the label array in ``batches``.
+    """
+
+    def __init__(self, config: RuntimeConfig, transport: Any,
+                 batches: Iterable[Mapping[str, np.ndarray]], label: str = "label") -> None:
+        self.config = config
+        self.transport = transport
+        self._batches = batches
+        self._label = label
+        self.tables: list[Any] = []  # HeraldEmbedding layers, in creation order
+        self._plans: dict[int, StepPlan] = {}
+        self._pending: dict[int, Mapping[str, np.ndarray]] = {}
+        self._lock = threading.Lock()
+        self._scheduler: Scheduler | None = None
+        self._next_step = 0
+        self._current: StepPlan | None = None
+        self._connected = False
+        self.times = StepTimes()
+        self.rows_moved = collections.Counter()
+        self.lookups = collections.Counter()
+
+    # -- model construction -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[WorkerRuntime]:
+        """Builds ``HeraldEmbedding`` layers created inside for this runtime (like a strategy
+        scope): their storage holds the cache and staging slots the scheduler plans with."""
+        _current.append(self)
+        try:
+            yield self
+        finally:
+            _current.pop()
+
+    def register(self, layer: Any) -> None:
+        """Called by a ``HeraldEmbedding`` built in ``scope()``."""
+        if self._scheduler is not None:
+            raise PlanMismatchError("Expected every HeraldEmbedding to be built before training.")
+        self.tables.append(layer)
+
+    @property
+    def total_slots(self) -> int:
+        """Slots of each table's storage: cache slots, then the staging regions."""
+        return self._scheduler_config().total_slots
+
+    def _scheduler_config(self) -> SchedulerConfig:
+        first = self.tables[0].table if self.tables else TableConfig("t", 1)
+        return self.config.scheduler_config(first.dim, first.optimizer.kind)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _keys_for_scheduler(self) -> Iterator[np.ndarray]:
+        step = 0
+        for batch in self._batches:
+            keys = np.ascontiguousarray(batch[self.config.key_feature], dtype=np.int64)
+            if keys.shape[0] < self._scheduler_config().global_batch:
+                return  # the partial last global batch is dropped
+            with self._lock:
+                self._pending[step] = batch
+            step += 1
+            yield keys
+
+    def _start(self) -> None:
+        if self._scheduler is not None:
+            return
+        if not self.tables:
+            raise PlanMismatchError("Expected HeraldEmbedding layers built in runtime.scope().")
+        self._connect()
+        self._scheduler = Scheduler(self._scheduler_config(), self._keys_for_scheduler())
+        self._scheduled = iter(self._scheduler)
+
+    def _connect(self) -> None:
+        if not self._connected:
+            self.transport.connect([t.table for t in self.tables], self.config.num_workers,
+                                   self.config.rank)
+            self._connected = True
+
+    def local_batches(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """This worker's batches in step order: (features with the step id, labels)."""
+        self._start()
+        for scheduled in self._scheduled:
+            with self._lock:
+                batch = self._pending.pop(scheduled.step)
+                self._plans[scheduled.step] = scheduled.plans[self.config.rank]
+            mine = scheduled.samples[self.config.rank]
+            features = {name: np.asarray(a)[mine] for name, a in batch.items()
+                        if name != self._label}
+            features[STEP_FEATURE] = np.int64(scheduled.step)
+            yield features, np.asarray(batch[self._label])[mine]
+
+    def dataset(self, feature_specs: Mapping[str, tf.TensorSpec]) -> tf.data.Dataset:
+        """A ``tf.data.Dataset`` of this worker's batches (feed it to ``model.fit``).
+
+        ``feature_specs`` names the model inputs (without the batch dimension), e.g.
+        ``{"categorical": tf.TensorSpec([26], tf.int64), "dense": tf.TensorSpec([13])}``.
+        """
+        b = self.config.batch_size
+        spec = {k: tf.TensorSpec([b, *s.shape], s.dtype) for k, s in feature_specs.items()}
+        spec[STEP_FEATURE] = tf.TensorSpec([], tf.int64)
+        label_spec = tf.TensorSpec([b], tf.float32)
+
+        def generate() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+            for features, labels in self.local_batches():
+                yield ({k: features[k] for k in spec}, labels.astype(np.float32))
+
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return tf.data.Dataset.from_generator(generate, output_signature=(spec, label_spec)
+                                              ).with_options(options)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def begin_step(self, step: Any) -> np.int64:
+        """Flushes, pulls and initialises this worker's rows for ``step`` (py_function body)."""
+        step = int(step)
+        if step != self._next_step:
+            raise PlanMismatchError(f"Expected the batch of step {self._next_step}. Received: the "
+                                f"batch of step {step} (data and plans are out of lockstep)")
+        with self._lock:
+            plan = self._plans.pop(step)
+        self._current = plan
+        start = time.perf_counter()
+        with_state = self.config.mode != "ps"
+        if plan.flush_keys.size:
+            for layer in self.tables:
+                self._send_rows(layer, plan.flush_keys, plan.flush_slots).wait()
+            self.rows_moved["flush"] += plan.flush_keys.size
+        if plan.pull_keys.size:
+            handles = [self.transport.pull(
+                layer.table.name, plan.pull_keys, min_versions=plan.pull_versions,
+                with_state=with_state, timeout=self.config.pull_timeout_s)
+                for layer in self.tables]
+            for layer, handle in zip(self.tables, handles):
+                rows = handle.wait()
+                self._write_rows(layer, plan.pull_slots, rows.values,
+                                 rows.state if with_state else None, rows.versions)
+            self.rows_moved["pull"] += plan.pull_keys.size
+        self.times.embedding_comm += time.perf_counter() - start
+        if plan.init_keys.size:
+            for layer in self.tables:
+                t = layer.table
+                values = _core.init_rows(t.initializer, t.seed, plan.init_keys, t.dim)
+                state = _core.init_state(t.optimizer, plan.init_keys.size, t.dim)
+                self._write_rows(layer, plan.init_slots, values, state,
+                                 np.zeros(plan.init_keys.size, np.int64))
+        self.lookups["keys"] += plan.keys.size
+        self.lookups["cached"] += plan.keys.size - plan.pull_keys.size - plan.init_keys.size
+        return np.int64(step)
+
+    def slots(self, keys: Any) -> np.ndarray:
+        """Slot of every key of this worker's batch at the current step (py_function body)."""
+        plan = self._current
+        if plan is None:
+            raise PlanMismatchError("Expected begin_step before the embedding lookup.")
+        keys = np.asarray(keys)
+        slots = plan.slots.reshape(keys.shape)
+        self._check_keys(plan, keys, slots)
+        return slots.astype(np.int64)
+
+    @staticmethod
+    def _check_keys(plan: StepPlan, keys: np.ndarray, slots: np.ndarray) -> None:
+        """The keys the model received are the plan's: slot → key agrees everywhere."""
+        flat = slots.ravel()
+        if plan.key_slots.size == 0:
+            ok = flat.size == 0
+        else:
+            order = np.argsort(plan.key_slots, kind="stable")
+            pos = np.minimum(np.searchsorted(plan.key_slots, flat, sorter=order), order.size - 1)
+            index = order[pos]
+            ok = bool(np.array_equal(plan.key_slots[index], flat)
+                      and np.array_equal(plan.keys[index], keys.ravel()))
+        if not ok:
+            raise PlanMismatchError("Expected the batch's keys to match this step's plan "
+                                    "(data and plans are out of lockstep).")
+
+    def read_rows(self, table: str, keys: Any) -> np.ndarray:
+        """Current rows of ``keys`` from the PS for evaluate/predict; creates no rows."""
+        keys = np.asarray(keys, dtype=np.int64)
+        self._connect()
+        return self.transport.pull(table, keys, timeout=self.config.pull_timeout_s).wait().values
+
+    def end_step(self, step: Any, *grads: Any) -> np.int64:
+        """Applies local rows, pushes gradients, writes back and installs (py_function body).
+
+        ``grads`` are (indices, values) per table, in ``self.tables`` order: the deduplicated
+        gradient of each storage w.r.t. the step's loss.
+        """
+        step = int(step)
+        plan = self._current
+        if plan is None or step != self._next_step:
+            raise PlanMismatchError(f"Expected end_step of step {self._next_step}. Received: {step}")
+        scale = self.config.embedding_gradient_scale
+        start = time.perf_counter()
+        pushes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        rates: dict[str, float] = {}
+        push_slots = _slots_of(plan, plan.push_keys)
+        for layer, indices, values in zip(self.tables, grads[0::2], grads[1::2]):
+            indices, values = np.asarray(indices), np.asarray(values)
+            if plan.local_keys.size:
+                rows = _rows_for(indices, values, plan.local_slots) * scale
+                ops.sparse_apply(layer.storage, layer.optimizer_state, layer.versions,
+                                 plan.local_slots, rows, layer.table.optimizer)
+            pushes[layer.table.name] = (plan.push_keys,
+                                        _rows_for(indices, values, push_slots) * scale)
+            rates[layer.table.name] = layer.table.optimizer.learning_rate
+        self.times.local_apply += time.perf_counter() - start
+        start = time.perf_counter()
+        self.transport.push(step, self.config.rank, pushes, rates, wait_applied=True).wait()
+        self.rows_moved["push"] += plan.push_keys.size
+        if plan.writeback_keys.size:
+            for layer in self.tables:
+                self._send_rows(layer, plan.writeback_keys, plan.writeback_slots).wait()
+            self.rows_moved["flush"] += plan.writeback_keys.size
+        self.times.embedding_comm += time.perf_counter() - start
+        if plan.install_keys.size:
+            for layer in self.tables:
+                self._copy_rows(layer, plan.install_src, plan.install_dst)
+        self._current = None
+        self._next_step += 1
+        self.times.steps += 1
+        return np.int64(step)
+
+    # -- rows between storage and the PS --------------------------------------------------------
+
+    def _send_rows(self, layer: Any, keys: np.ndarray, slots: np.ndarray) -> Any:
+        values = ops.gather_rows(layer.storage, slots).numpy()
+        state = (ops.gather_rows(layer.optimizer_state, slots).numpy()
+                 if layer.table.state_width else None)
+        versions = tf.gather(layer.versions.value, slots).numpy()
+        return self.transport.flush(layer.table.name, keys, values, state, versions)
+
+    def _write_rows(self, layer: Any, slots: np.ndarray, values: np.ndarray,
+                    state: np.ndarray | None, versions: np.ndarray) -> None:
+        ops.scatter_rows(layer.storage, slots, values)
+        if layer.table.state_width:
+            if state is None:
+                state = _core.init_state(layer.table.optimizer, slots.size, layer.table.dim)
+            ops.scatter_rows(layer.optimizer_state, slots, state)
+        layer.versions.value.scatter_update(tf.IndexedSlices(versions, slots))
+
+    def _copy_rows(self, layer: Any, src: np.ndarray, dst: np.ndarray) -> None:
+        values = ops.gather_rows(layer.storage, src)
+        state = ops.gather_rows(layer.optimizer_state, src) if layer.table.state_width else None
+        versions = tf.gather(layer.versions.value, src).numpy()
+        self._write_rows(layer, dst, values.numpy(), None if state is None else state.numpy(),
+                         versions)
+
+    # -- reporting and shutdown ----------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Rows moved, bytes by kind (transport counters), cache hit ratio and time split."""
+        keys = max(self.lookups["keys"], 1)
+        return {
+            "steps": self.times.steps,
+            "rows": dict(self.rows_moved),
+            "bytes": self.transport.byte_counts(),
+            "cache_hit_ratio": self.lookups["cached"] / keys,
+            "embedding_comm_s": self.times.embedding_comm,
+            "local_apply_s": self.times.local_apply,
+        }
+
+    def close(self) -> None:
+        """Stops the scheduler thread (the transport belongs to the caller)."""
+        if self._scheduler is not None:
+            self._scheduler.close()
+
+
+def _slots_of(plan: StepPlan, keys: np.ndarray) -> np.ndarray:
+    """Slots at which ``keys`` (a subset of ``plan.keys``) are read this step."""
+    if keys.size == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(plan.keys, kind="stable")
+    pos = np.searchsorted(plan.keys, keys, sorter=order)
+    return plan.key_slots[order[pos]]
+
+
+def _rows_for(indices: np.ndarray, values: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Gradient rows of ``slots`` from a deduplicated (indices, values) gradient."""
+    if slots.size == 0:
+        return np.zeros((0, values.shape[1]), np.float32)
+    order = np.argsort(indices, kind="stable")
+    pos = np.searchsorted(indices, slots, sorter=order)
+    pos = np.minimum(pos, max(order.size - 1, 0))
+    found = order.size > 0 and np.all(indices[order[pos]] == slots)
+    if not found:
+        raise PlanMismatchError("Expected a gradient for every slot the plan updates.")
+    return np.ascontiguousarray(values[order[pos]], dtype=np.float32)
+
+
+def py_step(fn: Callable[..., Any], *args: Any) -> tf.Tensor:
+    """Runs ``fn`` eagerly inside the training graph (stateful, so it keeps program order)."""
+    return tf.py_function(fn, list(args), Tout=tf.int64)
