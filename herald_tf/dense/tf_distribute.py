@@ -144,10 +144,18 @@ class TfDistributeDenseSync(DenseSync):
         return self.strategy.scope()
 
     def check_model(self, model: Any) -> None:
+        """Refuses a model built outside ``scope()``, and ``steps_per_execution > 1`` with
+        several workers: Keras 3 runs those steps in a ``tf.while_loop`` whose cross-worker
+        reductions fail under MultiWorkerMirroredStrategy (keras-team/keras#19246)."""
         if getattr(model, "distribute_strategy", None) is not self.strategy:
             raise ValueError("Expected the model to be created inside the dense sync's scope() "
                              "(`with sync.scope(): model = ...; model.compile(...)`). Received: "
                              f"a model of strategy {type(model.distribute_strategy).__name__}")
+        steps = int(getattr(model, "steps_per_execution", 1) or 1)
+        if self._num_workers > 1 and steps > 1:
+            raise ValueError("Keras 3 cannot run steps_per_execution > 1 under "
+                             "MultiWorkerMirroredStrategy (keras-team/keras#19246); use 1, or the "
+                             f"horovod dense sync. Received: steps_per_execution={steps}")
 
     def _local_replicas(self) -> int:
         return len(self.strategy.extended.worker_devices)

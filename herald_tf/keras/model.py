@@ -67,12 +67,12 @@ class HeraldModel(keras.Model):
     def compile(self, optimizer: Any = "rmsprop", *args: Any, jit_compile: Any = False,
                 dense_sync: DenseSync | None = None, **kwargs: Any) -> None:
         check_supported(self, optimizer)
-        if dense_sync is not None:
-            dense_sync.check_model(self)
         self.dense_sync = dense_sync
         if jit_compile not in (False, "auto", None):
             raise ValueError("herald_tf's ops do not run under XLA: compile with jit_compile=False.")
         super().compile(optimizer, *args, jit_compile=False, **kwargs)
+        if dense_sync is not None:
+            dense_sync.check_model(self)
 
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -90,3 +90,13 @@ def _model() -> HeraldModel:
 def test_compile_refuses_a_model_built_outside_the_scope(sync: TfDistributeDenseSync) -> None:
     with pytest.raises(ValueError, match="inside the dense sync's scope"):
         _model().compile(optimizer="sgd", loss="mse", dense_sync=sync)
+
+
+def test_compile_refuses_several_steps_per_execution_with_several_workers(
+        sync: TfDistributeDenseSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    with sync.scope():
+        model = _model()
+        model.compile(optimizer="sgd", loss="mse", steps_per_execution=2, dense_sync=sync)
+        monkeypatch.setattr(sync, "_num_workers", 2)
+        with pytest.raises(ValueError, match="keras-team/keras#19246.*steps_per_execution=2"):
+            model.compile(optimizer="sgd", loss="mse", steps_per_execution=2, dense_sync=sync)
