@@ -34,13 +34,16 @@ setup(
     install_requires=[
         "tensorflow-cpu==2.21.0",
         "numpy>=1.26",
-        "grpcio==1.85.*",
+        "grpcio>=1.85.1,<1.86",
         "protobuf",
         "pyyaml>=6",
         "absl-py>=2",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
     cmdclass={"build_py": BuildWithOps},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "herald-run = herald_tf.launch.cli:main",
+        "herald-ps = herald_tf.ps.server_main:main",
+    ]},
     zip_safe=False,
 )

@@ -151,6 +151,7 @@ class WorkerRuntime:
         self._next_step = 0
         self._current: StepPlan | None = None
         self._connected = False
+        self._dirty: dict[int, int] = {}  # key -> slot of rows this worker updated last
         self.times = StepTimes()
         self.rows_moved = collections.Counter()
         self.lookups = collections.Counter()
@@ -260,6 +261,7 @@ class WorkerRuntime:
             for layer in self.tables:
                 self._send_rows(layer, plan.flush_keys, plan.flush_slots).wait()
             self.rows_moved["flush"] += plan.flush_keys.size
+            self._forget_dirty(plan.flush_keys)
         if plan.pull_keys.size:
             handles = [self.transport.pull(
                 layer.table.name, plan.pull_keys, min_versions=plan.pull_versions,
@@ -338,6 +340,7 @@ class WorkerRuntime:
             pushes[layer.table.name] = (plan.push_keys,
                                         _rows_for(indices, values, push_slots) * scale)
             rates[layer.table.name] = layer.table.optimizer.learning_rate
+        self._dirty.update(zip(plan.local_keys.tolist(), plan.local_slots.tolist()))
         self.times.local_apply += time.perf_counter() - start
         start = time.perf_counter()
         self.transport.push(step, self.config.rank, pushes, rates, wait_applied=True).wait()
@@ -346,14 +349,40 @@ class WorkerRuntime:
             for layer in self.tables:
                 self._send_rows(layer, plan.writeback_keys, plan.writeback_slots).wait()
             self.rows_moved["flush"] += plan.writeback_keys.size
+            self._forget_dirty(plan.writeback_keys)
         self.times.embedding_comm += time.perf_counter() - start
         if plan.install_keys.size:
             for layer in self.tables:
                 self._copy_rows(layer, plan.install_src, plan.install_dst)
+            for key, dst in zip(plan.install_keys.tolist(), plan.install_dst.tolist()):
+                if key in self._dirty:
+                    self._dirty[key] = dst
+        self._forget_dirty(plan.drop_keys)
         self._current = None
         self._next_step += 1
         self.times.steps += 1
         return np.int64(step)
+
+    def flush_dirty(self) -> int:
+        """Writes every row this worker updated locally and still holds back to the PS.
+
+        Called before evaluation and at the end of training so that the PS holds every row's
+        latest value (``herald`` keeps private rows dirty in the owner's cache). Harmless to
+        training: the PS copy is then current, and the owner keeps updating its copy.
+        """
+        if not self._dirty:
+            return 0
+        keys = np.fromiter(self._dirty.keys(), np.int64, len(self._dirty))
+        slots = np.fromiter(self._dirty.values(), np.int64, len(self._dirty))
+        for layer in self.tables:
+            self._send_rows(layer, keys, slots).wait()
+        self.rows_moved["flush"] += keys.size
+        self._dirty.clear()
+        return int(keys.size)
+
+    def _forget_dirty(self, keys: np.ndarray) -> None:
+        for key in keys.tolist():
+            self._dirty.pop(key, None)
 
     # -- rows between storage and the PS --------------------------------------------------------
 
