@@ -222,13 +222,14 @@ class Workers:
         self.procs: list[subprocess.Popen] = []
         self.logs: list[str] = []
 
-    def start(self, backend: str, rank: int, env: dict[str, str]) -> str:
+    def start(self, backend: str, rank: int, env: dict[str, str], script: str = __file__) -> str:
+        """Starts ``script --worker backend`` with ``env`` added; returns its output path."""
         out = os.path.join(self.tmp_path, f"{backend}-{rank}.npz")
         self.logs.append(os.path.join(self.tmp_path, f"{backend}-{rank}.log"))
         full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
         with open(self.logs[-1], "wb") as log:
             self.procs.append(subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), "--worker", backend, "--out", out,
+                [sys.executable, os.path.abspath(script), "--worker", backend, "--out", out,
                  "--parent-pid", str(os.getpid())],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
                 start_new_session=True))
