@@ -38,6 +38,8 @@ def test_dense_is_log1p_above_minus_one_else_minus_one(tmp_path) -> None:
     GOOD.replace("\t3\t", "\t3.5\t", 1),          # dense not an integer
     GOOD.replace("68fd1e64", "68fd1e6z"),         # categorical not hex
     GOOD.replace("68fd1e64", "168fd1e64"),        # more than 32 bits
+    GOOD.replace("68fd1e64", "68fd1\u00e964"),    # not ASCII
+    GOOD.replace("\t3\t", "\t3-\t", 1),           # sign in the middle
 ])
 def test_malformed_lines_are_skipped_and_counted(tmp_path, bad: str) -> None:
     reader = CriteoReader(_write(tmp_path / "a.tsv", [GOOD, bad, "", GOOD]))
@@ -49,6 +51,13 @@ def test_strict_mode_names_the_file_and_line(tmp_path) -> None:
     path = _write(tmp_path / "a.tsv", [GOOD, "garbage"])
     with pytest.raises(CriteoFormatError, match=r"a\.tsv:2"):
         list(CriteoReader(path, strict=True))
+
+
+def test_crlf_line_endings_are_accepted(tmp_path) -> None:
+    path = tmp_path / "a.tsv"
+    path.write_bytes((GOOD + "\r\n" + GOOD + "\r\n").encode())
+    reader = CriteoReader(str(path))
+    assert sum(len(b) for b in reader) == 2 and reader.skipped == 0
 
 
 def test_gzip_and_batching(tmp_path) -> None:
