@@ -261,7 +261,7 @@ class SyntheticCriteo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m herald_tf.data.synthetic --out FILE --samples N [--scale --locality]``."""
+    """CLI: ``python -m herald_tf.data --out FILE --samples N [--scale S] [--locality]``."""
     p = argparse.ArgumentParser(description="Write a synthetic Criteo Kaggle-format TSV.")
     p.add_argument("--out", required=True, help="output .tsv path")
     p.add_argument("--samples", type=int, required=True, help="number of lines")
