@@ -213,7 +213,7 @@ class SyntheticCriteo:
 
     def _dense_raw(self, c: int, m: int) -> np.ndarray:
         rng = np.random.default_rng([self.config.seed, c, 1])
-        x = np.floor(np.exp(rng.normal(self.dense_mu, 1.2, (m, NUM_DENSE)))) - 1
+        x = np.floor(np.exp(rng.normal(self.dense_mu, 1.2, (m, NUM_DENSE))))
         x[:, 1] -= rng.integers(0, 2, m) * rng.integers(0, 3, m)  # I2 has negatives, as Criteo
         return x.astype(np.int64)
 
