@@ -126,6 +126,10 @@ class DenseSync(abc.ABC):
         embedding storage is per-worker cache and is not broadcast. The optimizer is built here
         when the model is compiled and its optimizer has no variables yet.
         """
+        if not model.built:
+            raise ValueError("Expected a built model: its dense weights must exist to be "
+                             "broadcast. Build it (call it on a batch) before fit. Received: "
+                             f"unbuilt model {model.name!r}")
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             optimizer.build(model.trainable_variables)

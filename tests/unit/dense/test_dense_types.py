@@ -130,3 +130,9 @@ def test_train_step_averages_dense_and_scales_embedding_gradients() -> None:
     for plain, synced in zip(plain_dense, synced_dense, strict=True):
         np.testing.assert_allclose(synced, 2.0 * plain, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(synced_rows, 0.5 * plain_rows, rtol=1e-5, atol=1e-7)
+
+
+def test_broadcast_model_refuses_an_unbuilt_model() -> None:
+    unbuilt = keras.Sequential([keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="Expected a built model"):
+        FakeSync(reduces=True).broadcast_model(unbuilt)
