@@ -23,6 +23,7 @@ namespace {
 constexpr int kChunk = 64;   // sorted elements per warp in the segment sum
 constexpr int kUnroll = 8;   // rows in flight per lane
 constexpr int kCombineUnroll = 16;  // chunk partials in flight per lane
+constexpr int kSuper = 32;          // chunks per super-chunk (second level, for hot rows)
 
 // Records (element, NONFINITE) when a written gradient row segment is not finite.
 __device__ __forceinline__ void ReportNonFinite(float v, int64_t row, int64_t dim, int64_t col,
@@ -262,20 +263,71 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One warp per flagged row: the partials of its chunks are added in chunk order (rounds of
-// independent loads, in-order adds), or zeros for a row with no run.
+// acc += p[0], p[stride], ..., p[(count - 1) * stride], in this order; rounds of
+// kCombineUnroll unconditional loads (index clamped to the last) so they are all in flight.
+template <int V>
+__device__ __forceinline__ void AddStrided(typename Vec<V>::Type& acc,
+                                           const typename Vec<V>::Type* p, int64_t stride,
+                                           int64_t count) {
+  using VecT = typename Vec<V>::Type;
+  for (int64_t i0 = 0; i0 < count; i0 += kCombineUnroll) {
+    VecT v[kCombineUnroll];
+#pragma unroll
+    for (int k = 0; k < kCombineUnroll; ++k) {
+      const int64_t i = i0 + k < count ? i0 + k : count - 1;
+      v[k] = p[i * stride];
+    }
+#pragma unroll
+    for (int k = 0; k < kCombineUnroll; ++k) {
+      if (i0 + k < count) Vec<V>::AddTo(acc, v[k]);
+    }
+  }
+}
+
+// Level 2 for hot rows: super-chunk S (chunks kSuper*S .. kSuper*S + kSuper - 1) lying strictly
+// inside one run (the run started before it and continues after it) gets
+// super[S] = sum of those chunks' partials, in chunk order. One warp per super-chunk.
+template <int V>
+__global__ void __launch_bounds__(kThreads)
+    SuperSumKernel(const int32_t* __restrict__ run_count, const int32_t* __restrict__ run_start,
+                   int64_t n, int64_t supers, int64_t dim, const float* __restrict__ partial,
+                   float* __restrict__ super, const HeraldCudaError* error) {
+  if (ErrorSet(error)) return;
+  using VecT = typename Vec<V>::Type;
+  const int lane = threadIdx.x & 31;
+  const int64_t S = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  if (S >= supers) return;
+  const int64_t first = S * kSuper * kChunk;  // first element of the super-chunk
+  const int32_t r = run_count[first] - 1;
+  if (!(run_start[r] < first && run_start[r + 1] > (S + 1) * kSuper * kChunk)) return;
+  const int64_t dim_v = dim / V;
+  const VecT* part_v = reinterpret_cast<const VecT*>(partial);
+  VecT* super_v = reinterpret_cast<VecT*>(super);
+  for (int64_t col = lane; col < dim_v; col += 32) {
+    VecT acc = part_v[(S * kSuper * 2) * dim_v + col];
+    AddStrided<V>(acc, part_v + ((S * kSuper + 1) * 2) * dim_v + col, 2 * dim_v, kSuper - 1);
+    super_v[S * dim_v + col] = acc;
+  }
+}
+
+// One warp per flagged row, zeros for a row with no run; else the run's pieces in a fixed order:
+// its first chunk's tail piece, the chunk partials up to the first super-chunk boundary, the
+// super-chunk sums strictly inside the run, then the remaining chunk partials up to its last
+// chunk. (The exact conditions under which SuperSumKernel filled super[S].)
 template <int V>
 __global__ void __launch_bounds__(kThreads)
     CombineKernel(const int32_t* __restrict__ list, const int32_t* __restrict__ count,
                   const int32_t* __restrict__ run_of_row, const int32_t* __restrict__ run_start,
-                  int64_t dim, const float* __restrict__ partial, float* __restrict__ summed,
-                  const HeraldCudaError* error, HeraldCudaError* finite_error) {
+                  int64_t dim, const float* __restrict__ partial, const float* __restrict__ super,
+                  float* __restrict__ summed, const HeraldCudaError* error,
+                  HeraldCudaError* finite_error) {
   if (ErrorSet(error)) return;
   using VecT = typename Vec<V>::Type;
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   const int64_t dim_v = dim / V;
   const VecT* part_v = reinterpret_cast<const VecT*>(partial);
+  const VecT* super_v = reinterpret_cast<const VecT*>(super);
   VecT* out_v = reinterpret_cast<VecT*>(summed);
   const int64_t total = *count;
   for (int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -284,23 +336,22 @@ __global__ void __launch_bounds__(kThreads)
     const int32_t r = run_of_row[row];
     const int64_t cs = r < 0 ? 0 : run_start[r] / kChunk;
     const int64_t ce = r < 0 ? 0 : (run_start[r + 1] - 1) / kChunk;
+    // Chunks cs+1 .. ce: [cs+1, s_lo*kSuper) as partials, super-chunks [s_lo, s_hi), then
+    // [s_hi*kSuper, ce] as partials; s_hi is the first super-chunk not ending before ce.
+    const int64_t s_lo = (cs + 1 + kSuper - 1) / kSuper;
+    const int64_t s_hi = ce / kSuper > s_lo ? ce / kSuper : s_lo;
+    const bool use_super = s_hi > s_lo;
+    const int64_t mid_begin = use_super ? s_lo * kSuper : ce + 1;
+    const int64_t tail_begin = use_super ? s_hi * kSuper : ce + 1;
     for (int64_t col = lane; col < dim_v; col += 32) {
       VecT acc = Vec<V>::Zero();
       if (r >= 0) {
         acc = part_v[(cs * 2 + 1) * dim_v + col];
-        for (int64_t c0 = cs + 1; c0 <= ce; c0 += kCombineUnroll) {
-          // Unconditional loads (the index clamped to the last chunk), predicated adds: the
-          // compiler keeps all kCombineUnroll loads in flight.
-          VecT v[kCombineUnroll];
-#pragma unroll
-          for (int k = 0; k < kCombineUnroll; ++k) {
-            const int64_t c = c0 + k <= ce ? c0 + k : ce;
-            v[k] = part_v[(c * 2) * dim_v + col];
-          }
-#pragma unroll
-          for (int k = 0; k < kCombineUnroll; ++k) {
-            if (c0 + k <= ce) Vec<V>::AddTo(acc, v[k]);
-          }
+        AddStrided<V>(acc, part_v + ((cs + 1) * 2) * dim_v + col, 2 * dim_v, mid_begin - cs - 1);
+        if (use_super) {
+          AddStrided<V>(acc, super_v + s_lo * dim_v + col, dim_v, s_hi - s_lo);
+          AddStrided<V>(acc, part_v + (tail_begin * 2) * dim_v + col, 2 * dim_v,
+                        ce + 1 - tail_begin);
         }
       }
       out_v[row * dim_v + col] = acc;
@@ -416,11 +467,13 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
 }
 
 struct SumPlan {
-  size_t partial = 0, list = 0, count = 0;
-  int64_t chunks = 0;
+  size_t partial = 0, super = 0, list = 0, count = 0;
+  int64_t chunks = 0, supers = 0;
   void Plan(TempBlock* temp, int64_t n, int64_t rows_capacity, int64_t dim) {
     chunks = (n + kChunk - 1) / kChunk;
+    supers = chunks / kSuper;  // whole super-chunks only
     partial = temp->Take<float>(static_cast<size_t>(chunks) * 2 * dim);
+    super = temp->Take<float>(static_cast<size_t>(supers > 0 ? supers : 1) * dim);
     list = temp->Take<int32_t>(rows_capacity);
     count = temp->Take<int32_t>(1);
   }
@@ -435,6 +488,7 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
   const unsigned int chunk_blocks = BlocksFor(s.chunks, kThreads / 32);
   // The flagged rows are few (multi-chunk runs); enough warps to spread them over the chip.
   const unsigned int combine_blocks = BlocksFor(rows < 65536 ? rows : 65536, kThreads / 32);
+  float* super = t.Get<float>(s.super);
   int32_t* list = t.Get<int32_t>(s.list);
   int32_t* count = t.Get<int32_t>(s.count);
   HERALD_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(int32_t), stream), status);
@@ -449,9 +503,15 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
         t.Get<int32_t>(p.run_start), t.Get<int32_t>(p.row_of_run), p.n, sources, summed,       \
         partial, error, finite_error);                                                         \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
+    if (s.supers > 0) {                                                                        \
+      SuperSumKernel<V><<<BlocksFor(s.supers, kThreads / 32), kThreads, 0, stream>>>(          \
+          t.Get<int32_t>(p.run_count), t.Get<int32_t>(p.run_start), p.n, s.supers, dim,        \
+          partial, super, error);                                                              \
+      HERALD_CUDA_CHECK_LAUNCH(status);                                                        \
+    }                                                                                          \
     CombineKernel<V><<<combine_blocks, kThreads, 0, stream>>>(                                 \
         list, count, t.Get<int32_t>(p.run_of_row), t.Get<int32_t>(p.run_start), dim, partial,  \
-        summed, error, finite_error);                                                          \
+        super, summed, error, finite_error);                                                   \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
   } while (0)
   if (vec) {
