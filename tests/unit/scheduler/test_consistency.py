@@ -101,3 +101,21 @@ def test_replay_catches_a_lost_flush(native_lib: str) -> None:
     scheduled.plans[0].flush_slots = np.zeros(0, np.int64)
     with pytest.raises(ConsistencyError, match="stale read"):
         model.apply(second, scheduled)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: f"{m[0].name}-{m[1].name}".lower())
+def test_long_power_law_trace_stays_consistent(native_lib: str,
+                                               mode: tuple[Policy, Allocation]) -> None:
+    policy, allocation = mode
+    cfg = SchedulerConfig(num_workers=8, batch_size=32, num_fields=8,
+                          cache_capacity=0 if policy == Policy.PS else 300, policy=policy,
+                          allocation=allocation)
+    trace = zipf_trace(13, 60, cfg.global_batch, 8, 2000, 1.05)
+    native, reference, model = NativeEngine(cfg), ReferenceEngine(cfg), ReplayModel(cfg)
+    for t in range(60):
+        batch_keys = trace[t * cfg.global_batch:(t + 1) * cfg.global_batch]
+        scheduled = native.step(batch_keys)
+        assert_same_step(scheduled, reference.step(batch_keys))
+        model.apply(batch_keys, scheduled)
+    model.check_final()
