@@ -57,6 +57,7 @@ def _handle(variable: Any, accessed: bool = False) -> tf.Tensor:
     does), so ``tape.gradient(loss, variable)`` sees the lookup.
     """
     for candidate in (getattr(variable, "_value", None), getattr(variable, "value", None), variable):
+        candidate = local_variable(candidate)
         handle = getattr(candidate, "handle", None)
         if handle is not None and getattr(handle, "dtype", None) == tf.resource:
             if accessed and isinstance(candidate, tf.Variable):
@@ -64,6 +65,25 @@ def _handle(variable: Any, accessed: bool = False) -> tf.Tensor:
             return handle
     raise TypeError(f"Expected a resource variable (tf.Variable or keras.Variable). Received: "
                     f"{type(variable).__name__}")
+
+
+def local_variable(variable: Any) -> Any:
+    """This process's tf.Variable behind a Keras or tf.distribute variable (storage is per
+    worker).
+
+    Herald storage holds a worker's own cache, so under MultiWorkerMirroredStrategy (one replica
+    per worker) the only component is the one to read and write, in or out of replica context.
+    """
+    variable = getattr(variable, "value", variable) if not isinstance(
+        variable, (tf.Variable, tf.distribute.DistributedValues)) else variable
+    if isinstance(variable, tf.distribute.DistributedValues):
+        components = variable.values
+        if len(components) != 1:
+            raise ValueError(
+                "Expected one replica per worker process for HeraldEmbedding storage. Received: "
+                f"{len(components)} replicas")
+        return components[0]
+    return variable
 
 
 def _check_combiner(combiner: str) -> str:

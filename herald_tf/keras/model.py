@@ -112,11 +112,30 @@ class HeraldModel(keras.Model):
             for table, grad in zip(tables, table_grads):
                 if grad is not None:
                     table.apply_embedding_gradients(grad)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self._distributable(self.compute_metrics(x, y, y_pred,
+                                                        sample_weight=sample_weight))
+
+    def _distributable(self, logs: dict[str, Any]) -> dict[str, Any]:
+        # Keras reduces each log over workers with strategy.reduce("MEAN", v, axis=0), which
+        # needs a batch axis under MultiWorkerMirroredStrategy: give scalars one.
+        if isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras builds a distributed model by drawing one batch from a second pass over the
+        # data; the runtime's batches are one stream in lockstep with the scheduler, so build
+        # from the runtime's batch specification instead of consuming a batch.
+        tables = herald_embeddings(self)
+        runtime = tables[0]._runtime if tables else None
+        if runtime is None or self._distribute_strategy is None or data_batch is not None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=runtime.batch_spec())
 
     def test_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return super().test_step((_split_step(x)[0], y, sample_weight))
+        return self._distributable(super().test_step((_split_step(x)[0], y, sample_weight)))
 
     def predict_step(self, data: Any) -> Any:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -151,6 +151,7 @@ class WorkerRuntime:
         self._next_step = 0
         self._current: StepPlan | None = None
         self._connected = False
+        self._feature_specs: dict[str, tf.TensorSpec] = {}
         self._dirty: dict[int, int] = {}  # key -> slot of rows this worker updated last
         self.times = StepTimes()
         self.rows_moved = collections.Counter()
@@ -221,7 +222,8 @@ class WorkerRuntime:
             mine = scheduled.samples[self.config.rank]
             features = {name: np.asarray(a)[mine] for name, a in batch.items()
                         if name != self._label}
-            features[STEP_FEATURE] = np.int64(scheduled.step)
+            # Per sample, so that tf.distribute sees a batch dimension on every input.
+            features[STEP_FEATURE] = np.full(len(mine), scheduled.step, np.int64)
             yield features, np.asarray(batch[self._label])[mine]
 
     def dataset(self, feature_specs: Mapping[str, tf.TensorSpec]) -> tf.data.Dataset:
@@ -230,10 +232,8 @@ class WorkerRuntime:
         ``feature_specs`` names the model inputs (without the batch dimension), e.g.
         ``{"categorical": tf.TensorSpec([26], tf.int64), "dense": tf.TensorSpec([13])}``.
         """
-        b = self.config.batch_size
-        spec = {k: tf.TensorSpec([b, *s.shape], s.dtype) for k, s in feature_specs.items()}
-        spec[STEP_FEATURE] = tf.TensorSpec([], tf.int64)
-        label_spec = tf.TensorSpec([b], tf.float32)
+        self._feature_specs = dict(feature_specs)
+        spec, label_spec = self.batch_spec(with_step=True)
 
         def generate() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
             for features, labels in self.local_batches():
@@ -244,11 +244,31 @@ class WorkerRuntime:
         return tf.data.Dataset.from_generator(generate, output_signature=(spec, label_spec)
                                               ).with_options(options)
 
+    def batch_spec(self, with_step: bool = False) -> tuple[dict[str, tf.TensorSpec],
+                                                           tf.TensorSpec]:
+        """(features, label) specs of one local batch, as ``dataset`` yields them."""
+        b = self.config.batch_size
+        spec = {k: tf.TensorSpec([b, *s.shape], s.dtype) for k, s in self._feature_specs.items()}
+        if with_step:
+            spec[STEP_FEATURE] = tf.TensorSpec([b], tf.int64)
+        return spec, tf.TensorSpec([b], tf.float32)
+
+    def distributed_dataset(self, strategy: tf.distribute.Strategy,
+                            feature_specs: Mapping[str, tf.TensorSpec]) -> Any:
+        """``dataset`` for a tf.distribute strategy, one worker's batches per replica unsplit
+        (``distribute_datasets_from_function``; DESIGN §4a)."""
+        if strategy.num_replicas_in_sync != self.config.num_workers:
+            raise InvalidArgumentError(
+                f"Expected one replica per worker ({self.config.num_workers}). Received: "
+                f"{strategy.num_replicas_in_sync} replicas in sync")
+        return strategy.distribute_datasets_from_function(
+            lambda _: self.dataset(feature_specs))
+
     # -- one step -----------------------------------------------------------------------------
 
     def begin_step(self, step: Any) -> np.int64:
         """Flushes, pulls and initialises this worker's rows for ``step`` (py_function body)."""
-        step = int(step)
+        step = int(np.asarray(step).reshape(-1)[0])
         if step != self._next_step:
             raise PlanMismatchError(f"Expected the batch of step {self._next_step}. Received: the "
                                 f"batch of step {step} (data and plans are out of lockstep)")
@@ -322,7 +342,7 @@ class WorkerRuntime:
         ``grads`` are (indices, values) per table, in ``self.tables`` order: the deduplicated
         gradient of each storage w.r.t. the step's loss.
         """
-        step = int(step)
+        step = int(np.asarray(step).reshape(-1)[0])
         plan = self._current
         if plan is None or step != self._next_step:
             raise PlanMismatchError(f"Expected end_step of step {self._next_step}. Received: {step}")
@@ -390,7 +410,7 @@ class WorkerRuntime:
         values = ops.gather_rows(layer.storage, slots).numpy()
         state = (ops.gather_rows(layer.optimizer_state, slots).numpy()
                  if layer.table.state_width else None)
-        versions = tf.gather(layer.versions.value, slots).numpy()
+        versions = tf.gather(ops.local_variable(layer.versions), slots).numpy()
         return self.transport.flush(layer.table.name, keys, values, state, versions)
 
     def _write_rows(self, layer: Any, slots: np.ndarray, values: np.ndarray,
@@ -400,12 +420,12 @@ class WorkerRuntime:
             if state is None:
                 state = _core.init_state(layer.table.optimizer, slots.size, layer.table.dim)
             ops.scatter_rows(layer.optimizer_state, slots, state)
-        layer.versions.value.scatter_update(tf.IndexedSlices(versions, slots))
+        ops.local_variable(layer.versions).scatter_update(tf.IndexedSlices(versions, slots))
 
     def _copy_rows(self, layer: Any, src: np.ndarray, dst: np.ndarray) -> None:
         values = ops.gather_rows(layer.storage, src)
         state = ops.gather_rows(layer.optimizer_state, src) if layer.table.state_width else None
-        versions = tf.gather(layer.versions.value, src).numpy()
+        versions = tf.gather(ops.local_variable(layer.versions), src).numpy()
         self._write_rows(layer, dst, values.numpy(), None if state is None else state.numpy(),
                          versions)
 

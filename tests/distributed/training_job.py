@@ -1,0 +1,147 @@
+"""One training job of the equivalence tests: the single-process reference, or one worker.
+
+    python training_job.py reference --model wdl --optimizer adagrad --out ref.npz ...
+    python training_job.py worker --rank 0 --num-workers 2 --mode ps --backend tf_distribute \
+        --ps-addrs 127.0.0.1:p0,127.0.0.1:p1 --token T --tf-config JSON --out w0.npz ...
+
+Both train the same model on the same global batches (deterministic data): the reference with
+batch size G = N * B in ``local`` mode, each worker with its B samples of every global batch
+through the PS. Outputs: the dense weights (npz); embedding rows are read from the PS by the
+test after the workers exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+
+FIELDS, DENSE, DIM, VOCAB = 4, 3, 4, 40
+OPTIMIZERS = {
+    "sgd": {"kind": "sgd", "learning_rate": 0.1},
+    "adagrad": {"kind": "adagrad", "learning_rate": 0.1},
+    "adam": {"kind": "adam", "learning_rate": 0.01, "epsilon": 1e-4},
+}
+
+
+def make_data(steps: int, global_batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Power-law keys (field << 32 | value), dense features and labels of ``steps`` batches."""
+    rng = np.random.default_rng(seed)
+    n = steps * global_batch
+    values = np.minimum(rng.zipf(1.3, size=(n, FIELDS)) - 1, VOCAB - 1)
+    keys = (np.arange(FIELDS, dtype=np.int64) << 32) | values.astype(np.int64)
+    dense = rng.normal(size=(n, DENSE)).astype(np.float32)
+    label = ((values[:, 0] % 3 == 0) ^ (rng.random(n) < 0.2)).astype(np.float32)
+    return {"categorical": keys, "dense": dense, "label": label}
+
+
+def build_model(name: str, optimizer: str, capacity: int = 1000):
+    """The CTR model ``name`` with small layers, compiled with a dense SGD optimizer."""
+    import keras
+
+    from examples.ctr.models import MODELS
+    from herald_tf import OptimizerConfig
+
+    kwargs = {"hidden": (8,)} if name in ("wdl", "deepfm", "dcn") else {"bottom": (8,),
+                                                                         "top": (8,)}
+    model = MODELS[name](FIELDS, DENSE, DIM, capacity,
+                         OptimizerConfig.from_dict(OPTIMIZERS[optimizer]), **kwargs)
+    model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy", steps_per_execution=int(os.environ.get("SPE", "3")))
+    return model
+
+
+def dense_weights(model) -> dict[str, np.ndarray]:
+    return {w.path: np.asarray(w.numpy()) for w in model.trainable_weights}
+
+
+def run_reference(args: argparse.Namespace) -> None:
+    import tensorflow as tf
+
+    from herald_tf.keras import herald_embeddings
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    g = args.num_workers * args.batch_size
+    data = make_data(args.steps, g)
+    model = build_model(args.model, args.optimizer)
+    model.fit({"categorical": data["categorical"], "dense": data["dense"]}, data["label"],
+              batch_size=g, shuffle=False, epochs=1, verbose=0)
+    out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
+    keys = np.unique(data["categorical"])
+    for layer in herald_embeddings(model):
+        slots = layer.key_to_slot.lookup(tf.constant(keys)).numpy()
+        out[f"rows/{layer.table.name}"] = layer.storage.numpy()[slots]
+        out[f"versions/{layer.table.name}"] = layer.versions.numpy()[slots]
+    out["keys"] = keys
+    np.savez(args.out, **out)
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    os.environ["TF_CONFIG"] = args.tf_config or ""
+    import keras
+    import tensorflow as tf
+
+    keras.config.disable_traceback_filtering()
+
+    from herald_tf.keras.runtime import RuntimeConfig, WorkerRuntime
+    from herald_tf.transport.factory import make_transport
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    g = args.num_workers * args.batch_size
+    data = make_data(args.steps, g)
+    batches = ({k: v[s * g:(s + 1) * g] for k, v in data.items()} for s in range(args.steps))
+    transport = make_transport("grpc", addresses=args.ps_addrs.split(","), token=args.token)
+    config = RuntimeConfig(
+        mode=args.mode, num_workers=args.num_workers, rank=args.rank,
+        batch_size=args.batch_size, num_fields=FIELDS,
+        cache_capacity=0 if args.mode == "ps" else args.cache_capacity,
+        eviction=args.eviction, bound=args.bound,
+        allocation=args.allocation if args.mode == "herald" else "none")
+    runtime = WorkerRuntime(config, transport, batches)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope(), runtime.scope():
+        model = build_model(args.model, args.optimizer)
+    dataset = runtime.distributed_dataset(
+        strategy, {"categorical": tf.TensorSpec([FIELDS], tf.int64),
+                   "dense": tf.TensorSpec([DENSE], tf.float32)})
+    model.fit(dataset, epochs=1, verbose=0)
+    runtime.flush_dirty()
+    stats = runtime.stats()
+    runtime.close()
+    out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
+    out["stats"] = np.array(json.dumps(stats))
+    np.savez(args.out, **out)
+    transport.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["reference", "worker"])
+    parser.add_argument("--model", default="wdl")
+    parser.add_argument("--optimizer", default="adagrad", choices=sorted(OPTIMIZERS))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--rank", type=int, default=0)
+    parser.add_argument("--mode", default="ps")
+    parser.add_argument("--cache-capacity", type=int, default=40)
+    parser.add_argument("--eviction", default="lru")
+    parser.add_argument("--bound", type=int, default=0)
+    parser.add_argument("--allocation", default="none")
+    parser.add_argument("--ps-addrs", default="")
+    parser.add_argument("--token", default="")
+    parser.add_argument("--tf-config", default="")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    (run_reference if args.role == "reference" else run_worker)(args)
+
+
+if __name__ == "__main__":
+    main()
