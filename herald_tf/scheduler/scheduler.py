@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -44,6 +45,13 @@ def make_engine(config: SchedulerConfig, engine: str = "auto",
 
         if engine == "native" or _native.available():
             return _native.NativeEngine(config, emit_plans=emit_plans)
+        warnings.warn(
+            "herald_tf's native scheduler library is not available: using the Python reference "
+            "engine, which is orders of magnitude slower. Build libherald_core.so (or set "
+            f"{_native.CORE_LIB_VAR}).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return ReferenceEngine(config)
 
 
