@@ -8,13 +8,17 @@ from herald_tf.scheduler.types import ScheduledStep, StepPlan
 
 
 def zipf_trace(seed: int, steps: int, global_batch: int, fields: int, keys_per_field: int,
-               skew: float) -> np.ndarray:
-    """(steps * global_batch, fields) int64 keys; field f draws rank ~ r^-skew among its keys."""
+               skew: float, shared_space: bool = False) -> np.ndarray:
+    """(steps * global_batch, fields) int64 keys; field f draws rank ~ r^-skew among its keys.
+
+    With ``shared_space`` all fields draw from one key space, so a sample may repeat a key."""
     rng = np.random.default_rng(seed)
     ranks = np.arange(1, keys_per_field + 1, dtype=np.float64)
     p = ranks ** -skew
     p /= p.sum()
     draws = rng.choice(keys_per_field, size=(steps * global_batch, fields), p=p)
+    if shared_space:
+        return draws.astype(np.int64) - 3  # negative keys too
     return (np.arange(fields, dtype=np.int64) << 32) | draws.astype(np.int64)
 
 

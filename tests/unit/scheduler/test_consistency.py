@@ -47,11 +47,12 @@ MODES = [
     skew=st.floats(0.0, 2.0),
     capacity=st.integers(0, 25),
     steps=st.integers(1, 12),
+    shared_space=st.booleans(),
 )
 def test_every_read_sees_the_latest_value_and_gradients_apply_once(
     native_lib: str, seed: int, mode: tuple[Policy, Allocation], eviction: Eviction,
     workers: int, batch: int, fields: int, keys_per_field: int, skew: float, capacity: int,
-    steps: int,
+    steps: int, shared_space: bool,
 ) -> None:
     policy, allocation = mode
     cfg = SchedulerConfig(
@@ -59,7 +60,7 @@ def test_every_read_sees_the_latest_value_and_gradients_apply_once(
         cache_capacity=0 if policy == Policy.PS else capacity, policy=policy,
         allocation=allocation, eviction=eviction,
     )
-    trace = zipf_trace(seed, steps, cfg.global_batch, fields, keys_per_field, skew)
+    trace = zipf_trace(seed, steps, cfg.global_batch, fields, keys_per_field, skew, shared_space)
     native, reference, model = NativeEngine(cfg), ReferenceEngine(cfg), ReplayModel(cfg)
     for t in range(steps):
         batch_keys = trace[t * cfg.global_batch:(t + 1) * cfg.global_batch]
