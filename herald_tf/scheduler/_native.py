@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -72,6 +73,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                                            _I64P, _ST]
     lib.herald_sched_copy_list.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                                            _I64P, ctypes.c_int64, _ST]
+    lib.herald_sched_set_emit_plans.argtypes = [ctypes.c_void_p, ctypes.c_int32, _ST]
     lib.herald_sched_plan_sizes.argtypes = [ctypes.c_void_p, _I64P, _ST]
     lib.herald_sched_copy_plans.argtypes = [ctypes.c_void_p, _I64P, ctypes.c_int64, _ST]
     version = lib.herald_sched_api_version()
@@ -205,6 +207,24 @@ class NativeEngine:
             occ = mine[_OCCURRENCE].reshape(cfg.batch_size, cfg.num_fields)
             plans.append(StepPlan(slots=occ, **fields))
         return plans
+
+    def fast_forward(self, batches: Iterable[np.ndarray]) -> int:
+        """Schedules ``batches`` without producing plans (same decisions, faster): restores the
+        state of a checkpointed step by replaying the batches before it. Returns their number."""
+        status = _Status()
+        done = 0
+        if self.emit_plans:
+            _check(self._lib.herald_sched_set_emit_plans(self._handle, 0, ctypes.byref(status)),
+                   status)
+        try:
+            for batch in batches:
+                self.step(batch, emit_plans=False)
+                done += 1
+        finally:
+            if self.emit_plans:
+                _check(self._lib.herald_sched_set_emit_plans(self._handle, 1,
+                                                             ctypes.byref(status)), status)
+        return done
 
     def step(self, keys: np.ndarray, emit_plans: bool | None = None) -> ScheduledStep:
         """Schedules the next global batch (N * B, F); plans only if the engine emits them."""

@@ -7,6 +7,8 @@ plans of both against an independent model of the PS and the caches (``replay``)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from herald_tf.scheduler.allocators import make_allocator
@@ -52,6 +54,14 @@ class ReferenceEngine:
         self.allocator = make_allocator(config.allocation)
         self.policy = make_policy(config)
         self.traffic = Traffic(pull_with_state=config.policy != Policy.PS)
+
+    def fast_forward(self, batches: Iterable[np.ndarray]) -> int:
+        """Schedules ``batches`` without producing plans; returns their number."""
+        done = 0
+        for batch in batches:
+            self.step(batch, emit_plans=False)
+            done += 1
+        return done
 
     def step(self, keys: np.ndarray, emit_plans: bool = True) -> ScheduledStep:
         """Schedules the next global batch (N * B, F) and returns its allocation and plans."""

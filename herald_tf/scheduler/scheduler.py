@@ -15,6 +15,7 @@ consumer as ``SchedulerError``.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import warnings
@@ -63,17 +64,23 @@ class Scheduler:
       batches: iterable of (N * B, F) int64 global batches, in training order.
       engine: ``auto``, ``native`` or ``reference`` (see ``make_engine``).
       emit_plans: produce per-worker plans (False: allocation and traffic counters only).
+      start_step: resume at this step: the first ``start_step`` batches of ``batches`` are
+        replayed without plans to rebuild the exact state (caches, owners, versions, touched
+        set) of an uninterrupted run, and the first step handed out is ``start_step``.
     """
 
     def __init__(self, config: SchedulerConfig, batches: Iterable[np.ndarray],
-                 engine: str = "auto", emit_plans: bool = True) -> None:
+                 engine: str = "auto", emit_plans: bool = True, start_step: int = 0) -> None:
         self.config = config
         self._engine = make_engine(config, engine, emit_plans)
         self._batches = batches
         self._queue: queue.Queue = queue.Queue(maxsize=config.lookahead)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._next_step = 0
+        if start_step < 0:
+            raise ValueError(f"Expected start_step >= 0. Received: start_step={start_step}")
+        self._start_step = start_step
+        self._next_step = start_step
         self._traffic = Traffic()
         self._lock = threading.Lock()
 
@@ -96,7 +103,16 @@ class Scheduler:
 
     def _run(self) -> None:
         try:
-            for batch in self._batches:
+            batches = iter(self._batches)
+            if self._start_step:
+                head = itertools.islice(batches, self._start_step)
+                done = self._engine.fast_forward(head)
+                if done != self._start_step:
+                    raise SchedulerError(
+                        f"Expected {self._start_step} batches before the resumed step. "
+                        f"Received: {done}"
+                    )
+            for batch in batches:
                 if self._stop.is_set():
                     return
                 if len(batch) < self.config.global_batch:

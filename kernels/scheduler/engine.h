@@ -61,6 +61,14 @@ class Engine {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
 
+  // Plan emission for the following steps (decisions do not depend on it).
+  void set_emit_plans(bool emit) {
+    cfg_.emit_plans = emit ? 1 : 0;
+    if (!emit) {
+      for (auto& l : lists_) l.clear();
+    }
+  }
+
   // Used by the allocators and policies.
   const HeraldSchedConfig& config() const { return cfg_; }
 

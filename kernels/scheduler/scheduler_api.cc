@@ -103,6 +103,15 @@ int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys, int64_t n
   return herald::SetOk(status);
 }
 
+int herald_sched_set_emit_plans(HeraldScheduler* scheduler, int32_t emit_plans,
+                                HeraldStatus* status) {
+  if (scheduler == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "Expected a scheduler.");
+  }
+  scheduler->engine.set_emit_plans(emit_plans != 0);
+  return herald::SetOk(status);
+}
+
 int herald_sched_traffic(const HeraldScheduler* scheduler, HeraldSchedTraffic* out,
                          HeraldStatus* status) {
   if (scheduler == nullptr || out == nullptr) {

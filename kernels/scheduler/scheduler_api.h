@@ -107,6 +107,11 @@ int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys /* (N*B, F
 int herald_sched_traffic(const HeraldScheduler* scheduler, HeraldSchedTraffic* out,
                          HeraldStatus* status);
 
+// Turns plan emission on (1) or off (0) for the following steps; the scheduling decisions are
+// the same either way (used to fast-forward to a checkpointed step by replaying its batches).
+int herald_sched_set_emit_plans(HeraldScheduler* scheduler, int32_t emit_plans,
+                                HeraldStatus* status);
+
 // Length of plan list `list` of `worker` for the last step (0 when plans are not emitted).
 int herald_sched_list_size(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
                            int64_t* size, HeraldStatus* status);

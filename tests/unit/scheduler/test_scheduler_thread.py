@@ -57,3 +57,27 @@ def test_errors_in_the_scheduler_thread_reach_the_consumer(native_lib: str) -> N
         assert next(it).step == 0
         with pytest.raises(SchedulerError, match="shape"):
             next(it)
+
+
+@pytest.mark.parametrize("engine", ["native", "reference"])
+def test_resumed_scheduler_hands_out_the_same_plans_as_an_uninterrupted_one(
+    native_lib: str, engine: str,
+) -> None:
+    cfg = SchedulerConfig(num_workers=3, batch_size=4, num_fields=3, cache_capacity=8)
+    trace = zipf_trace(4, 9, 12, 3, 30, 1.1)
+    with Scheduler(cfg, global_batches(trace, 12), engine=engine) as full:
+        uninterrupted = list(full)
+    with Scheduler(cfg, global_batches(trace, 12), engine=engine, start_step=5) as resumed:
+        tail = list(resumed)
+    assert [s.step for s in tail] == [5, 6, 7, 8]
+    for a, b in zip(uninterrupted[5:], tail, strict=True):
+        assert_same_step(a, b)
+    assert full.traffic == resumed.traffic
+
+
+def test_resuming_past_the_end_of_the_batches_is_an_error(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=1, batch_size=1, num_fields=1, cache_capacity=1)
+    batches = [np.array([[1]], dtype=np.int64)] * 2
+    with Scheduler(cfg, batches, start_step=3) as sched:
+        with pytest.raises(SchedulerError, match="Expected 3 batches"):
+            sched.next()
