@@ -88,9 +88,16 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
     const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
     int32_t* pos_out = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
     for (int32_t j = 0; j < b_; ++j) {
-      if (j + 2 < b_) {
-        const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 2] * f_;
+      if (j + 4 < b_) {
+        const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 4] * f_;
         for (int32_t f = 0; f < f_; ++f) __builtin_prefetch(&local_[ahead[f]]);
+      }
+      if (herald && j + 2 < b_) {  // the directory entries of held rows, for their slots
+        const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 2] * f_;
+        for (int32_t f = 0; f < f_; ++f) {
+          const LocalKey& la = local_[ahead[f]];
+          if ((la.holders >> w) & 1) dir.PrefetchEntry(la.entry);
+        }
       }
       const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
       for (int32_t f = 0; f < f_; ++f) {
