@@ -58,8 +58,13 @@ class ReplayModel:
                     self._fail(t, w, f"flush of key {key} is stale or from a wrong slot")
                 self.ps[key] = version
         for w, p in enumerate(plans):
-            for key, slot in zip(p.pull_keys.tolist(), p.pull_slots.tolist(), strict=True):
+            pulls = zip(p.pull_keys.tolist(), p.pull_slots.tolist(), p.pull_versions.tolist(),
+                        strict=True)
+            for key, slot, wanted in pulls:
                 version = self.ps.get(key, 0)
+                if wanted != version:
+                    self._fail(t, w, f"pull of key {key} waits for version {wanted}, "
+                               f"the PS has {version}")
                 if key in self.held[w]:
                     if self.held[w][key][1] != slot:
                         self._fail(t, w, f"pull of held key {key} into a wrong slot")

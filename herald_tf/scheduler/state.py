@@ -20,6 +20,7 @@ class KeyTable(CacheView):
         self.num_workers = num_workers
         self.batch_size = batch_size
         self.version: dict[int, int] = {}
+        self.applied: dict[int, int] = {}  # het: PS updates (steps with pushes)
         self._owner: dict[int, int] = {}
         self._holders: dict[int, int] = {}
         self._touched: set[int] = set()

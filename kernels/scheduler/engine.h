@@ -22,6 +22,7 @@ struct KeyState {
   int32_t stamp = -1;    // step (mod 2**31) for which `local` is valid
   int32_t local = -1;    // index of the key among the current step's unique keys
   int32_t entry = -1;    // herald: directory entry of the only holder (at most one), or -1
+  int32_t applied = 0;   // het: PS updates applied (steps with at least one push)
   int8_t owner = -1;     // worker owning it dirty, or -1 (the PS)
   bool touched = false;
 };
@@ -100,6 +101,7 @@ class Engine {
   // Scratch of the current step.
   std::vector<LocalKey> local_;     // the step's unique keys
   std::vector<int32_t> occ_;        // (G, F) local key index of every occurrence
+  std::vector<int32_t> pushed_;        // het: key indices pushed at this step
   std::vector<int32_t> scratch_kidx_;  // (G, F) key table index of every occurrence
   std::vector<int32_t> occ_pos_;    // (N, B*F) position of each occurrence in its worker's list
   std::vector<int32_t> order_;      // local indices, first occurrence, worker-major

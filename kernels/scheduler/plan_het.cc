@@ -14,6 +14,7 @@ void Engine::PlanHet() {
   const int32_t push_after = std::max<int32_t>(cfg_.bound, 1);
   std::vector<std::vector<int64_t>> new_version(n_);
   std::vector<std::vector<int32_t>> new_pending(n_);
+  pushed_.clear();
   for (int32_t w = 0; w < n_; ++w) {
     Directory& dir = dirs_[w];
     std::vector<int64_t>& nv = new_version[w];
@@ -31,7 +32,7 @@ void Engine::PlanHet() {
       } else {
         Add(w, HERALD_SCHED_PULL_KEYS, ks.key);
         Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
-        Add(w, HERALD_SCHED_PULL_VERSIONS, clock);
+        Add(w, HERALD_SCHED_PULL_VERSIONS, keys_[ks.kidx].applied);
         ++traffic_.pull_rows;
         nv[j] = clock + 1;
       }
@@ -51,6 +52,7 @@ void Engine::PlanHet() {
       if (pending >= push_after) {
         Add(w, HERALD_SCHED_PUSH_KEYS, lk.key);
         ++traffic_.push_rows;
+        pushed_.push_back(lk.kidx);
         ks.version += pending;
         pending = 0;
       }
@@ -79,6 +81,7 @@ void Engine::PlanHet() {
         Add(w, HERALD_SCHED_WRITEBACK_KEYS, d.key);
         Add(w, HERALD_SCHED_WRITEBACK_SLOTS, d.slot >= 0 ? d.slot : d.staging);
         ++traffic_.push_rows;
+        pushed_.push_back(d.kidx);
         ks.version += d.pending_updates;
       }
     });
@@ -88,6 +91,10 @@ void Engine::PlanHet() {
       Add(w, HERALD_SCHED_INSTALL_DST, d.slot);
     });
   }
+  // The PS applies one update per key and step, whatever the number of pushes.
+  std::sort(pushed_.begin(), pushed_.end());
+  pushed_.erase(std::unique(pushed_.begin(), pushed_.end()), pushed_.end());
+  for (int32_t kidx : pushed_) keys_[kidx].applied += 1;
 }
 
 }  // namespace sched

@@ -6,7 +6,8 @@ if never touched). Every user applies its gradient to its own copy and pushes it
 max(b, 1) pending updates (the PS clock advances by the updates pushed). With b = 0 a copy stays
 usable only if its worker was the row's sole user at the step (its local update equals the PS's);
 a shared row is stale everywhere. Stale copies stay in the directory until evicted; evicting a
-copy with pending updates pushes them (counted as a push, listed as a write-back).
+copy with pending updates pushes them (counted as a push, listed as a write-back). Pull versions
+are PS versions: the PS applies one update per key and step that received pushes.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ class HetPolicy(PlanPolicy):
                     ctx.add(w, "init", key, slots[key])
                     versions[key] = clock
                 else:
-                    ctx.add(w, "pull", key, slots[key], clock)
+                    ctx.add(w, "pull", key, slots[key], table.applied.get(key, 0))
                     traffic.pull_rows += 1
                     versions[key] = clock
             read_version.append(versions)
         push_after = max(self.bound, 1)
+        pushed: set[int] = set()
         new_state: list[dict[int, tuple[int, int]]] = [{} for _ in range(cfg.num_workers)]
         for w, keys in enumerate(ctx.worker_keys):
             for key in keys:
@@ -52,6 +54,7 @@ class HetPolicy(PlanPolicy):
                 if pending >= push_after:
                     ctx.add(w, "push", key)
                     traffic.push_rows += 1
+                    pushed.add(key)
                     table.version[key] = table.version.get(key, 0) + pending
                     pending = 0
                 new_state[w][key] = (read_version[w][key] + 1, pending)
@@ -72,6 +75,9 @@ class HetPolicy(PlanPolicy):
                     slot = entry.slot if entry.slot >= 0 else entry.staging
                     ctx.add(w, "writeback", key, slot)
                     traffic.push_rows += 1
+                    pushed.add(key)
                     table.version[key] = table.version.get(key, 0) + entry.pending_updates
             for key, src, dst in d.assign_pending():
                 ctx.add(w, "install", key, src, dst)
+        for key in pushed:  # the PS applies one update per key and step
+            table.applied[key] = table.applied.get(key, 0) + 1
