@@ -65,7 +65,13 @@ class DenseSync(abc.ABC):
     @property
     @abc.abstractmethod
     def num_workers(self) -> int:
-        """N: the data-parallel replicas whose batches form one global batch."""
+        """N: the worker processes whose batches form one global batch."""
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas in sync over all workers (more than ``num_workers`` when a tf.distribute
+        worker drives several devices)."""
+        return self.num_workers
 
     @property
     @abc.abstractmethod
