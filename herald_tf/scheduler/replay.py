@@ -95,6 +95,8 @@ class ReplayModel:
                 if version != self.truth.get(key, 0):
                     self._fail(t, w, f"stale read of key {key}: version {version}, "
                                f"latest {self.truth.get(key, 0)}")
+        for w, p in enumerate(plans):
+            self._check_slots(t, w, p, batch[scheduled.samples[w]])
         local: dict[int, int] = {}
         pushed: dict[int, int] = {}
         for w, p in enumerate(plans):
@@ -141,6 +143,21 @@ class ReplayModel:
                 self._fail(t, w, "more rows held than the capacity, or two rows in one slot")
             if any(not 0 <= s < cfg.cache_capacity for s in held_slots):
                 self._fail(t, w, "a held row outside the cache slots")
+
+    def _check_slots(self, t: int, w: int, p: object, rows: np.ndarray) -> None:
+        """Every list names the slot where the key is read; occurrences gather those slots."""
+        slot_of = dict(zip(p.keys.tolist(), p.key_slots.tolist(), strict=True))
+        occurrences = [slot_of.get(k, -1) for k in rows.ravel().tolist()]
+        if p.slots.shape != rows.shape or p.slots.ravel().tolist() != occurrences:
+            self._fail(t, w, "occurrence slots differ from the keys' read slots")
+        for name in ("pull", "init", "local"):
+            keys = getattr(p, f"{name}_keys").tolist()
+            slots = getattr(p, f"{name}_slots").tolist()
+            if any(slot_of.get(k) != s for k, s in zip(keys, slots, strict=True)):
+                self._fail(t, w, f"a {name} slot differs from the key's read slot")
+        srcs = zip(p.install_keys.tolist(), p.install_src.tolist(), strict=True)
+        if any(slot_of.get(k) != s for k, s in srcs):
+            self._fail(t, w, "an install copies from a slot the key was not read at")
 
     def check_final(self) -> None:
         """Every row's latest version is on the PS or held by a worker (nothing was lost)."""
