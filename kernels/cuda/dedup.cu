@@ -24,6 +24,7 @@ constexpr int kChunk = 64;   // sorted elements per warp in the segment sum
 constexpr int kUnroll = 8;   // rows in flight per lane
 constexpr int kCombineUnroll = 16;  // chunk partials in flight per lane
 constexpr int kSuper = 32;          // chunks per super-chunk (second level, for hot rows)
+constexpr int64_t kNoTarget = 0x7fffffffffffffffLL;  // ChunkSumKernel: element ends no piece
 
 // Records (element, NONFINITE) when a written gradient row segment is not finite.
 __device__ __forceinline__ void ReportNonFinite(float v, int64_t row, int64_t dim, int64_t col,
@@ -185,15 +186,22 @@ __global__ void __launch_bounds__(kThreads)
     VecT acc = Vec<V>::Zero();
     for (int64_t base = k0; base < k1; base += 32) {
       const int count = static_cast<int>(k1 - base < 32 ? k1 - base : 32);
+      // Per lane (one element each, in parallel): its source row and weight, and, when the
+      // element ends a run piece, where the piece goes: target >= 0 is a summed row (the run
+      // lies inside this chunk), target < 0 encodes partial slot -1 - target; 0x7fff... = none.
       int64_t my_source = 0;
       float my_weight = 0.0f;
-      int32_t my_run = 0;
-      int my_end = 0;
+      int64_t my_target = kNoTarget;
       if (lane < count) {
         const int64_t k = base + lane;
         sources.Of(sorted_pos[k], &my_source, &my_weight);
-        my_run = run_count[k] - 1;
-        my_end = (k + 1 == k1) || run_count[k + 1] != run_count[k];
+        if ((k + 1 == k1) || run_count[k + 1] != run_count[k]) {
+          const int32_t run = run_count[k] - 1;
+          const bool starts_in = run_start[run] >= k0;
+          const bool ends_in = run_start[run + 1] <= k1;
+          my_target = (starts_in && ends_in) ? static_cast<int64_t>(row_of_run[run])
+                                             : -1 - (chunk * 2 + (starts_in ? 1 : 0));
+        }
       }
       for (int t0 = 0; t0 < count; t0 += kUnroll) {
         VecT r[kUnroll];
@@ -207,21 +215,18 @@ __global__ void __launch_bounds__(kThreads)
         for (int k = 0; k < kUnroll; ++k) {
           const int t = t0 + k;
           const float w = __shfl_sync(0xffffffffu, my_weight, t & 31);
-          const int end = __shfl_sync(0xffffffffu, my_end, t & 31);
-          const int32_t run = __shfl_sync(0xffffffffu, my_run, t & 31);
+          const int64_t target = __shfl_sync(0xffffffffu, my_target, t & 31);
           if (t < count) {
             Vec<V>::AddScaled(acc, w, r[k]);
-            if (end) {
-              const bool starts_in = run_start[run] >= k0;
-              const bool ends_in = run_start[run + 1] <= k1;
+            if (target != kNoTarget) {
               if (active) {
-                if (starts_in && ends_in) {
-                  const int64_t row = row_of_run[run];
-                  out_v[row * dim_v + col] = acc;
-                  if (finite_error != nullptr) ReportNonFinite(acc, row, dim, col, finite_error);
+                if (target >= 0) {
+                  out_v[target * dim_v + col] = acc;
+                  if (finite_error != nullptr) {
+                    ReportNonFinite(acc, target, dim, col, finite_error);
+                  }
                 } else {
-                  const int64_t slot = chunk * 2 + (starts_in ? 1 : 0);
-                  part_v[slot * dim_v + col] = acc;
+                  part_v[(-1 - target) * dim_v + col] = acc;
                 }
               }
               acc = Vec<V>::Zero();
