@@ -70,6 +70,14 @@ class HeraldModel(keras.Model):
         self.dense_sync = dense_sync
         if jit_compile not in (False, "auto", None):
             raise ValueError("herald_tf's ops do not run under XLA: compile with jit_compile=False.")
+        steps = kwargs.get("steps_per_execution", 1)
+        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and steps != 1:
+            # Keras 3.15's multi-step loop fails under MultiWorkerMirroredStrategy ("You must
+            # feed a value for placeholder" in its while/cond); one step per execution works.
+            raise ValueError(
+                "Expected steps_per_execution=1 under MultiWorkerMirroredStrategy (Keras' "
+                f"multi-step loop fails there). Received: steps_per_execution={steps}")
         super().compile(optimizer, *args, jit_compile=False, **kwargs)
         if dense_sync is not None:
             dense_sync.check_model(self)

@@ -360,7 +360,10 @@ class WorkerRuntime:
             pushes[layer.table.name] = (plan.push_keys,
                                         _rows_for(indices, values, push_slots) * scale)
             rates[layer.table.name] = layer.table.optimizer.learning_rate
-        self._dirty.update(zip(plan.local_keys.tolist(), plan.local_slots.tolist()))
+        if self.config.mode == "herald":
+            # herald: a locally applied row is owned (dirty) until flushed or written back.
+            # het: the local copy only serves reads within the bound; its gradient was pushed.
+            self._dirty.update(zip(plan.local_keys.tolist(), plan.local_slots.tolist()))
         self.times.local_apply += time.perf_counter() - start
         start = time.perf_counter()
         self.transport.push(step, self.config.rank, pushes, rates, wait_applied=True).wait()

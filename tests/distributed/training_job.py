@@ -41,7 +41,7 @@ def make_data(steps: int, global_batch: int, seed: int = 0) -> dict[str, np.ndar
     return {"categorical": keys, "dense": dense, "label": label}
 
 
-def build_model(name: str, optimizer: str, capacity: int = 1000):
+def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execution: int = 3):
     """The CTR model ``name`` with small layers, compiled with a dense SGD optimizer."""
     import keras
 
@@ -52,7 +52,7 @@ def build_model(name: str, optimizer: str, capacity: int = 1000):
                                                                          "top": (8,)}
     model = MODELS[name](FIELDS, DENSE, DIM, capacity,
                          OptimizerConfig.from_dict(OPTIMIZERS[optimizer]), **kwargs)
-    model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy", steps_per_execution=int(os.environ.get("SPE", "3")))
+    model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy", steps_per_execution=steps_per_execution)
     return model
 
 
@@ -107,7 +107,8 @@ def run_worker(args: argparse.Namespace) -> None:
     runtime = WorkerRuntime(config, transport, batches)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope(), runtime.scope():
-        model = build_model(args.model, args.optimizer)
+        # Keras' multi-step loop fails under MultiWorkerMirroredStrategy (HeraldModel.compile).
+        model = build_model(args.model, args.optimizer, steps_per_execution=1)
     dataset = runtime.distributed_dataset(
         strategy, {"categorical": tf.TensorSpec([FIELDS], tf.int64),
                    "dense": tf.TensorSpec([DENSE], tf.float32)})
