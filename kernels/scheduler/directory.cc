@@ -22,6 +22,11 @@ int32_t Directory::NewEntry() {
 }
 
 Directory::Group& Directory::GroupOf(int64_t step) {
+  // Drop leading groups whose rows all moved on (keeps memory bounded when nothing is evicted).
+  while (groups_.size() > 1 && groups_.front().live == 0) {
+    groups_.pop_front();
+    ++base_step_;
+  }
   if (groups_.empty()) base_step_ = step;
   while (base_step_ + static_cast<int64_t>(groups_.size()) <= step) groups_.emplace_back();
   return groups_[step - base_step_];
