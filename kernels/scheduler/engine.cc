@@ -10,6 +10,7 @@ Engine::Engine(const HeraldSchedConfig& config)
       f_(config.num_fields),
       staging_size_(static_cast<int64_t>(config.num_fields) * config.batch_size),
       key_map_(1 << 16) {
+  dirs_.reserve(n_);
   for (int32_t w = 0; w < n_; ++w) {
     dirs_.emplace_back(cfg_.cache_capacity, cfg_.eviction == HERALD_SCHED_EVICT_LFU);
   }
@@ -18,10 +19,8 @@ Engine::Engine(const HeraldSchedConfig& config)
   keys_.reserve(1 << 16);
 }
 
-int32_t Engine::Intern(int64_t key) {
-  int32_t idx = key_map_.Find(key);
-  if (idx >= 0) return idx;
-  idx = static_cast<int32_t>(keys_.size());
+int32_t Engine::InternNew(int64_t key) {
+  const int32_t idx = static_cast<int32_t>(keys_.size());
   keys_.emplace_back();
   keys_.back().key = key;
   key_map_.Insert(key, idx);
@@ -35,9 +34,13 @@ void Engine::Step(const int64_t* keys, int64_t* samples_out) {
   occ_.resize(total);
   std::vector<int32_t>& kidx = scratch_kidx_;
   kidx.resize(total);
+  std::vector<uint64_t>& hashes = scratch_hash_;
+  hashes.resize(total);
+  for (int64_t i = 0; i < total; ++i) hashes[i] = KeyIndexMap::HashOf(keys[i]);
   for (int64_t i = 0; i < total; ++i) {
-    if (i + kAhead < total) key_map_.Prefetch(keys[i + kAhead]);
-    kidx[i] = Intern(keys[i]);
+    if (i + kAhead < total) key_map_.PrefetchHashed(hashes[i + kAhead]);
+    const int32_t found = key_map_.FindHashed(keys[i], hashes[i]);
+    kidx[i] = found >= 0 ? found : InternNew(keys[i]);
   }
   const int32_t stamp = static_cast<int32_t>(step_ & 0x7fffffff);
   local_.clear();
@@ -88,10 +91,6 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
     const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
     int32_t* pos_out = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
     for (int32_t j = 0; j < b_; ++j) {
-      if (j + 4 < b_) {
-        const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 4] * f_;
-        for (int32_t f = 0; f < f_; ++f) __builtin_prefetch(&local_[ahead[f]]);
-      }
       if (herald && j + 2 < b_) {  // the directory entries of held rows, for their slots
         const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 2] * f_;
         for (int32_t f = 0; f < f_; ++f) {

@@ -77,7 +77,7 @@ class Engine {
   std::vector<int64_t>& L(int32_t worker, int32_t list) {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
-  int32_t Intern(int64_t key);
+  int32_t InternNew(int64_t key);  // adds a key seen for the first time
   void Allocate(int64_t* samples_out);
   void AllocateGreedy(int64_t* samples_out);
   void AllocateGrouped(int64_t* samples_out);
@@ -102,7 +102,8 @@ class Engine {
   std::vector<LocalKey> local_;     // the step's unique keys
   std::vector<int32_t> occ_;        // (G, F) local key index of every occurrence
   std::vector<int32_t> pushed_;        // het: key indices pushed at this step
-  std::vector<int32_t> scratch_kidx_;  // (G, F) key table index of every occurrence
+  std::vector<int32_t> scratch_kidx_;
+  std::vector<uint64_t> scratch_hash_;  // (G, F) key table index of every occurrence
   std::vector<int32_t> occ_pos_;    // (N, B*F) position of each occurrence in its worker's list
   std::vector<int32_t> order_;      // local indices, first occurrence, worker-major
   std::vector<std::vector<WorkerKey>> wkeys_;

@@ -19,8 +19,11 @@ class KeyIndexMap {
   int64_t size() const { return size_; }
 
   // The value of `key`, or kMissing.
-  int32_t Find(int64_t key) const {
-    uint64_t i = Hash(key) & mask_;
+  int32_t Find(int64_t key) const { return FindHashed(key, Hash(key)); }
+
+  // Find with h == Hash(key) computed by the caller (batch loops hash once).
+  int32_t FindHashed(int64_t key, uint64_t h) const {
+    uint64_t i = h & mask_;
     while (true) {
       const Slot& s = slots_[i];
       if (s.value == kMissing) return kMissing;
@@ -29,8 +32,11 @@ class KeyIndexMap {
     }
   }
 
+  static uint64_t HashOf(int64_t key) { return Hash(key); }
+
   // Hints the cache line `key` probes first (for loops that look up many keys).
-  void Prefetch(int64_t key) const { __builtin_prefetch(&slots_[Hash(key) & mask_]); }
+  void Prefetch(int64_t key) const { PrefetchHashed(Hash(key)); }
+  void PrefetchHashed(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
 
   // Inserts key -> value; `key` must be absent.
   void Insert(int64_t key, int32_t value) {
@@ -80,6 +86,7 @@ class KeyIndexMap {
     return c;
   }
 
+  // The hash of a key (a 64-bit mix; the low bits pick the slot).
   static uint64_t Hash(int64_t key) {
     uint64_t x = static_cast<uint64_t>(key);
     x ^= x >> 33;
