@@ -41,7 +41,8 @@ def make_dense_sync(name: DenseSyncKind | str | None = None, *, rank: int | None
         return HorovodDenseSync(
             rank=rank, num_workers=num_workers,
             coordinator=coordinator if coordinator is not None else env.coordinator(),
-            cycle_time_ms=cycle_time_ms if cycle_time_ms is not None else DEFAULT_CYCLE_TIME_MS)
+            cycle_time_ms=cycle_time_ms if cycle_time_ms is not None else DEFAULT_CYCLE_TIME_MS,
+            local_size=env.local_size())
     from herald_tf.dense.tf_distribute import TfDistributeDenseSync
 
     sync = TfDistributeDenseSync(devices=devices)

@@ -168,13 +168,16 @@ class HorovodDenseSync(DenseSync):
         num_workers: number of workers (default ``$HERALD_NUM_WORKERS``, else Horovod's size).
         coordinator: ``host:port`` of the rendezvous (default ``$HERALD_COORDINATOR``).
         cycle_time_ms: Horovod's cycle time when ``HOROVOD_CYCLE_TIME`` is not set.
+        local_size: workers on this host (``$HERALD_LOCAL_SIZE``); without horovodrun every
+            worker must share one host.
     """
 
     kind = DenseSyncKind.HOROVOD
 
     def __init__(self, rank: int | None = None, num_workers: int | None = None,
                  coordinator: str | None = None,
-                 cycle_time_ms: float = DEFAULT_CYCLE_TIME_MS) -> None:
+                 cycle_time_ms: float = DEFAULT_CYCLE_TIME_MS,
+                 local_size: int | None = None) -> None:
         self._hvd = _import_hvd()
         self._rendezvous: GlooRendezvous | None = None
         self._barriers = 0
@@ -185,6 +188,10 @@ class HorovodDenseSync(DenseSync):
                     "Expected a rank and a coordinator address (HERALD_RANK, HERALD_COORDINATOR) "
                     f"for {num_workers} Horovod workers not started by horovodrun. Received: "
                     f"rank={rank}, coordinator={coordinator}")
+            if local_size is not None and local_size != num_workers:
+                raise ValueError(
+                    "Horovod workers on several hosts need horovodrun to set up Gloo (herald-run "
+                    f"--horovod). Received: {local_size} of {num_workers} workers on this host")
             for name, value in horovod_worker_env(rank, num_workers, coordinator,
                                                   cycle_time_ms).items():
                 os.environ.setdefault(name, value)

@@ -79,3 +79,23 @@ def test_one_worker_collectives_keep_values(one_worker: object) -> None:
     one_worker.broadcast_variables([v])
     one_worker.barrier()
     assert float(v.numpy()[0]) == 5.0
+
+
+def test_workers_on_several_hosts_without_horovodrun_are_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("horovod.tensorflow")
+    from herald_tf.dense import make_dense_sync
+
+    monkeypatch.delenv("HOROVOD_GLOO_RENDEZVOUS_ADDR", raising=False)
+    monkeypatch.setenv("HERALD_LOCAL_SIZE", "2")
+    with pytest.raises(ValueError, match="need horovodrun.*2 of 4 workers on this host"):
+        make_dense_sync("horovod", rank=1, num_workers=4, coordinator="127.0.0.1:9")
+
+
+def test_several_workers_need_a_rank_and_a_coordinator(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("horovod.tensorflow")
+    from herald_tf.dense.horovod import HorovodDenseSync
+
+    monkeypatch.delenv("HOROVOD_GLOO_RENDEZVOUS_ADDR", raising=False)
+    with pytest.raises(ValueError, match="HERALD_COORDINATOR"):
+        HorovodDenseSync(rank=0, num_workers=2)
