@@ -159,8 +159,8 @@ class HorovodDenseSync(DenseSync):
     dense gradients over the N workers gives the gradient of the mean over G = N·B — the
     single-process dense gradient. The embedding gradient a worker computes is
     ∂(Σ_{i in its batch} lossᵢ)/B; the parameter servers (or ``allreduce_sum``) *sum* the
-    workers' contributions, so each is scaled by 1/N first: Σ_w ∂(Σ_w lossᵢ)/(N·B) =
-    ∂(Σᵢ lossᵢ)/G. ``embedding_gradient_scale`` is therefore ``1 / num_workers``. Regularization
+    workers' contributions, so each is scaled by 1/N first: Σ_w ∂(Σ_{i in w's batch} lossᵢ)/(N·B)
+    = ∂(Σᵢ lossᵢ)/G. ``embedding_gradient_scale`` is therefore ``1 / num_workers``. Regularization
     losses are added on every worker; their dense gradients are averaged, so they count once.
 
     Args:
