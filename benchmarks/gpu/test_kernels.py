@@ -614,6 +614,34 @@ def test_dedup_apply_nonfinite_changes_nothing(lib, stream):
             np.testing.assert_array_equal(cp.asnumpy(a), b)
 
 
+@pytest.mark.parametrize("bad", [-3, 500])
+def test_dedup_apply_and_unique_reject_bad_ids(lib, stream, bad):
+    rng = np.random.default_rng()
+    slots, dim, n = 500, 8, 300
+    ids = rng.integers(0, slots, size=n).astype(np.int64)
+    ids[123] = bad
+    p = OptimizerParams(int(Optimizer.SGD), 0.1, 0.9, 0.999, 1e-4, 0.1)
+    d_value = cp.asarray(rng.standard_normal((slots, dim)).astype(np.float32))
+    d_versions = cp.zeros((slots,), dtype=cp.int64)
+    before = cp.asnumpy(d_value)
+    unique = cp.full((n,), -1, dtype=cp.int64)
+    num = cp.full((1,), -1, dtype=cp.int64)
+    summed = cp.full((n, dim), np.nan, dtype=cp.float32)
+    code, msg = lib.call("herald_cuda_dedup_apply", ctypes.addressof(p), ptr(d_value), None,
+                         ptr(d_versions), slots, dim, ptr(cp.asarray(ids)), n,
+                         ptr(cp.asarray(rng.standard_normal((n, dim)).astype(np.float32))),
+                         None, n, int(Combiner.NONE), ptr(unique), ptr(num), ptr(summed),
+                         stream.ptr, None, None, check=False)
+    assert code == StatusCode.OUT_OF_RANGE and "position 123" in msg and str(bad) in msg
+    np.testing.assert_array_equal(cp.asnumpy(d_value), before)
+    assert int(cp.asnumpy(d_versions).sum()) == 0
+    assert np.all(cp.asnumpy(unique) == -1) and int(num.get()[0]) == -1
+    assert np.all(np.isnan(cp.asnumpy(summed)))
+    code, msg = lib.call("herald_cuda_unique_slots", ptr(cp.asarray(ids)), n, slots, ptr(unique),
+                         None, ptr(num), stream.ptr, None, None, check=False)
+    assert code == StatusCode.OUT_OF_RANGE and "position 123" in msg
+
+
 # ------------------------------------------------------------------------------ rows, init
 
 

@@ -198,7 +198,9 @@ int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* stat
                 cudaStream_t stream, HeraldStatus* status) {
   const bool vec = dim % 4 == 0 && Aligned16(storage) && Aligned16(grads) &&
                    (KIND == HERALD_OPT_SGD || Aligned16(state));
-  constexpr int kRows = HERALD_APPLY_ROWS;
+  // SGD moves the fewest bytes per row: more rows per warp keep enough traffic in flight
+  // (measured on an H200: 8 rows 124 us vs 4 rows 132 us for SGD; Adam best at 4).
+  constexpr int kRows = KIND == HERALD_OPT_SGD ? 2 * HERALD_APPLY_ROWS : HERALD_APPLY_ROWS;
   if (vec) {
     ApplyVec4Kernel<KIND, kRows><<<BlocksFor(u, kThreads / 32 * kRows), kThreads, 0, stream>>>(
         params, storage, state, versions, dim, unique_slots, u, u_device, grads, error);

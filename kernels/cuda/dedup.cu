@@ -9,6 +9,9 @@
 // alone, so results are bitwise reproducible.
 #include <stdint.h>
 
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 
@@ -51,29 +54,34 @@ int EndBit(int64_t limit) {
 
 // ---------------------------------------------------------------- run construction kernels
 
-__global__ void IotaKernel(int32_t* out, int64_t n, const HeraldCudaError* error) {
-  if (ErrorSet(error)) return;
+// The first pass over the keys: the range check (into the error record, before any kernel that
+// writes an output), the positions 0..n-1 to sort with them, and a zeroed list counter.
+__global__ void IotaCheckKernel(const int64_t* keys, int64_t n, int64_t limit, int check,
+                                int32_t* positions, int32_t* list_count, HeraldCudaError* error) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
-    out[i] = static_cast<int32_t>(i);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (first == 0 && list_count != nullptr) *list_count = 0;
+  for (int64_t i = first; i < n; i += stride) {
+    positions[i] = static_cast<int32_t>(i);
+    const int64_t key = keys[i];
+    if (key < 0 || key >= limit) ReportError(error, i, check);
   }
 }
 
-__global__ void HeadsKernel(const unsigned long long* sorted_keys, int64_t n, int32_t* head,
-                            const HeraldCudaError* error) {
-  if (ErrorSet(error)) return;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
-       k += stride) {
-    head[k] = (k == 0 || sorted_keys[k] != sorted_keys[k - 1]) ? 1 : 0;
+// 1 where sorted element k starts a run (fed to the scan as an iterator: no array, no kernel).
+struct RunHead {
+  const unsigned long long* sorted_keys;
+  __host__ __device__ int32_t operator()(int64_t k) const {
+    return (k == 0 || sorted_keys[k] != sorted_keys[k - 1]) ? 1 : 0;
   }
-}
+};
+using RunHeadIterator =
+    thrust::transform_iterator<RunHead, thrust::counting_iterator<int64_t>, int32_t>;
 
 // run_count is the inclusive scan of the run heads: element k belongs to run run_count[k] - 1.
 // run_start[r] for every run, run_start[num_runs] = n, *num_runs_out; and (dedup mode) a flag
 // at the first position of every run.
-__global__ void RunStartsKernel(const int32_t* head, const int32_t* run_count,
+__global__ void RunStartsKernel(const int32_t* run_count,
                                 const int32_t* sorted_pos, int64_t n, int32_t* run_start,
                                 int32_t* first_flag, int64_t* num_runs_out,
                                 const HeraldCudaError* error) {
@@ -81,7 +89,7 @@ __global__ void RunStartsKernel(const int32_t* head, const int32_t* run_count,
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += stride) {
-    if (head[k]) {
+    if (k == 0 || run_count[k] != run_count[k - 1]) {
       run_start[run_count[k] - 1] = static_cast<int32_t>(k);
       if (first_flag != nullptr) first_flag[sorted_pos[k]] = 1;
     }
@@ -94,22 +102,41 @@ __global__ void RunStartsKernel(const int32_t* head, const int32_t* run_count,
 }
 
 // Output row of every run: its rank by first position (dedup mode, rank_at_pos != NULL) or its
-// key (inverse mode). Fills row_of_run, run_of_row and (dedup mode) unique[rank] = key.
+// key (inverse mode). Fills row_of_run, run_of_row and (dedup mode) unique[rank] = key. With
+// `list` (dedup mode), also lists the rows whose run spans several segment-sum chunks (see
+// CombineFlagKernel, which does this for inverse mode).
 __global__ void RankKernel(const unsigned long long* sorted_keys, const int32_t* sorted_pos,
                            const int32_t* run_count, const int32_t* run_start, int64_t n,
                            const int32_t* rank_at_pos, int32_t* row_of_run, int32_t* run_of_row,
-                           int64_t* unique, const HeraldCudaError* error) {
+                           int64_t* unique, int32_t* list, int32_t* list_count,
+                           const HeraldCudaError* error) {
   if (ErrorSet(error)) return;
+  const int lane = threadIdx.x & 31;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
-       k += stride) {
-    const int32_t r = run_count[k] - 1;
-    if (run_start[r] != k) continue;
-    const int32_t row = rank_at_pos != nullptr ? rank_at_pos[sorted_pos[k]]
-                                               : static_cast<int32_t>(sorted_keys[k]);
-    row_of_run[r] = row;
-    run_of_row[row] = r;
-    if (unique != nullptr) unique[row] = static_cast<int64_t>(sorted_keys[k]);
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x - lane;
+       base < n; base += stride) {  // warp-uniform loop (the list append uses a ballot)
+    const int64_t k = base + lane;
+    bool multi_chunk = false;
+    int32_t row = 0;
+    if (k < n) {
+      const int32_t r = run_count[k] - 1;
+      const int32_t start = run_start[r];
+      if (start == k) {
+        row = rank_at_pos != nullptr ? rank_at_pos[sorted_pos[k]]
+                                     : static_cast<int32_t>(sorted_keys[k]);
+        row_of_run[r] = row;
+        run_of_row[row] = r;
+        if (unique != nullptr) unique[row] = static_cast<int64_t>(sorted_keys[k]);
+        multi_chunk = start / kChunk != (run_start[r + 1] - 1) / kChunk;
+      }
+    }
+    if (list == nullptr) continue;
+    const unsigned int mask = __ballot_sync(0xffffffffu, multi_chunk);
+    if (mask == 0) continue;
+    int32_t first = 0;
+    if (lane == 0) first = atomicAdd(list_count, __popc(mask));
+    first = __shfl_sync(0xffffffffu, first, 0);
+    if (multi_chunk) list[first + __popc(mask & ((1u << lane) - 1))] = row;
   }
 }
 
@@ -400,8 +427,8 @@ struct RunPlan {
                                                     static_cast<int32_t*>(nullptr),
                                                     static_cast<int>(n)),
                       status);
-    HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, inclusive_bytes,
-                                                    static_cast<const int32_t*>(nullptr),
+    const RunHeadIterator heads(thrust::counting_iterator<int64_t>(0), RunHead{nullptr});
+    HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, inclusive_bytes, heads,
                                                     static_cast<int32_t*>(nullptr),
                                                     static_cast<int>(n)),
                       status);
@@ -414,9 +441,12 @@ struct RunPlan {
 
 // Sorts keys (validated to lie in [0, limit)) and builds runs, row_of_run/run_of_row, and
 // optionally unique, inverse and the device row count.
+// Range-checks the keys against [0, limit) first (recording `check`). list/list_count: the
+// multi-chunk row list of a following dedup-mode segment sum, or NULL.
 int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64_t limit,
-                int64_t rows_capacity, int64_t* unique, int64_t* inverse, int64_t* num_rows,
-                const HeraldCudaError* error, cudaStream_t stream, HeraldStatus* status) {
+                int check, int64_t rows_capacity, int64_t* unique, int64_t* inverse,
+                int64_t* num_rows, int32_t* list, int32_t* list_count, HeraldCudaError* error,
+                cudaStream_t stream, HeraldStatus* status) {
   const int64_t n = p.n;
   const unsigned int blocks = BlocksFor(n, kThreads * 4);
   int32_t* pos_in = t.Get<int32_t>(p.pos_in);
@@ -431,16 +461,16 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
   void* cub_temp = t.Get<void>(p.cub_temp);
   size_t cub_bytes = p.cub_bytes;
 
-  IotaKernel<<<blocks, kThreads, 0, stream>>>(pos_in, n, error);
+  IotaCheckKernel<<<blocks, kThreads, 0, stream>>>(keys, n, limit, check, pos_in, list_count,
+                                                   error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
                         cub_temp, cub_bytes, reinterpret_cast<const unsigned long long*>(keys),
                         keys_out, pos_in, pos_out, static_cast<int>(n), 0, EndBit(limit), stream),
                     status);
-  HeadsKernel<<<blocks, kThreads, 0, stream>>>(keys_out, n, head, error);
-  HERALD_CUDA_CHECK_LAUNCH(status);
   cub_bytes = p.cub_bytes;
-  HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(cub_temp, cub_bytes, head, run_count,
+  const RunHeadIterator heads(thrust::counting_iterator<int64_t>(0), RunHead{keys_out});
+  HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(cub_temp, cub_bytes, heads, run_count,
                                                   static_cast<int>(n), stream),
                     status);
   if (p.dedup) {
@@ -449,19 +479,20 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
     HERALD_CUDA_CHECK(
         cudaMemsetAsync(run_of_row, 0xff, sizeof(int32_t) * rows_capacity, stream), status);
   }
-  RunStartsKernel<<<blocks, kThreads, 0, stream>>>(head, run_count, pos_out, n, run_start,
+  RunStartsKernel<<<blocks, kThreads, 0, stream>>>(run_count, pos_out, n, run_start,
                                                    p.dedup ? flag : nullptr, num_rows, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   int32_t* rank_at_pos = nullptr;
   if (p.dedup) {  // rank of a run = number of run starts at earlier positions
-    rank_at_pos = head;  // head is no longer needed
+    rank_at_pos = head;
     cub_bytes = p.cub_bytes;
     HERALD_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(cub_temp, cub_bytes, flag, rank_at_pos,
                                                     static_cast<int>(n), stream),
                       status);
   }
   RankKernel<<<blocks, kThreads, 0, stream>>>(keys_out, pos_out, run_count, run_start, n,
-                                              rank_at_pos, row_of_run, run_of_row, unique, error);
+                                              rank_at_pos, row_of_run, run_of_row, unique,
+                                              p.dedup ? list : nullptr, list_count, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   if (inverse != nullptr) {
     InverseKernel<<<blocks, kThreads, 0, stream>>>(pos_out, run_count, row_of_run, n, inverse,
@@ -496,11 +527,12 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
   float* super = t.Get<float>(s.super);
   int32_t* list = t.Get<int32_t>(s.list);
   int32_t* count = t.Get<int32_t>(s.count);
-  HERALD_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(int32_t), stream), status);
-  CombineFlagKernel<<<BlocksFor(rows, kThreads * 4), kThreads, 0, stream>>>(
-      t.Get<int32_t>(p.run_of_row), t.Get<int32_t>(p.run_start), rows, rows_device, list, count,
-      error);
-  HERALD_CUDA_CHECK_LAUNCH(status);
+  if (!p.dedup) {  // dedup mode: RankKernel listed the rows (and IotaCheckKernel zeroed count)
+    CombineFlagKernel<<<BlocksFor(rows, kThreads * 4), kThreads, 0, stream>>>(
+        t.Get<int32_t>(p.run_of_row), t.Get<int32_t>(p.run_start), rows, rows_device, list,
+        count, error);
+    HERALD_CUDA_CHECK_LAUNCH(status);
+  }
 #define HERALD_LAUNCH_SUM(V)                                                                   \
   do {                                                                                         \
     ChunkSumKernel<V><<<chunk_blocks, kThreads, 0, stream>>>(                                  \
@@ -564,14 +596,17 @@ int DedupGrad(const int64_t* slot_ids, int64_t n, int64_t slots, const float* gr
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(EnqueueIdChecks(slot_ids, n, nullptr, slots, HERALD_CUDA_CHECK_ID_RANGE,
+  // row_splits here; the ids' range is checked by EnqueueRuns' first kernel.
+  HERALD_RETURN_IF_ERROR(EnqueueIdChecks(slot_ids, 0, nullptr, slots, HERALD_CUDA_CHECK_ID_RANGE,
                                          pooled ? row_splits : nullptr, batch, scope.record(),
                                          stream, status));
   if (n == 0) {
     HERALD_RETURN_IF_ERROR(EnqueueSetInt64(num_unique, 0, scope.record(), stream, status));
   } else {
-    HERALD_RETURN_IF_ERROR(EnqueueRuns(plan, temp, slot_ids, slots, n, unique, inverse,
-                                       num_unique, scope.record(), stream, status));
+    HERALD_RETURN_IF_ERROR(EnqueueRuns(plan, temp, slot_ids, slots, HERALD_CUDA_CHECK_ID_RANGE,
+                                       n, unique, inverse, num_unique,
+                                       temp.Get<int32_t>(sum.list), temp.Get<int32_t>(sum.count),
+                                       scope.record(), stream, status));
     const Sources sources{pooled ? row_splits : nullptr, batch, ids_per_bag, combiner};
     HERALD_RETURN_IF_ERROR(EnqueueSegmentSum(plan, sum, temp, grad_out, dim, sources, n,
                                              num_unique, summed, scope.record(),
@@ -610,16 +645,13 @@ int herald_cuda_unique_slots(const int64_t* slot_ids, int64_t n, int64_t slots, 
   if (n > 0) HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(slot_ids, n, nullptr, slots,
-                                                       HERALD_CUDA_CHECK_ID_RANGE, nullptr, 0,
-                                                       scope.record(), stream, status));
   if (n == 0) {
     HERALD_RETURN_IF_ERROR(
         herald::cuda::EnqueueSetInt64(num_unique, 0, scope.record(), stream, status));
-  } else {
-    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(plan, temp, slot_ids, slots, n, unique,
-                                                     inverse, num_unique, scope.record(), stream,
-                                                     status));
+  } else {  // the range check is EnqueueRuns' first kernel
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(
+        plan, temp, slot_ids, slots, HERALD_CUDA_CHECK_ID_RANGE, n, unique, inverse, num_unique,
+        nullptr, nullptr, scope.record(), stream, status));
   }
   return scope.Finish(stream, slot_ids, "slot id", status);
 }
@@ -653,7 +685,8 @@ int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(inverse, n, nullptr, num_unique,
+  // row_splits here; the inverse indices' range is checked by EnqueueRuns' first kernel.
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(inverse, 0, nullptr, num_unique,
                                                        HERALD_CUDA_CHECK_INVERSE,
                                                        pooled ? row_splits : nullptr, batch,
                                                        scope.record(), stream, status));
@@ -662,9 +695,10 @@ int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64
     HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueFill(summed, num_unique * dim, 0.0f,
                                                      scope.record(), stream, status));
   } else {
-    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(plan, temp, inverse, num_unique, num_unique,
-                                                     nullptr, nullptr, nullptr, scope.record(),
-                                                     stream, status));
+    HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueRuns(
+        plan, temp, inverse, num_unique, HERALD_CUDA_CHECK_INVERSE, num_unique, nullptr, nullptr,
+        nullptr, temp.Get<int32_t>(sum.list), temp.Get<int32_t>(sum.count), scope.record(),
+        stream, status));
     const Sources sources{pooled ? row_splits : nullptr, batch, ids_per_bag, combiner};
     HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueSegmentSum(plan, sum, temp, grad_out, dim,
                                                            sources, num_unique, nullptr, summed,
