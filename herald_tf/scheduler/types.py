@@ -9,9 +9,21 @@ C++ one (``kernels/scheduler``, bound in ``_native``) and a slow, simple Python 
 Slot model (the runtime must follow it): each worker's device storage has ``cache_capacity``
 *cache slots* ``[0, C)`` for rows held between steps, then ``staging_regions`` regions of
 ``F * B`` *staging slots* each. Step ``t`` reads a row held in the directory at its cache slot and
-any other row at a staging slot of region ``t % staging_regions``. After the step the runtime, in
-this order, applies ``local`` updates, sends ``writeback`` rows to the PS, and copies ``install``
-rows from their staging slot to their new cache slot.
+any other row at a staging slot of region ``t % staging_regions`` (so pulls for step t + 1 can
+land while step t runs when ``staging_regions >= 2``).
+
+Execution of one worker's plan for step t (what the replay model checks):
+
+1. ``flush``: send these rows (value + state + version) to the PS; allowed as soon as this worker
+   finished its last update of the row (the plan is known L steps ahead).
+2. ``pull``: fetch rows into ``pull_slots`` once the PS version reaches ``pull_versions``;
+   ``init``: write the deterministic initial row into ``init_slots``.
+3. Forward and backward: gather rows by ``slots`` (B, F).
+4. ``local``: apply the optimizer to these rows here; ``push``: send their gradient to the PS
+   (one push per shard and step, possibly empty; the PS sums pushes and applies once).
+5. ``writeback``: send these rows to the PS (evicted dirty rows; ``het``: pending gradients),
+   then ``install``: copy rows from ``install_src`` to ``install_dst``. ``drop`` lists keys
+   that left the directory (their slots are free); it moves nothing.
 """
 
 from __future__ import annotations
