@@ -85,8 +85,8 @@ class Scheduler:
         self._lock = threading.Lock()
 
     def start(self) -> Scheduler:
-        """Starts the background thread (idempotent)."""
-        if self._thread is None:
+        """Starts the background thread (idempotent; nothing after ``close``)."""
+        if self._thread is None and not self._stop.is_set():
             self._thread = threading.Thread(target=self._run, name="herald-scheduler",
                                             daemon=True)
             self._thread.start()
@@ -112,6 +112,8 @@ class Scheduler:
                         f"Expected {self._start_step} batches before the resumed step. "
                         f"Received: {done}"
                     )
+                with self._lock:
+                    self._traffic = self._engine.traffic
             for batch in batches:
                 if self._stop.is_set():
                     return
@@ -127,14 +129,27 @@ class Scheduler:
             return
         self._put(_END)
 
+    def _get(self) -> object:
+        while True:
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    if self._queue.empty():
+                        raise SchedulerError(
+                            "The scheduler was closed or its thread ended."
+                        ) from None
+
     def __iter__(self) -> Iterator[ScheduledStep]:
         self.start()
         while True:
-            item = self._queue.get()
+            item = self._get()
             if item is _END:
                 self._put(_END)  # later iterations end too
                 return
             if isinstance(item, BaseException):
+                self._put(item)  # later iterations fail too
                 raise SchedulerError(f"The scheduler thread failed: {item}") from item
             if item.step != self._next_step:
                 raise SchedulerError(

@@ -81,3 +81,11 @@ def test_resuming_past_the_end_of_the_batches_is_an_error(native_lib: str) -> No
     with Scheduler(cfg, batches, start_step=3) as sched:
         with pytest.raises(SchedulerError, match="Expected 3 batches"):
             sched.next()
+
+
+def test_next_after_close_raises_instead_of_hanging(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=1, batch_size=1, num_fields=1, cache_capacity=1)
+    sched = Scheduler(cfg, iter([np.array([[1]], dtype=np.int64)]))
+    sched.close()
+    with pytest.raises(SchedulerError, match="closed"):
+        sched.next()
