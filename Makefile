@@ -6,11 +6,16 @@ APT_PACKAGES := bazel-bootstrap g++ iproute2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 STAMP := $(VENV)/.herald-setup
 
-.PHONY: setup build demo test test-all lint bench clean
+.PHONY: setup build demo demo-local test test-all lint bench clean
 
 # Idempotent: apt packages when missing, the venv and its packages when requirements change,
 # and the op library when a source changes.
-setup: $(STAMP) build
+setup: $(STAMP) build $(VENV)/.herald-horovod
+
+# Horovod 0.28.1 built from source against this TensorFlow (DESIGN §9; a cached wheel is reused).
+$(VENV)/.herald-horovod: $(STAMP) tools/install_horovod.sh
+	tools/install_horovod.sh $(VENV)
+	touch $@
 
 $(STAMP): requirements.txt
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -30,7 +35,21 @@ herald_tf/lib/_herald_ops.so: $(NATIVE_SOURCES) $(STAMP)
 
 build: $(STAMP) herald_tf/lib/_herald_ops.so
 
-demo: setup
+DEMO_DATA := data/demo_criteo.tsv
+DEMO_FLAGS := --model wdl_criteo --comm Hybrid --cache lru --bound 0 --bsp 0 --nepoch 2 --all \
+	--batch-size 256 --embedding-size 16 --cache-limit-ratio 0.1 --mode herald --data $(DEMO_DATA)
+
+# The main job: synthetic Criteo-format data, WDL on 2 workers + 2 PS (examples/config/dist.yml).
+demo: setup $(DEMO_DATA)
+	$(PY) -m herald_tf.launch -c examples/config/dist.yml -- $(PY) examples/ctr/run_herald.py \
+	  $(DEMO_FLAGS) --metrics-json data/demo_metrics.json
+
+$(DEMO_DATA):
+	mkdir -p data
+	$(PY) -m herald_tf.data.synthetic --out $@ --samples 100000 --scale 0.001 --seed 1
+
+# The single-process walkthrough of the Keras API (local mode).
+demo-local: setup
 	$(PY) examples/demo.py
 
 test: setup

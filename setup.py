@@ -19,7 +19,8 @@ class BuildWithOps(build_py):
     def run(self) -> None:
         # An editable install (`make setup`) uses the libraries `make build` put in place.
         if not getattr(self, "editable_mode", False):
-            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_ops.py")], check=True)
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_ops.py")],
+                           check=True)
         super().run()
 
 

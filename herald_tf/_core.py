@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from herald_tf import env
-from herald_tf.config import InitializerConfig, OptimizerConfig, OptimizerKind
+from herald_tf.config import InitializerConfig, OptimizerConfig
 from herald_tf.errors import (
     HeraldError,
     InvalidArgumentError,
@@ -68,7 +68,7 @@ _F32P = ctypes.POINTER(ctypes.c_float)
 _I64 = ctypes.c_int64
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_core() -> ctypes.CDLL:
     """Loads libherald_core.so once; raises ``LibraryNotFoundError`` saying how to rebuild."""
     path = os.path.join(env.lib_dir(), CORE_LIBRARY)
@@ -147,7 +147,8 @@ def _rows(array: np.ndarray, what: str, width: int | None = None) -> np.ndarray:
     return array
 
 
-def optimizer_params(config: OptimizerConfig, learning_rate: float | None = None) -> _OptimizerParams:
+def optimizer_params(config: OptimizerConfig,
+                     learning_rate: float | None = None) -> _OptimizerParams:
     """The C struct of an optimizer config, with this step's learning rate if given."""
     lr = config.learning_rate if learning_rate is None else learning_rate
     return _OptimizerParams(int(config.kind), lr, config.beta1, config.beta2, config.epsilon,

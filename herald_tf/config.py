@@ -106,7 +106,7 @@ class OptimizerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "OptimizerConfig":
+    def from_dict(cls, d: dict[str, Any]) -> OptimizerConfig:
         return cls(**d)
 
 
@@ -130,7 +130,8 @@ class InitializerConfig:
             raise ValueError(f"Expected a <= b for a uniform initializer. Received: a={self.a}, "
                              f"b={self.b}")
         if self.kind == InitializerKind.NORMAL and not self.b >= 0:
-            raise ValueError(f"Expected stddev b >= 0 for a normal initializer. Received: b={self.b}")
+            raise ValueError(
+                f"Expected stddev b >= 0 for a normal initializer. Received: b={self.b}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -138,7 +139,7 @@ class InitializerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "InitializerConfig":
+    def from_dict(cls, d: dict[str, Any]) -> InitializerConfig:
         return cls(**d)
 
 
@@ -183,7 +184,7 @@ class TableConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TableConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TableConfig:
         return cls(
             name=d["name"],
             dim=d["dim"],

@@ -22,7 +22,7 @@ OPS_LIBRARY = "_herald_ops.so"
 _COMBINERS = {c.name.lower() for c in Combiner}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_ops() -> Any:
     """Loads the op library once and registers the lookup gradient; clear errors on mismatch."""
     lib_dir = env.lib_dir()
@@ -56,7 +56,8 @@ def _handle(variable: Any, accessed: bool = False) -> tf.Tensor:
     With ``accessed``, the read is reported to active gradient tapes (as ``Variable.sparse_read``
     does), so ``tape.gradient(loss, variable)`` sees the lookup.
     """
-    for candidate in (getattr(variable, "_value", None), getattr(variable, "value", None), variable):
+    candidates = (getattr(variable, "_value", None), getattr(variable, "value", None), variable)
+    for candidate in candidates:
         candidate = local_variable(candidate)
         handle = getattr(candidate, "handle", None)
         if handle is not None and getattr(handle, "dtype", None) == tf.resource:
@@ -141,7 +142,8 @@ def _lookup_grad(op: tf.Operation, grad: tf.Tensor) -> list[Any]:
     return [tf.IndexedSlices(summed, unique, dense_shape), None, None]
 
 
-def lookup_grad(grad: tf.Tensor, slot_ids: Any, combiner: str = "sum") -> tuple[tf.Tensor, tf.Tensor]:
+def lookup_grad(grad: tf.Tensor, slot_ids: Any,
+                combiner: str = "sum") -> tuple[tf.Tensor, tf.Tensor]:
     """Distinct slots (first-appearance order) and their summed gradients for a lookup."""
     _check_combiner(combiner)
     flat, splits, _ = _flat_ids_and_splits(slot_ids)

@@ -16,7 +16,6 @@ def main() -> int:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tf_dir = os.path.dirname(tf.__file__)
-    include = tf.sysconfig.get_include()
     link = os.path.join(root, "third_party", "tensorflow_pip")
     if os.path.islink(link) or os.path.exists(link):
         os.remove(link)

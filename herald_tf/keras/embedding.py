@@ -55,7 +55,8 @@ class HeraldEmbedding(keras.layers.Layer):
         if mode not in _MODES:
             raise ValueError(f"Expected mode in {_MODES}. Received: mode={mode!r}")
         if not isinstance(capacity, int) or capacity <= 0:
-            raise ValueError(f"Expected capacity to be a positive int. Received: capacity={capacity!r}")
+            raise ValueError(
+                f"Expected capacity to be a positive int. Received: capacity={capacity!r}")
         Combiner[combiner.upper()]  # noqa: B018 - validates the name
         if isinstance(optimizer, dict):
             optimizer = OptimizerConfig.from_dict(optimizer)
@@ -168,7 +169,8 @@ class HeraldEmbedding(keras.layers.Layer):
             )
             return tf.identity(filled)
 
-    def apply_embedding_gradients(self, gradient: tf.IndexedSlices, learning_rate: Any = None) -> Any:
+    def apply_embedding_gradients(self, gradient: tf.IndexedSlices,
+                                  learning_rate: Any = None) -> Any:
         """Applies this step's (deduplicated) storage gradient with the table's sparse optimizer."""
         return ops.sparse_apply(
             self.storage, self.optimizer_state, self.versions, gradient.indices, gradient.values,

@@ -69,7 +69,8 @@ class HeraldModel(keras.Model):
         check_supported(self, optimizer)
         self.dense_sync = dense_sync
         if jit_compile not in (False, "auto", None):
-            raise ValueError("herald_tf's ops do not run under XLA: compile with jit_compile=False.")
+            raise ValueError(
+                "herald_tf's ops do not run under XLA: compile with jit_compile=False.")
         steps = kwargs.get("steps_per_execution", 1)
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and steps != 1:

@@ -74,9 +74,6 @@ class RuntimeConfig:
         allocation: ``none``, ``greedy`` or ``grouped`` (``herald``; ``none`` otherwise).
         lookahead: global batches scheduled ahead (>= 2).
         key_feature: model-input name of the ``[B, F]`` int64 keys.
-        embedding_gradient_scale: factor on embedding gradients before they leave the worker
-            (1/N when the dense backend averages a per-worker mean loss, 1 under tf.distribute,
-            whose loss is already divided by N; DESIGN §2a).
         pull_timeout_s: how long a pull may wait at the PS for the version it needs.
     """
 
@@ -91,7 +88,6 @@ class RuntimeConfig:
     allocation: str = "none"
     lookahead: int = 2
     key_feature: str = "categorical"
-    embedding_gradient_scale: float = 1.0
     pull_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -340,13 +336,14 @@ class WorkerRuntime:
         """Applies local rows, pushes gradients, writes back and installs (py_function body).
 
         ``grads`` are (indices, values) per table, in ``self.tables`` order: the deduplicated
-        gradient of each storage w.r.t. the step's loss.
+        gradient of each storage w.r.t. the step's loss, already scaled to ∂(Σ loss)/G by the
+        model's dense sync (DESIGN §2a; ``HeraldModel.compile(dense_sync=...)``).
         """
         step = int(np.asarray(step).reshape(-1)[0])
         plan = self._current
         if plan is None or step != self._next_step:
-            raise PlanMismatchError(f"Expected end_step of step {self._next_step}. Received: {step}")
-        scale = self.config.embedding_gradient_scale
+            raise PlanMismatchError(
+                f"Expected end_step of step {self._next_step}. Received: {step}")
         start = time.perf_counter()
         pushes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         rates: dict[str, float] = {}
@@ -354,11 +351,11 @@ class WorkerRuntime:
         for layer, indices, values in zip(self.tables, grads[0::2], grads[1::2]):
             indices, values = np.asarray(indices), np.asarray(values)
             if plan.local_keys.size:
-                rows = _rows_for(indices, values, plan.local_slots) * scale
+                rows = _rows_for(indices, values, plan.local_slots)
                 ops.sparse_apply(layer.storage, layer.optimizer_state, layer.versions,
                                  plan.local_slots, rows, layer.table.optimizer)
             pushes[layer.table.name] = (plan.push_keys,
-                                        _rows_for(indices, values, push_slots) * scale)
+                                        _rows_for(indices, values, push_slots))
             rates[layer.table.name] = layer.table.optimizer.learning_rate
         if self.config.mode == "herald":
             # herald: a locally applied row is owned (dirty) until flushed or written back.

@@ -52,7 +52,8 @@ def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execu
                                                                          "top": (8,)}
     model = MODELS[name](FIELDS, DENSE, DIM, capacity,
                          OptimizerConfig.from_dict(OPTIMIZERS[optimizer]), **kwargs)
-    model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy", steps_per_execution=steps_per_execution)
+    model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy",
+                  steps_per_execution=steps_per_execution)
     return model
 
 

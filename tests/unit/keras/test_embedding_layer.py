@@ -155,7 +155,8 @@ def test_export_reloads_in_a_fresh_process(tmp_path) -> None:
         "from herald_tf import ops\n"
         "ops.load_ops()\n"
         f"m = tf.saved_model.load({path!r})\n"
-        f"k = np.load({str(tmp_path / 'keys.npy')!r}); d = np.load({str(tmp_path / 'dense.npy')!r})\n"
+        f"k = np.load({str(tmp_path / 'keys.npy')!r})\n"
+        f"d = np.load({str(tmp_path / 'dense.npy')!r})\n"
         "out = m.serve([tf.constant(k), tf.constant(d)]).numpy()\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, out)\n"
     )

@@ -19,7 +19,8 @@ CONFIGS = {
 def _variables(rows: int, dim: int, config: OptimizerConfig, rng: np.random.Generator):
     value = rng.normal(size=(rows, dim)).astype(np.float32)
     state = _core.init_state(config, rows, dim)
-    return value, state, tf.Variable(value), tf.Variable(state), tf.Variable(np.zeros(rows, np.int64))
+    versions = tf.Variable(np.zeros(rows, np.int64))
+    return value, state, tf.Variable(value), tf.Variable(state), versions
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))

@@ -1,0 +1,223 @@
+"""Trains a CTR model on herald: one worker process of a cluster started by ``herald-run``.
+
+Seed-compatible flags (the research system's ``run_hetu.py`` / ``run_laia.py``)::
+
+    herald-run -c examples/config/dist.yml -- python examples/ctr/run_herald.py \\
+        --model wdl_criteo --comm Hybrid --cache lru --bound 0 --bsp 0 --nepoch 1 --all \\
+        --batch-size 256 --embedding-size 16 --cache-limit-ratio 0.1 --mode herald
+
+``--comm PS`` → mode ``ps``; ``--comm Hybrid --cache X --bound b`` → ``het`` (or ``herald`` with
+``--mode herald``); ``--comm AllReduce`` → ``allreduce`` (not implemented yet: refused).
+``--bsp 0`` (synchronous) is the only synchronisation herald supports.
+
+The cluster comes from the launcher's environment (``HERALD_PS_ADDRS``, ``HERALD_RANK``,
+``HERALD_NUM_WORKERS``, ``HERALD_TOKEN``, ``TF_CONFIG``); dense weights are synchronised by
+tf.distribute's MultiWorkerMirroredStrategy. Every worker reads the same data and trains its
+share of each global batch (N * batch size). Per epoch it prints loss, AUC, samples/s, the
+step-time split, embedding bytes per sample by kind and the cache hit ratio (also to
+TensorBoard with ``--logdir``); at the end rank 0 evaluates held-out logloss and AUC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def _flag(name: str) -> object:
+    """A flag with a dash in its name (the seed's spelling, e.g. --batch-size)."""
+    return FLAGS[name].value
+
+flags.DEFINE_string("model", "wdl_criteo", "<wdl|deepfm|dcn|dlrm>_<criteo|avazu>")
+flags.DEFINE_enum("comm", "Hybrid", ["PS", "Hybrid", "AllReduce"], "seed's communication mode")
+flags.DEFINE_enum("cache", "lru", ["lru", "lfu", "LRU", "LFU"], "worker cache eviction")
+flags.DEFINE_integer("bound", 0, "HET staleness bound (0: exact synchronous SGD)")
+flags.DEFINE_integer("bsp", 0, "synchronisation: 0 = BSP (the only one supported)")
+flags.DEFINE_integer("nepoch", 1, "epochs over the training data")
+flags.DEFINE_bool("all", False, "train on every sample of --data (default: --num-samples)")
+flags.DEFINE_integer("batch-size", 256, "samples per worker per step")
+flags.DEFINE_integer("embedding-size", 16, "embedding width")
+flags.DEFINE_float("cache-limit-ratio", 0.1, "worker cache rows / distinct keys of the data")
+flags.DEFINE_enum("mode", None, ["ps", "het", "herald"], "override the mode --comm implies")
+flags.DEFINE_enum("allocation", "grouped", ["none", "greedy", "grouped"],
+                  "herald's input allocation")
+flags.DEFINE_string("data", None, "Criteo TSV file (default: synthetic data)")
+flags.DEFINE_integer("num-samples", 200_000, "samples used without --all (synthetic or file)")
+flags.DEFINE_float("synthetic-scale", 0.001, "synthetic data: scale of Criteo's cardinalities")
+flags.DEFINE_float("val-fraction", 0.1, "held-out fraction for the final evaluation")
+flags.DEFINE_enum("optimizer", "adagrad", ["sgd", "adagrad", "adam"], "embedding optimizer")
+flags.DEFINE_float("learning-rate", 0.05, "embedding learning rate")
+flags.DEFINE_float("dense-learning-rate", 1e-3, "dense (Adam) learning rate")
+flags.DEFINE_string("logdir", None, "TensorBoard directory")
+flags.DEFINE_string("metrics-json", None, "write the final metrics of rank 0 here")
+
+
+def _mode() -> str:
+    if FLAGS.bsp != 0:
+        raise app.UsageError(f"Expected --bsp 0: herald trains with synchronous SGD only. "
+                             f"Received: --bsp {FLAGS.bsp}")
+    if FLAGS.comm == "AllReduce":
+        raise app.UsageError("--comm AllReduce (tables replicated, no PS) is not implemented "
+                             "yet; use --comm PS or Hybrid.")
+    if FLAGS.mode:
+        return FLAGS.mode
+    return "ps" if FLAGS.comm == "PS" else "het"
+
+
+def _load_data(num_fields: int):
+    """(keys, dense, labels) of the whole data set, in file / generation order."""
+    from herald_tf.data.criteo import CriteoReader
+    from herald_tf.data.synthetic import SyntheticConfig, SyntheticCriteo
+
+    limit = None if FLAGS.all else _flag("num-samples")
+    if FLAGS.data:
+        parts = []
+        total = 0
+        for batch in CriteoReader(FLAGS.data):
+            parts.append(batch)
+            total += len(batch)
+            if limit is not None and total >= limit:
+                break
+        import numpy as np
+
+        keys = np.concatenate([p.keys for p in parts])[:limit]
+        dense = np.concatenate([p.dense for p in parts])[:limit]
+        labels = np.concatenate([p.labels for p in parts])[:limit]
+    else:
+        batch = SyntheticCriteo(SyntheticConfig(scale=_flag("synthetic-scale"), seed=0)).batch(
+            limit or _flag("num-samples"))
+        keys, dense, labels = batch.keys, batch.dense, batch.labels
+    return keys, dense.astype("float32"), labels.astype("float32")
+
+
+def compare_policies(keys, global_batch: int, steps: int, config) -> dict[str, float]:
+    """Rows moved per sample by ps, het(bound 0) and herald on the same global batches,
+    computed by replaying the schedules (no training; DESIGN §6)."""
+    from herald_tf.scheduler import make_engine
+
+    rows = {}
+    for name, policy, allocation in (("ps", "ps", "none"), ("het", "het", "none"),
+                                     ("herald", "herald", config.allocation)):
+        engine = make_engine(dataclasses.replace(
+            config, policy=policy, allocation=allocation,
+            cache_capacity=0 if policy == "ps" else config.cache_capacity), emit_plans=False)
+        for s in range(steps):
+            engine.step(keys[s * global_batch:(s + 1) * global_batch])
+        rows[name] = engine.traffic.rows_per_sample()
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from examples.ctr.models import MODELS
+    from herald_tf import OptimizerConfig, env
+    from herald_tf.keras.callbacks import HeraldMetrics
+    from herald_tf.keras.runtime import RuntimeConfig, WorkerRuntime
+    from herald_tf.transport.factory import make_transport
+
+    name, _, dataset_name = FLAGS.model.partition("_")
+    if name not in MODELS or dataset_name != "criteo":
+        raise app.UsageError(f"Expected --model <{'|'.join(MODELS)}>_criteo. Received: "
+                             f"{FLAGS.model} (Avazu runs are not wired into this script yet)")
+    mode = _mode()
+    rank, workers = env.rank() or 0, env.num_workers() or 1
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    keys, dense, labels = _load_data(26)
+    n_val = int(len(labels) * _flag("val-fraction"))
+    train = slice(0, len(labels) - n_val)
+    g = workers * _flag("batch-size")
+    steps_per_epoch = (train.stop // g)
+    distinct = int(np.unique(keys[train]).size)
+    capacity = 0 if mode == "ps" else max(1, int(distinct * _flag("cache-limit-ratio")))
+
+    def global_batches():
+        for _ in range(FLAGS.nepoch):  # the look-ahead continues across epochs
+            for s in range(steps_per_epoch):
+                sl = slice(s * g, (s + 1) * g)
+                yield {"categorical": keys[sl], "dense": dense[sl], "label": labels[sl]}
+
+    transport = make_transport("grpc", addresses=list(env.ps_addresses()),
+                               token=env.cluster_token())
+    config = RuntimeConfig(
+        mode=mode, num_workers=workers, rank=rank, batch_size=_flag("batch-size"), num_fields=26,
+        cache_capacity=capacity, eviction=FLAGS.cache.lower(), bound=FLAGS.bound,
+        allocation=FLAGS.allocation if mode == "herald" else "none")
+    runtime = WorkerRuntime(config, transport, global_batches())
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    optimizer = OptimizerConfig(FLAGS.optimizer, learning_rate=_flag("learning-rate"))
+    with strategy.scope(), runtime.scope():
+        model = MODELS[name](26, dense.shape[1], _flag("embedding-size"), distinct, optimizer)
+        model.compile(keras.optimizers.Adam(_flag("dense-learning-rate")), "binary_crossentropy",
+                      metrics=[keras.metrics.AUC(name="auc")])
+    data = runtime.distributed_dataset(strategy, {
+        "categorical": tf.TensorSpec([26], tf.int64),
+        "dense": tf.TensorSpec([dense.shape[1]], tf.float32)})
+    if rank == 0:
+        print(f"herald: model {FLAGS.model}, mode {mode}, {workers} workers x batch "
+              f"{_flag('batch-size')}, {steps_per_epoch} steps/epoch, {distinct} distinct keys, "
+              f"cache {capacity} rows/worker, {len(env.ps_addresses())} PS", flush=True)
+    callbacks = [HeraldMetrics(runtime, g, log_dir=FLAGS.logdir,
+                               print_fn=print if rank == 0 else None)]
+    if FLAGS.logdir:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(FLAGS.logdir, f"w{rank}")))
+    start = time.perf_counter()
+    model.fit(data, epochs=FLAGS.nepoch, steps_per_epoch=steps_per_epoch, verbose=0,
+              callbacks=callbacks)
+    train_s = time.perf_counter() - start
+    runtime.flush_dirty()
+    # Every worker's rows are on the PS once all have flushed: a collective is the barrier.
+    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+    if rank == 0:
+        probs = []
+        for s in range(0, n_val, 4096):
+            sl = slice(train.stop + s, train.stop + min(s + 4096, n_val))
+            probs.append(model({"categorical": keys[sl], "dense": dense[sl]},
+                               training=False).numpy().ravel())
+        p = np.clip(np.concatenate(probs) if probs else np.zeros(0), 1e-7, 1 - 1e-7)
+        y = labels[train.stop:]
+        auc = keras.metrics.AUC()
+        auc.update_state(y, p)
+        logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if n_val else 0.0
+        stats = runtime.stats()
+        result = {"mode": mode, "workers": workers, "held_out_logloss": logloss,
+                  "held_out_auc": float(auc.result()), "train_seconds": train_s,
+                  "samples_per_s": FLAGS.nepoch * steps_per_epoch * g / train_s,
+                  "cache_hit_ratio": stats["cache_hit_ratio"], "bytes": stats["bytes"],
+                  "rows": stats["rows"]}
+        print(f"held-out: logloss {logloss:.4f}  AUC {result['held_out_auc']:.4f}  "
+              f"({n_val} samples); trained {FLAGS.nepoch * steps_per_epoch} steps in "
+              f"{train_s:.1f}s", flush=True)
+        if mode == "herald":
+            rows = compare_policies(keys, g, steps_per_epoch, runtime.config.scheduler_config(
+                _flag("embedding-size"), optimizer.kind))
+            result["rows_per_sample"] = rows
+            print(f"embedding rows moved per sample on this data (one epoch, same schedule): "
+                  f"ps {rows['ps']:.2f}, het(bound 0) {rows['het']:.2f}, herald "
+                  f"{rows['herald']:.2f} = {rows['herald'] / rows['het']:.2f}x het, "
+                  f"{rows['herald'] / rows['ps']:.2f}x ps", flush=True)
+        if _flag("metrics-json"):
+            with open(_flag("metrics-json"), "w") as f:
+                json.dump(result, f, indent=2)
+    runtime.close()
+    transport.close()
+
+
+if __name__ == "__main__":
+    app.run(main)
