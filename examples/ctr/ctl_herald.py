@@ -27,6 +27,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -87,6 +89,31 @@ def build_model(num_fields: int, num_dense: int, dim: int, capacity: int, lr: fl
     return model, [deep_table, wide_table]
 
 
+def make_train_step(model: Any, tables: list[Any], dense_optimizer: Any, global_batch: int
+                    ) -> Callable[[dict, Any], tuple[Any, Any]]:
+    """The per-replica step for ``strategy.run``: returns (this replica's share of the mean
+    loss, click probabilities). Dense weights go to ``dense_optimizer``; each table's storage
+    gradient goes to herald's sparse optimizer."""
+    import tensorflow as tf
+
+    def train_step(x: dict, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            for table in tables:  # the rows are not Keras weights: watch the storage
+                tape.watch(table.storage.value)
+            logits = model(x, training=True)
+            per_sample = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
+            loss = tf.nn.compute_average_loss(per_sample[:, 0], global_batch_size=global_batch)
+        dense_vars = model.trainable_variables
+        grads = tape.gradient(loss, dense_vars + [t.storage.value for t in tables])
+        dense_optimizer.apply_gradients(zip(grads[:len(dense_vars)], dense_vars))
+        for table, grad in zip(tables, grads[len(dense_vars):]):
+            if grad is not None:  # an IndexedSlices over this step's slots
+                table.apply_embedding_gradients(grad)
+        return loss, tf.sigmoid(logits)
+
+    return train_step
+
+
 def main(argv: list[str] | None = None) -> int:
     """Trains and prints per-epoch metrics; returns the process exit code."""
     args = parse_args(argv)
@@ -126,20 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         dense_optimizer.build(model.trainable_variables)
     dist_data = strategy.distribute_datasets_from_function(dataset_fn)
 
-    def train_step(x: dict, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            for table in tables:  # the rows are not Keras weights: watch the storage
-                tape.watch(table.storage.value)
-            logits = model(x, training=True)
-            per_sample = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
-            loss = tf.nn.compute_average_loss(per_sample[:, 0], global_batch_size=global_batch)
-        dense_vars = model.trainable_variables
-        grads = tape.gradient(loss, dense_vars + [t.storage.value for t in tables])
-        dense_optimizer.apply_gradients(zip(grads[:len(dense_vars)], dense_vars))
-        for table, grad in zip(tables, grads[len(dense_vars):]):
-            if grad is not None:  # an IndexedSlices over this step's slots
-                table.apply_embedding_gradients(grad)
-        return loss, tf.sigmoid(logits)
+    train_step = make_train_step(model, tables, dense_optimizer, global_batch)
 
     @tf.function
     def distributed_step(x: dict, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
