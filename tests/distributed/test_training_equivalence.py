@@ -24,14 +24,17 @@ JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_job.py"
 TIMEOUT_S = 300
 
 CI_CASES = [
-    # (workers, mode, model, optimizer)
-    (2, "ps", "wdl", "adagrad"),
-    (2, "het", "dlrm", "adam"),
-    (2, "herald", "wdl", "sgd"),
-    (4, "ps", "dlrm", "sgd"),
+    # (workers, mode, model, optimizer, dense backend)
+    (2, "ps", "wdl", "adagrad", "tf_distribute"),
+    (2, "het", "dlrm", "adam", "tf_distribute"),
+    (2, "herald", "wdl", "sgd", "tf_distribute"),
+    (4, "ps", "dlrm", "sgd", "tf_distribute"),
+    (2, "ps", "dlrm", "adagrad", "horovod"),
+    (2, "herald", "dlrm", "adam", "horovod"),
 ]
-FULL = [(n, mode, model, opt) for n in (2, 4) for mode in ("ps", "het", "herald")
-        for model in ("wdl", "dlrm") for opt in ("sgd", "adagrad", "adam")]
+FULL = [(n, mode, model, opt, backend) for n in (2, 4) for mode in ("ps", "het", "herald")
+        for model in ("wdl", "dlrm") for opt in ("sgd", "adagrad", "adam")
+        for backend in ("tf_distribute", "horovod")]
 SLOW_CASES = [c for c in FULL if c not in CI_CASES]
 
 
@@ -77,13 +80,16 @@ def _run_all(commands: list[list[str]], logs: list[str]) -> None:
             p.wait()
 
 
-def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer: str) -> dict:
+def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer: str,
+                       backend: str) -> dict:
+    if backend == "horovod":
+        pytest.importorskip("horovod.tensorflow")
     common = ["--model", model, "--optimizer", optimizer, "--num-workers", str(workers),
               "--steps", "21", "--batch-size", "8"]
     ref_out = str(tmp_path / "ref.npz")
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=workers) as cluster:
-        ports = _free_ports(workers)
-        hosts = [f"127.0.0.1:{p}" for p in ports]
+        ports = _free_ports(workers + 1)
+        hosts = [f"127.0.0.1:{p}" for p in ports[:workers]]
         commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out]]
         for rank in range(workers):
             tf_config = json.dumps({"cluster": {"worker": hosts},
@@ -91,6 +97,7 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
             commands.append([sys.executable, JOB, "worker", *common, "--rank", str(rank),
                              "--mode", mode, "--ps-addrs", ",".join(cluster.addresses),
                              "--token", cluster.token, "--tf-config", tf_config,
+                             "--backend", backend, "--coordinator", f"127.0.0.1:{ports[-1]}",
                              "--out", str(tmp_path / f"w{rank}.npz")])
         _run_all(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))])
         ref = np.load(ref_out)
@@ -108,13 +115,14 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
     return {"stats": stats}
 
 
-@pytest.mark.parametrize("workers,mode,model,optimizer", CI_CASES)
-def test_distributed_training_equals_single_process(tmp_path, workers, mode, model, optimizer):
-    result = _check_equivalence(tmp_path, workers, mode, model, optimizer)
+@pytest.mark.parametrize("workers,mode,model,optimizer,backend", CI_CASES)
+def test_distributed_training_equals_single_process(tmp_path, workers, mode, model, optimizer,
+                                                    backend):
+    result = _check_equivalence(tmp_path, workers, mode, model, optimizer, backend)
     assert all(s["steps"] == 21 for s in result["stats"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers,mode,model,optimizer", SLOW_CASES)
-def test_full_matrix_equals_single_process(tmp_path, workers, mode, model, optimizer):
-    _check_equivalence(tmp_path, workers, mode, model, optimizer)
+@pytest.mark.parametrize("workers,mode,model,optimizer,backend", SLOW_CASES)
+def test_full_matrix_equals_single_process(tmp_path, workers, mode, model, optimizer, backend):
+    _check_equivalence(tmp_path, workers, mode, model, optimizer, backend)

@@ -41,7 +41,8 @@ def make_data(steps: int, global_batch: int, seed: int = 0) -> dict[str, np.ndar
     return {"categorical": keys, "dense": dense, "label": label}
 
 
-def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execution: int = 3):
+def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execution: int = 3,
+                dense_sync=None):
     """The CTR model ``name`` with small layers, compiled with a dense SGD optimizer."""
     import keras
 
@@ -53,7 +54,7 @@ def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execu
     model = MODELS[name](FIELDS, DENSE, DIM, capacity,
                          OptimizerConfig.from_dict(OPTIMIZERS[optimizer]), **kwargs)
     model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy",
-                  steps_per_execution=steps_per_execution)
+                  steps_per_execution=steps_per_execution, dense_sync=dense_sync)
     return model
 
 
@@ -106,14 +107,23 @@ def run_worker(args: argparse.Namespace) -> None:
         eviction=args.eviction, bound=args.bound,
         allocation=args.allocation if args.mode == "herald" else "none")
     runtime = WorkerRuntime(config, transport, batches)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    with strategy.scope(), runtime.scope():
-        # Keras' multi-step loop fails under MultiWorkerMirroredStrategy (HeraldModel.compile).
-        model = build_model(args.model, args.optimizer, steps_per_execution=1)
-    dataset = runtime.distributed_dataset(
-        strategy, {"categorical": tf.TensorSpec([FIELDS], tf.int64),
-                   "dense": tf.TensorSpec([DENSE], tf.float32)})
-    model.fit(dataset, epochs=1, verbose=0)
+    specs = {"categorical": tf.TensorSpec([FIELDS], tf.int64),
+             "dense": tf.TensorSpec([DENSE], tf.float32)}
+    if args.backend == "horovod":
+        from herald_tf.dense import make_dense_sync
+
+        sync = make_dense_sync("horovod", rank=args.rank, num_workers=args.num_workers,
+                               coordinator=args.coordinator)
+        with runtime.scope():
+            model = build_model(args.model, args.optimizer, steps_per_execution=3,
+                                dense_sync=sync)
+        model.fit(runtime.dataset(specs), epochs=1, verbose=0, callbacks=sync.callbacks())
+    else:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        with strategy.scope(), runtime.scope():
+            # Keras' multi-step loop fails under MultiWorkerMirroredStrategy (HeraldModel).
+            model = build_model(args.model, args.optimizer, steps_per_execution=1)
+        model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0)
     runtime.flush_dirty()
     stats = runtime.stats()
     runtime.close()
@@ -140,6 +150,8 @@ def main() -> None:
     parser.add_argument("--ps-addrs", default="")
     parser.add_argument("--token", default="")
     parser.add_argument("--tf-config", default="")
+    parser.add_argument("--backend", default="tf_distribute", choices=["tf_distribute", "horovod"])
+    parser.add_argument("--coordinator", default="")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     (run_reference if args.role == "reference" else run_worker)(args)
