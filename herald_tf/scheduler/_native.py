@@ -18,14 +18,13 @@ import numpy as np
 from herald_tf.errors import HeraldError, InvalidArgumentError, LibraryNotFoundError
 from herald_tf.scheduler.reference import check_batch
 from herald_tf.scheduler.types import (
-    Policy,
     ScheduledStep,
     SchedulerConfig,
     StepPlan,
     Traffic,
 )
 
-API_VERSION = 1
+API_VERSION = 2
 #: Environment variable naming a library that exports the scheduler ABI (development and tests).
 CORE_LIB_VAR = "HERALD_CORE_LIB"
 _NUM_LISTS = 19
@@ -49,7 +48,7 @@ class _Config(ctypes.Structure):
 
 class _Traffic(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int64) for n in
-                ("samples", "steps", "pull_rows", "push_rows", "flush_rows")]
+                ("samples", "steps", "pull_rows", "pull_state_rows", "push_rows", "flush_rows")]
 
 
 class _Status(ctypes.Structure):
@@ -167,8 +166,8 @@ class NativeEngine:
         _check(self._lib.herald_sched_traffic(self._handle, ctypes.byref(t),
                                               ctypes.byref(status)), status)
         return Traffic(samples=t.samples, steps=t.steps, pull_rows=t.pull_rows,
-                       push_rows=t.push_rows, flush_rows=t.flush_rows,
-                       pull_with_state=self.config.policy != Policy.PS)
+                       pull_state_rows=t.pull_state_rows, push_rows=t.push_rows,
+                       flush_rows=t.flush_rows)
 
     def _list(self, worker: int, index: int) -> np.ndarray:
         status = _Status()

@@ -16,7 +16,6 @@ from herald_tf.scheduler.cache_directory import CacheDirectory
 from herald_tf.scheduler.policies import make_policy
 from herald_tf.scheduler.state import KeyTable, StepContext, compute_read_slots
 from herald_tf.scheduler.types import (
-    Policy,
     ScheduledStep,
     SchedulerConfig,
     SchedulerConfigError,
@@ -53,7 +52,7 @@ class ReferenceEngine:
         ]
         self.allocator = make_allocator(config.allocation)
         self.policy = make_policy(config)
-        self.traffic = Traffic(pull_with_state=config.policy != Policy.PS)
+        self.traffic = Traffic()
 
     def fast_forward(self, batches: Iterable[np.ndarray]) -> int:
         """Schedules ``batches`` without producing plans; returns their number."""

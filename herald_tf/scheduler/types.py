@@ -199,7 +199,9 @@ class StepPlan:
         step, because another worker reads them at this step; can be sent as soon as this worker
         finished its last update of the row.
       pull_keys, pull_slots, pull_versions: rows to fetch from the PS into a slot before the step;
-        the PS serves a row once its version reaches ``pull_versions``.
+        the PS serves a row once its version reaches ``pull_versions``. A pulled row that is also
+        in ``local_keys`` (or any ``het`` pull) comes with its optimizer state; other pulled rows
+        are only read (the PS applies their update), so their value suffices.
       init_keys, init_slots: rows never touched before: set from the deterministic initializer.
       local_keys, local_slots: rows this worker updates itself after the backward pass.
       push_keys: rows whose gradient this worker pushes to the PS after the backward pass.
@@ -268,17 +270,18 @@ class Traffic:
       samples: samples scheduled.
       steps: global batches scheduled.
       pull_rows: rows pulled from the PS.
+      pull_state_rows: those of ``pull_rows`` that carry their optimizer state (the puller
+        applies the optimizer itself: ``herald`` private rows, every ``het`` pull).
       push_rows: gradient rows pushed to the PS (``het`` write-backs included).
       flush_rows: rows flushed to the PS (before another worker reads them, or evicted dirty).
-      pull_with_state: True when pulled rows carry optimizer state (``het``, ``herald``).
     """
 
     samples: int = 0
     steps: int = 0
     pull_rows: int = 0
+    pull_state_rows: int = 0
     push_rows: int = 0
     flush_rows: int = 0
-    pull_with_state: bool = True
 
     @property
     def rows(self) -> int:
@@ -290,12 +293,12 @@ class Traffic:
         return self.rows / max(self.samples, 1)
 
     def bytes_by_kind(self, dim: int, optimizer: OptimizerKind) -> dict[str, int]:
-        """Bytes per kind for float32 rows of ``dim``: gradients and ``ps`` pulls cost one value
-        row; flushes and ``het``/``herald`` pulls move the row with its optimizer state."""
+        """Bytes per kind for float32 rows of ``dim``: gradients and pulls of rows the PS updates
+        cost one value row; flushes and pulls of rows updated by the puller carry the state."""
         value = 4 * dim
         state = STATE_FACTOR[OptimizerKind(optimizer)] * value
         return {
-            "pull": self.pull_rows * (state if self.pull_with_state else value),
+            "pull": self.pull_state_rows * state + (self.pull_rows - self.pull_state_rows) * value,
             "push": self.push_rows * value,
             "flush": self.flush_rows * state,
         }

@@ -43,6 +43,7 @@ void Engine::PlanHerald() {
           Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
           Add(w, HERALD_SCHED_PULL_VERSIONS, lk.version);
           ++traffic_.pull_rows;
+          if (lk.users == bit) ++traffic_.pull_state_rows;  // applied here: state comes along
         } else {
           Add(w, HERALD_SCHED_INIT_KEYS, lk.key);
           Add(w, HERALD_SCHED_INIT_SLOTS, x.slot);

@@ -34,6 +34,7 @@ void Engine::PlanHet() {
         Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
         Add(w, HERALD_SCHED_PULL_VERSIONS, keys_[ks.kidx].applied);
         ++traffic_.pull_rows;
+        ++traffic_.pull_state_rows;
         nv[j] = clock + 1;
       }
     }

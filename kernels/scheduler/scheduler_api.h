@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HERALD_SCHED_API_VERSION 1
+#define HERALD_SCHED_API_VERSION 2
 #define HERALD_SCHED_MAX_WORKERS 64
 
 // Fixed integer values, mirrored by herald_tf.scheduler.types.Policy.
@@ -85,6 +85,7 @@ typedef struct {
   int64_t samples;
   int64_t steps;
   int64_t pull_rows;
+  int64_t pull_state_rows;  // pulls carrying optimizer state (herald private rows, het pulls)
   int64_t push_rows;   // het write-backs of pending gradients included
   int64_t flush_rows;  // flushes before reads by other workers and dirty write-backs
 } HeraldSchedTraffic;

@@ -4,8 +4,9 @@ Per step t and key k with users A (workers whose samples read k):
 
 1. If a worker o owns k dirty and A != {o}, o flushes k (value + state) before step t; the PS
    owns k again and o keeps a clean, usable copy.
-2. Every user without a usable copy pulls k with its state, or initialises it if k was never
-   touched (first-touch rule). A held copy is always usable: copies are dropped when stale.
+2. Every user without a usable copy pulls k (with its optimizer state when |A| = 1), or
+   initialises it if k was never touched (first-touch rule). A held copy is always usable:
+   copies are dropped when stale.
 3. |A| = 1: the user applies the optimizer locally and owns k (dirty); other copies are dropped.
    |A| > 1: every user pushes its gradient, the PS applies their sum once; all copies dropped.
 4. Each worker inserts its private keys into its directory and evicts down to capacity; a dirty
@@ -40,6 +41,8 @@ class HeraldPolicy(PlanPolicy):
                 if table.touched(key):
                     ctx.add(w, "pull", key, slots[key], table.version.get(key, 0))
                     traffic.pull_rows += 1
+                    if ctx.users[key] == 1 << w:  # applied here: the state comes along
+                        traffic.pull_state_rows += 1
                 else:
                     ctx.add(w, "init", key, slots[key])
         for w, keys in enumerate(ctx.worker_keys):

@@ -41,6 +41,7 @@ class HetPolicy(PlanPolicy):
                 else:
                     ctx.add(w, "pull", key, slots[key], table.applied.get(key, 0))
                     traffic.pull_rows += 1
+                    traffic.pull_state_rows += 1
                     versions[key] = clock
             read_version.append(versions)
         push_after = max(self.bound, 1)

@@ -83,3 +83,15 @@ def test_one_workers_plan_equals_its_part_of_all_plans(native_lib: str) -> None:
         plans = engine.step(trace[t * 12:(t + 1) * 12]).plans
         for w in range(3):
             assert engine.worker_plan(w).equals(plans[w])
+
+
+def test_only_rows_applied_by_the_puller_are_pulled_with_state(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=4, batch_size=8, num_fields=4, cache_capacity=30)
+    trace = zipf_trace(6, 12, 32, 4, 60, 1.1)
+    engine = NativeEngine(cfg)
+    with_state = 0
+    for t in range(12):
+        for plan in engine.step(trace[t * 32:(t + 1) * 32]).plans:
+            with_state += len(np.intersect1d(plan.pull_keys, plan.local_keys))
+    traffic = engine.traffic
+    assert traffic.pull_state_rows == with_state < traffic.pull_rows

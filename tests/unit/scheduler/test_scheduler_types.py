@@ -32,7 +32,7 @@ def test_invalid_config_is_refused_with_a_clear_message(kwargs: dict, message: s
 
 
 def test_bytes_count_state_for_rows_moved_with_it() -> None:
-    t = Traffic(samples=10, pull_rows=4, push_rows=3, flush_rows=2, pull_with_state=True)
+    t = Traffic(samples=10, pull_rows=4, pull_state_rows=4, push_rows=3, flush_rows=2)
     assert t.rows == 9 and t.rows_per_sample() == 0.9
     value = 4 * 8
     assert t.bytes_by_kind(8, OptimizerKind.SGD) == {"pull": 4 * value, "push": 3 * value,
@@ -40,5 +40,7 @@ def test_bytes_count_state_for_rows_moved_with_it() -> None:
     assert t.bytes_by_kind(8, OptimizerKind.ADAGRAD)["flush"] == 2 * 2 * value
     assert t.bytes_by_kind(8, OptimizerKind.ADAM) == {"pull": 4 * 3 * value, "push": 3 * value,
                                                        "flush": 2 * 3 * value}
-    ps = Traffic(samples=1, pull_rows=1, pull_with_state=False)
+    ps = Traffic(samples=1, pull_rows=1)
     assert ps.bytes_by_kind(8, OptimizerKind.ADAM)["pull"] == value
+    mixed = Traffic(samples=1, pull_rows=3, pull_state_rows=1)
+    assert mixed.bytes_by_kind(8, OptimizerKind.ADAM)["pull"] == 3 * value + 2 * value
