@@ -200,7 +200,7 @@ int EnqueueIdChecks(const int64_t* ids, int64_t n, const int64_t* n_device, int6
                     int check,
                     const int64_t* row_splits, int64_t batch, HeraldCudaError* error,
                     cudaStream_t stream, HeraldStatus* status) {
-  if (n > 0) {
+  if (n > 0 && ids != nullptr) {
     CheckRangeKernel<<<BlocksFor(n, kThreads * 4), kThreads, 0, stream>>>(ids, n, n_device, limit,
                                                                          check, error);
     HERALD_CUDA_CHECK_LAUNCH(status);

@@ -194,7 +194,7 @@ inline int CheckDenseBags(const int64_t* row_splits, int64_t n, int64_t batch,
 
 inline int64_t BitmapWords(int64_t slots) { return (slots + 31) / 32; }
 
-// Range check of n ids (capped at *n_device when n_device != NULL) against [0, limit),
+// Range check of n ids (capped at *n_device when n_device != NULL; none when ids is NULL) against [0, limit),
 // recording `check`; and, when row_splits != NULL, the row_splits check (batch + 1 entries:
 // start at 0, non-decreasing, end at n; records the bag).
 int EnqueueIdChecks(const int64_t* ids, int64_t n, const int64_t* n_device, int64_t limit,

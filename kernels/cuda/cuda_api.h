@@ -99,9 +99,10 @@ int herald_cuda_unique_slots(const int64_t* slot_ids /* (n) */, int64_t n, int64
 
 // Gradient of herald_cuda_lookup from `inverse` (as herald_cpu_lookup_grad): summed[u] = sum over
 // ids i with inverse[i] == u of weight(i) * grad_out[bag(i)]. grad_out: (batch, dim), or (n, dim)
-// for NONE. Deterministic: ids of one unique row are added in id order in fixed chunks of 64
-// ids; chunk partial sums of a row spanning several chunks are added in chunk order. The result
-// is bitwise identical from run to run (not always to the CPU's purely sequential order).
+// for NONE. Deterministic: a row with at most 64 ids is summed in id order (as the CPU does);
+// a longer row in id order within fixed chunks of 64 sorted ids, the chunk partial sums then in
+// chunk order (groups of 32 chunks first for very long rows). The result is bitwise identical
+// from run to run (not always to the CPU's purely sequential order for rows of > 64 ids).
 // num_unique is a host value here (the row count of `summed`).
 int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse /* (n) */, int64_t n,
                             const int64_t* row_splits /* (batch + 1) or NULL */, int64_t batch,

@@ -4,8 +4,9 @@
 // ascending. For dedup the runs are ranked by their first position (a flag per position and an
 // exclusive scan), which gives the CPU kernel's first-appearance order. The segment sum walks the
 // sorted order in fixed chunks of kChunk elements, one warp per chunk, adding each run's rows in
-// position order; a run that crosses chunk boundaries leaves one partial per chunk, added in
-// chunk order by a second kernel. Every float addition happens in an order fixed by the input
+// position order; a short run (<= kChunk ids) is finished by the warp of the chunk it starts in,
+// a long run leaves one partial per chunk, added in chunk order (32 chunks at a time for very
+// long runs) by a second kernel. Every float addition happens in an order fixed by the input
 // alone, so results are bitwise reproducible.
 #include <stdint.h>
 
@@ -57,12 +58,14 @@ int EndBit(int64_t limit) {
 // The first pass over the keys: the range check (into the error record, before any kernel that
 // writes an output), the positions 0..n-1 to sort with them, and a zeroed list counter.
 __global__ void IotaCheckKernel(const int64_t* keys, int64_t n, int64_t limit, int check,
-                                int32_t* positions, int32_t* list_count, HeraldCudaError* error) {
+                                int32_t* positions, int32_t* zeros, int32_t* list_count,
+                                HeraldCudaError* error) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (first == 0 && list_count != nullptr) *list_count = 0;
   for (int64_t i = first; i < n; i += stride) {
     positions[i] = static_cast<int32_t>(i);
+    if (zeros != nullptr) zeros[i] = 0;
     const int64_t key = keys[i];
     if (key < 0 || key >= limit) ReportError(error, i, check);
   }
@@ -127,7 +130,7 @@ __global__ void RankKernel(const unsigned long long* sorted_keys, const int32_t*
         row_of_run[r] = row;
         run_of_row[row] = r;
         if (unique != nullptr) unique[row] = static_cast<int64_t>(sorted_keys[k]);
-        multi_chunk = start / kChunk != (run_start[r + 1] - 1) / kChunk;
+        multi_chunk = run_start[r + 1] - start > kChunk;  // long: left partials
       }
     }
     if (list == nullptr) continue;
@@ -203,6 +206,20 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t k0 = chunk * kChunk;
   if (k0 >= n) return;
   const int64_t k1 = k0 + kChunk < n ? k0 + kChunk : n;
+  // Short runs (<= kChunk ids) crossing a chunk boundary belong wholly to the chunk where they
+  // start: this warp skips the tail of one started before k0 and finishes one running past k1.
+  // Only long runs leave partials. [a, b) is the range this warp adds.
+  int64_t a = k0, b = k1;
+  if (k0 > 0) {
+    const int32_t r = run_count[k0] - 1;
+    if (run_start[r] < k0 && run_start[r + 1] - run_start[r] <= kChunk) a = run_start[r + 1];
+  }
+  {
+    const int32_t r = run_count[k1 - 1] - 1;
+    if (run_start[r] >= k0 && run_start[r + 1] > k1 && run_start[r + 1] - run_start[r] <= kChunk) {
+      b = run_start[r + 1];
+    }
+  }
   const int64_t dim_v = dim / V;
   const VecT* grads = reinterpret_cast<const VecT*>(grad_out);
   VecT* out_v = reinterpret_cast<VecT*>(summed);
@@ -211,8 +228,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t col = c0 + lane;
     const bool active = col < dim_v;
     VecT acc = Vec<V>::Zero();
-    for (int64_t base = k0; base < k1; base += 32) {
-      const int count = static_cast<int>(k1 - base < 32 ? k1 - base : 32);
+    for (int64_t base = a; base < b; base += 32) {
+      const int count = static_cast<int>(b - base < 32 ? b - base : 32);
       // Per lane (one element each, in parallel): its source row and weight, and, when the
       // element ends a run piece, where the piece goes: target >= 0 is a summed row (the run
       // lies inside this chunk), target < 0 encodes partial slot -1 - target; 0x7fff... = none.
@@ -222,12 +239,14 @@ __global__ void __launch_bounds__(kThreads)
       if (lane < count) {
         const int64_t k = base + lane;
         sources.Of(sorted_pos[k], &my_source, &my_weight);
-        if ((k + 1 == k1) || run_count[k + 1] != run_count[k]) {
+        if ((k + 1 == b) || run_count[k + 1] != run_count[k]) {
           const int32_t run = run_count[k] - 1;
+          const bool short_run = run_start[run + 1] - run_start[run] <= kChunk;
           const bool starts_in = run_start[run] >= k0;
           const bool ends_in = run_start[run + 1] <= k1;
-          my_target = (starts_in && ends_in) ? static_cast<int64_t>(row_of_run[run])
-                                             : -1 - (chunk * 2 + (starts_in ? 1 : 0));
+          my_target = (short_run || (starts_in && ends_in))
+                          ? static_cast<int64_t>(row_of_run[run])
+                          : -1 - (chunk * 2 + (starts_in ? 1 : 0));
         }
       }
       for (int t0 = 0; t0 < count; t0 += kUnroll) {
@@ -284,7 +303,7 @@ __global__ void __launch_bounds__(kThreads)
     bool need = false;
     if (row < rows) {
       const int32_t r = run_of_row[row];
-      need = r < 0 || run_start[r] / kChunk != (run_start[r + 1] - 1) / kChunk;
+      need = r < 0 || run_start[r + 1] - run_start[r] > kChunk;
     }
     const unsigned int mask = __ballot_sync(0xffffffffu, need);
     if (mask == 0) continue;
@@ -461,8 +480,8 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
   void* cub_temp = t.Get<void>(p.cub_temp);
   size_t cub_bytes = p.cub_bytes;
 
-  IotaCheckKernel<<<blocks, kThreads, 0, stream>>>(keys, n, limit, check, pos_in, list_count,
-                                                   error);
+  IotaCheckKernel<<<blocks, kThreads, 0, stream>>>(keys, n, limit, check, pos_in,
+                                                   p.dedup ? flag : nullptr, list_count, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
                         cub_temp, cub_bytes, reinterpret_cast<const unsigned long long*>(keys),
@@ -473,9 +492,7 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
   HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(cub_temp, cub_bytes, heads, run_count,
                                                   static_cast<int>(n), stream),
                     status);
-  if (p.dedup) {
-    HERALD_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int32_t) * n, stream), status);
-  } else {
+  if (!p.dedup) {  // (dedup mode: IotaCheckKernel zeroed the first-position flags)
     HERALD_CUDA_CHECK(
         cudaMemsetAsync(run_of_row, 0xff, sizeof(int32_t) * rows_capacity, stream), status);
   }
@@ -597,7 +614,7 @@ int DedupGrad(const int64_t* slot_ids, int64_t n, int64_t slots, const float* gr
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
   // row_splits here; the ids' range is checked by EnqueueRuns' first kernel.
-  HERALD_RETURN_IF_ERROR(EnqueueIdChecks(slot_ids, 0, nullptr, slots, HERALD_CUDA_CHECK_ID_RANGE,
+  HERALD_RETURN_IF_ERROR(EnqueueIdChecks(nullptr, n, nullptr, slots, HERALD_CUDA_CHECK_ID_RANGE,
                                          pooled ? row_splits : nullptr, batch, scope.record(),
                                          stream, status));
   if (n == 0) {
@@ -686,7 +703,7 @@ int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
   // row_splits here; the inverse indices' range is checked by EnqueueRuns' first kernel.
-  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(inverse, 0, nullptr, num_unique,
+  HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueIdChecks(nullptr, n, nullptr, num_unique,
                                                        HERALD_CUDA_CHECK_INVERSE,
                                                        pooled ? row_splits : nullptr, batch,
                                                        scope.record(), stream, status));
