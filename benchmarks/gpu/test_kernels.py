@@ -357,6 +357,35 @@ def test_dedup_grad_hot_rows_span_super_chunks(lib, stream, dim):
     assert np.array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
 
 
+def test_dedup_grad_runs_near_chunk_length(lib, stream):
+    """Runs of 1..130 ids (around the 64-id chunk: short runs finished by their first chunk,
+    long ones combined from partials), in random order."""
+    rng = np.random.default_rng()
+    lengths = rng.integers(1, 131, size=400)
+    lengths[::7] = rng.choice([63, 64, 65, 128, 129], size=len(lengths[::7]))
+    ids = np.repeat(rng.permutation(5000)[: len(lengths)], lengths).astype(np.int64)
+    ids = ids[rng.permutation(len(ids))]
+    n, dim = len(ids), 16
+    grads = rng.standard_normal((n, dim)).astype(np.float32)
+    ref_u, ref_inv = first_appearance_unique(ids)
+    ref = ref_segment_sum(grads, ref_inv, None, Combiner.NONE, len(ref_u), n)
+    unique = cp.empty((n,), dtype=cp.int64)
+    num = cp.empty((1,), dtype=cp.int64)
+    summed = cp.full((n, dim), np.nan, dtype=cp.float32)
+    lib.call("herald_cuda_dedup_grad", ptr(cp.asarray(ids)), n, 5000, ptr(cp.asarray(grads)),
+             None, n, int(Combiner.NONE), dim, ptr(unique), None, ptr(num), ptr(summed),
+             stream.ptr, None, None)
+    u = int(num.get()[0])
+    assert u == len(ref_u)
+    np.testing.assert_array_equal(cp.asnumpy(unique)[:u], ref_u)
+    assert rel_err(cp.asnumpy(summed)[:u], ref) <= REDUCE_TOL
+    summed2 = cp.full((u, dim), np.nan, dtype=cp.float32)
+    lib.call("herald_cuda_lookup_grad", ptr(cp.asarray(grads)), ptr(cp.asarray(ref_inv)), n,
+             None, n, int(Combiner.NONE), u, dim, ptr(summed2), stream.ptr, None, None)
+    assert np.array_equal(cp.asnumpy(summed2).view(np.uint32),
+                          cp.asnumpy(summed)[:u].view(np.uint32))
+
+
 def test_lookup_grad_rejects_bad_inverse(lib, stream):
     grad = cp.asarray(np.ones((6, 4), dtype=np.float32))
     inverse = cp.asarray(np.array([0, 1, 5, 1, 0, 2], dtype=np.int64))
