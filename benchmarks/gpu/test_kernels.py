@@ -382,8 +382,8 @@ def test_dedup_grad_runs_near_chunk_length(lib, stream):
     summed2 = cp.full((u, dim), np.nan, dtype=cp.float32)
     lib.call("herald_cuda_lookup_grad", ptr(cp.asarray(grads)), ptr(cp.asarray(ref_inv)), n,
              None, n, int(Combiner.NONE), u, dim, ptr(summed2), stream.ptr, None, None)
-    assert np.array_equal(cp.asnumpy(summed2).view(np.uint32),
-                          cp.asnumpy(summed)[:u].view(np.uint32))
+    # (chunk boundaries of long rows depend on the sort key, slot or inverse: not bitwise)
+    assert rel_err(cp.asnumpy(summed2), ref) <= REDUCE_TOL
 
 
 def test_lookup_grad_rejects_bad_inverse(lib, stream):
