@@ -268,6 +268,22 @@ def test_unique_slots_first_appearance_order(lib, stream, n):
     np.testing.assert_array_equal(cp.asnumpy(inverse)[:n], ref_inv)
 
 
+def test_unique_slots_64_bit_keys(lib, stream):
+    """Slot ranges past 2^32 sort 64-bit keys (as the TF LookupGrad op, which has no storage)."""
+    rng = np.random.default_rng()
+    base = rng.integers(0, 2**40, size=300)
+    ids = base[rng.integers(0, 300, size=5000)].astype(np.int64)
+    unique = cp.empty((5000,), dtype=cp.int64)
+    inverse = cp.empty((5000,), dtype=cp.int64)
+    num = cp.empty((1,), dtype=cp.int64)
+    lib.call("herald_cuda_unique_slots", ptr(cp.asarray(ids)), 5000, 2**62, ptr(unique),
+             ptr(inverse), ptr(num), stream.ptr, None, None)
+    ref_u, ref_inv = first_appearance_unique(ids)
+    u = int(num.get()[0])
+    np.testing.assert_array_equal(cp.asnumpy(unique)[:u], ref_u)
+    np.testing.assert_array_equal(cp.asnumpy(inverse), ref_inv)
+
+
 def ref_segment_sum(grad_out, inverse, splits, combiner, num_unique, n):
     source, scale = bag_scales(splits, combiner, n)
     out = np.zeros((num_unique, grad_out.shape[1]))

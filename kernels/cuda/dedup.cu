@@ -57,9 +57,11 @@ int EndBit(int64_t limit) {
 
 // The first pass over the keys: the range check (into the error record, before any kernel that
 // writes an output), the positions 0..n-1 to sort with them, and a zeroed list counter.
+// The keys are copied as KeyT (uint32 when every valid key fits: half the sort traffic).
+template <typename KeyT>
 __global__ void IotaCheckKernel(const int64_t* keys, int64_t n, int64_t limit, int check,
-                                int32_t* positions, int32_t* zeros, int32_t* list_count,
-                                HeraldCudaError* error) {
+                                KeyT* sort_keys, int32_t* positions, int32_t* zeros,
+                                int32_t* list_count, HeraldCudaError* error) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (first == 0 && list_count != nullptr) *list_count = 0;
@@ -67,19 +69,22 @@ __global__ void IotaCheckKernel(const int64_t* keys, int64_t n, int64_t limit, i
     positions[i] = static_cast<int32_t>(i);
     if (zeros != nullptr) zeros[i] = 0;
     const int64_t key = keys[i];
+    sort_keys[i] = static_cast<KeyT>(key);
     if (key < 0 || key >= limit) ReportError(error, i, check);
   }
 }
 
 // 1 where sorted element k starts a run (fed to the scan as an iterator: no array, no kernel).
+template <typename KeyT>
 struct RunHead {
-  const unsigned long long* sorted_keys;
+  const KeyT* sorted_keys;
   __host__ __device__ int32_t operator()(int64_t k) const {
     return (k == 0 || sorted_keys[k] != sorted_keys[k - 1]) ? 1 : 0;
   }
 };
+template <typename KeyT>
 using RunHeadIterator =
-    thrust::transform_iterator<RunHead, thrust::counting_iterator<int64_t>, int32_t>;
+    thrust::transform_iterator<RunHead<KeyT>, thrust::counting_iterator<int64_t>, int32_t>;
 
 // run_count is the inclusive scan of the run heads: element k belongs to run run_count[k] - 1.
 // run_start[r] for every run, run_start[num_runs] = n, *num_runs_out; and (dedup mode) a flag
@@ -108,7 +113,8 @@ __global__ void RunStartsKernel(const int32_t* run_count,
 // key (inverse mode). Fills row_of_run, run_of_row and (dedup mode) unique[rank] = key. With
 // `list` (dedup mode), also lists the rows whose run spans several segment-sum chunks (see
 // CombineFlagKernel, which does this for inverse mode).
-__global__ void RankKernel(const unsigned long long* sorted_keys, const int32_t* sorted_pos,
+template <typename KeyT>
+__global__ void RankKernel(const KeyT* sorted_keys, const int32_t* sorted_pos,
                            const int32_t* run_count, const int32_t* run_start, int64_t n,
                            const int32_t* rank_at_pos, int32_t* row_of_run, int32_t* run_of_row,
                            int64_t* unique, int32_t* list, int32_t* list_count,
@@ -413,11 +419,38 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---------------------------------------------------------------- host side
 
+// Temporary bytes CUB needs for the sort and the scans of n items with KeyT sort keys.
+template <typename KeyT>
+int QueryCubBytes(int64_t n, size_t* bytes, HeraldStatus* status) {
+  size_t sort_bytes = 0, exclusive_bytes = 0, inclusive_bytes = 0;
+  HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
+                        nullptr, sort_bytes, static_cast<const KeyT*>(nullptr),
+                        static_cast<KeyT*>(nullptr), static_cast<const int32_t*>(nullptr),
+                        static_cast<int32_t*>(nullptr), static_cast<int>(n), 0,
+                        static_cast<int>(8 * sizeof(KeyT))),
+                    status);
+  HERALD_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, exclusive_bytes,
+                                                  static_cast<const int32_t*>(nullptr),
+                                                  static_cast<int32_t*>(nullptr),
+                                                  static_cast<int>(n)),
+                    status);
+  const RunHeadIterator<KeyT> heads(thrust::counting_iterator<int64_t>(0), RunHead<KeyT>{nullptr});
+  HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, inclusive_bytes, heads,
+                                                  static_cast<int32_t*>(nullptr),
+                                                  static_cast<int>(n)),
+                    status);
+  *bytes = sort_bytes;
+  if (exclusive_bytes > *bytes) *bytes = exclusive_bytes;
+  if (inclusive_bytes > *bytes) *bytes = inclusive_bytes;
+  return HERALD_OK;
+}
+
 // The temporary arrays of one dedup/segment-sum call (offsets into a TempBlock).
 struct RunPlan {
   int64_t n = 0;
   bool dedup = true;  // rows ranked by first appearance (else rows are the keys)
-  size_t keys_out, pos_in, pos_out, head, run_count, run_start, flag, row_of_run, run_of_row,
+  size_t keys_in, keys_out, pos_in, pos_out, head, run_count, run_start, flag, row_of_run,
+      run_of_row,
       cub_temp;
   size_t cub_bytes = 0;
 
@@ -425,6 +458,7 @@ struct RunPlan {
            HeraldStatus* status) {
     n = count;
     dedup = rank_by_first;
+    keys_in = temp->Take<unsigned long long>(n);  // uint32 or uint64 keys
     keys_out = temp->Take<unsigned long long>(n);
     pos_in = temp->Take<int32_t>(n);
     pos_out = temp->Take<int32_t>(n);
@@ -434,25 +468,12 @@ struct RunPlan {
     flag = temp->Take<int32_t>(n);
     row_of_run = temp->Take<int32_t>(n);
     run_of_row = temp->Take<int32_t>(rows_capacity);
-    size_t sort_bytes = 0, scan_bytes = 0, inclusive_bytes = 0;
-    HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-                          nullptr, sort_bytes, static_cast<const unsigned long long*>(nullptr),
-                          static_cast<unsigned long long*>(nullptr),
-                          static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
-                          static_cast<int>(n), 0, 64),
-                      status);
-    HERALD_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes,
-                                                    static_cast<const int32_t*>(nullptr),
-                                                    static_cast<int32_t*>(nullptr),
-                                                    static_cast<int>(n)),
-                      status);
-    const RunHeadIterator heads(thrust::counting_iterator<int64_t>(0), RunHead{nullptr});
-    HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, inclusive_bytes, heads,
-                                                    static_cast<int32_t*>(nullptr),
-                                                    static_cast<int>(n)),
-                      status);
-    cub_bytes = sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
-    if (inclusive_bytes > cub_bytes) cub_bytes = inclusive_bytes;
+    size_t bytes = 0;
+    cub_bytes = 0;
+    HERALD_RETURN_IF_ERROR(QueryCubBytes<uint32_t>(n, &bytes, status));
+    cub_bytes = bytes;
+    HERALD_RETURN_IF_ERROR(QueryCubBytes<unsigned long long>(n, &bytes, status));
+    if (bytes > cub_bytes) cub_bytes = bytes;
     cub_temp = temp->Take<char>(cub_bytes);
     return HERALD_OK;
   }
@@ -462,15 +483,17 @@ struct RunPlan {
 // optionally unique, inverse and the device row count.
 // Range-checks the keys against [0, limit) first (recording `check`). list/list_count: the
 // multi-chunk row list of a following dedup-mode segment sum, or NULL.
-int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64_t limit,
-                int check, int64_t rows_capacity, int64_t* unique, int64_t* inverse,
-                int64_t* num_rows, int32_t* list, int32_t* list_count, HeraldCudaError* error,
-                cudaStream_t stream, HeraldStatus* status) {
+template <typename KeyT>
+int EnqueueRunsT(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64_t limit,
+                 int check, int64_t rows_capacity, int64_t* unique, int64_t* inverse,
+                 int64_t* num_rows, int32_t* list, int32_t* list_count, HeraldCudaError* error,
+                 cudaStream_t stream, HeraldStatus* status) {
   const int64_t n = p.n;
   const unsigned int blocks = BlocksFor(n, kThreads * 4);
   int32_t* pos_in = t.Get<int32_t>(p.pos_in);
   int32_t* pos_out = t.Get<int32_t>(p.pos_out);
-  unsigned long long* keys_out = t.Get<unsigned long long>(p.keys_out);
+  KeyT* keys_in = t.Get<KeyT>(p.keys_in);
+  KeyT* keys_out = t.Get<KeyT>(p.keys_out);
   int32_t* head = t.Get<int32_t>(p.head);
   int32_t* run_count = t.Get<int32_t>(p.run_count);
   int32_t* run_start = t.Get<int32_t>(p.run_start);
@@ -480,15 +503,16 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
   void* cub_temp = t.Get<void>(p.cub_temp);
   size_t cub_bytes = p.cub_bytes;
 
-  IotaCheckKernel<<<blocks, kThreads, 0, stream>>>(keys, n, limit, check, pos_in,
-                                                   p.dedup ? flag : nullptr, list_count, error);
+  IotaCheckKernel<KeyT><<<blocks, kThreads, 0, stream>>>(
+      keys, n, limit, check, keys_in, pos_in, p.dedup ? flag : nullptr, list_count, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
   HERALD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-                        cub_temp, cub_bytes, reinterpret_cast<const unsigned long long*>(keys),
-                        keys_out, pos_in, pos_out, static_cast<int>(n), 0, EndBit(limit), stream),
+                        cub_temp, cub_bytes, static_cast<const KeyT*>(keys_in), keys_out, pos_in,
+                        pos_out, static_cast<int>(n), 0, EndBit(limit), stream),
                     status);
   cub_bytes = p.cub_bytes;
-  const RunHeadIterator heads(thrust::counting_iterator<int64_t>(0), RunHead{keys_out});
+  const RunHeadIterator<KeyT> heads(thrust::counting_iterator<int64_t>(0),
+                                    RunHead<KeyT>{keys_out});
   HERALD_CUDA_CHECK(cub::DeviceScan::InclusiveSum(cub_temp, cub_bytes, heads, run_count,
                                                   static_cast<int>(n), stream),
                     status);
@@ -507,7 +531,7 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
                                                     static_cast<int>(n), stream),
                       status);
   }
-  RankKernel<<<blocks, kThreads, 0, stream>>>(keys_out, pos_out, run_count, run_start, n,
+  RankKernel<KeyT><<<blocks, kThreads, 0, stream>>>(keys_out, pos_out, run_count, run_start, n,
                                               rank_at_pos, row_of_run, run_of_row, unique,
                                               p.dedup ? list : nullptr, list_count, error);
   HERALD_CUDA_CHECK_LAUNCH(status);
@@ -517,6 +541,20 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
     HERALD_CUDA_CHECK_LAUNCH(status);
   }
   return HERALD_OK;
+}
+
+// Sorts as uint32 when every valid key fits (limit <= 2^32), else as uint64.
+int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64_t limit,
+                int check, int64_t rows_capacity, int64_t* unique, int64_t* inverse,
+                int64_t* num_rows, int32_t* list, int32_t* list_count, HeraldCudaError* error,
+                cudaStream_t stream, HeraldStatus* status) {
+  if (limit <= (int64_t{1} << 32)) {
+    return EnqueueRunsT<uint32_t>(p, t, keys, limit, check, rows_capacity, unique, inverse,
+                                  num_rows, list, list_count, error, stream, status);
+  }
+  return EnqueueRunsT<unsigned long long>(p, t, keys, limit, check, rows_capacity, unique,
+                                          inverse, num_rows, list, list_count, error, stream,
+                                          status);
 }
 
 struct SumPlan {
@@ -540,7 +578,8 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
   const bool vec = dim % 4 == 0 && Aligned16(grad_out) && Aligned16(summed) && Aligned16(partial);
   const unsigned int chunk_blocks = BlocksFor(s.chunks, kThreads / 32);
   // The flagged rows are few (multi-chunk runs); enough warps to spread them over the chip.
-  const unsigned int combine_blocks = BlocksFor(rows < 65536 ? rows : 65536, kThreads / 32);
+  // (a small grid: launching thousands of blocks that find no work costs ~20 us on an H100)
+  const unsigned int combine_blocks = BlocksFor(rows < 8192 ? rows : 8192, kThreads / 32);
   float* super = t.Get<float>(s.super);
   int32_t* list = t.Get<int32_t>(s.list);
   int32_t* count = t.Get<int32_t>(s.count);
