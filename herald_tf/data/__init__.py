@@ -2,31 +2,34 @@
 
 ``CriteoReader`` streams Criteo Kaggle TSV files into int64 keys and transformed dense features;
 ``SyntheticCriteo`` writes the same format (or produces key arrays directly) with Criteo's
-cardinalities, power-law popularity, optional time locality and learnable labels.
+cardinalities, power-law popularity, optional time locality and learnable labels. Names are
+imported lazily, so ``python -m herald_tf.data.synthetic`` runs without a double import.
 """
 
-from herald_tf.data.criteo import (
-    EMPTY_KEY_BIT,
-    CriteoBatch,
-    CriteoFormatError,
-    CriteoReader,
-    dense_transform,
-    empty_key,
-    make_keys,
-    read_keys,
-)
-from herald_tf.data.synthetic import CRITEO_CARDINALITIES, SyntheticConfig, SyntheticCriteo
+from __future__ import annotations
 
-__all__ = [
-    "CRITEO_CARDINALITIES",
-    "EMPTY_KEY_BIT",
-    "CriteoBatch",
-    "CriteoFormatError",
-    "CriteoReader",
-    "SyntheticConfig",
-    "SyntheticCriteo",
-    "dense_transform",
-    "empty_key",
-    "make_keys",
-    "read_keys",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EMPTY_KEY_BIT": "criteo",
+    "CriteoBatch": "criteo",
+    "CriteoFormatError": "criteo",
+    "CriteoReader": "criteo",
+    "dense_transform": "criteo",
+    "empty_key": "criteo",
+    "make_keys": "criteo",
+    "read_keys": "criteo",
+    "CRITEO_CARDINALITIES": "synthetic",
+    "SyntheticConfig": "synthetic",
+    "SyntheticCriteo": "synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'herald_tf.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"herald_tf.data.{module}"), name)
