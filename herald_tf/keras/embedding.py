@@ -74,6 +74,7 @@ class HeraldEmbedding(keras.layers.Layer):
         self.combiner = combiner
         self.mode = mode
         self._runtime = None
+        self._serving_table = None  # set by export_for_serving while it traces
 
     def build(self, input_shape: Any = None) -> None:
         if self.built:
@@ -111,6 +112,8 @@ class HeraldEmbedding(keras.layers.Layer):
 
     def call(self, keys: Any, training: bool | None = None) -> tf.Tensor:
         keys = _as_int64_keys(keys)
+        if self._serving_table is not None:  # stock-TF lookup for an exported model
+            return self._serving_table(keys)
         if self._runtime is not None:
             return self._call_distributed(keys, training)
         flat = keys.values if isinstance(keys, tf.RaggedTensor) else tf.reshape(keys, [-1])
