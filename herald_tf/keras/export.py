@@ -137,7 +137,7 @@ def trained_rows_from_checkpoint(directory: str, table: str, step: int | None = 
     for name in manifest["files"]:
         path = os.path.join(checkpoint.step_dir(directory, manifest["step"]), name)
         with np.load(path) as shard:
-            meta = json.loads(str(shard["meta"]))
+            meta = json.loads(bytes(shard["meta"]).decode())
             names = [t["name"] for t in meta["tables"]]
             if table not in names:
                 raise ValueError(f"Expected table {table!r} in the checkpoint. Received: {names}")

@@ -188,8 +188,9 @@ class WorkerRuntime:
             keys = np.ascontiguousarray(batch[self.config.key_feature], dtype=np.int64)
             if keys.shape[0] < self._scheduler_config().global_batch:
                 return  # the partial last global batch is dropped
-            with self._lock:
-                self._pending[step] = batch
+            if step >= self._next_step:  # earlier steps are only re-planned (resume)
+                with self._lock:
+                    self._pending[step] = batch
             step += 1
             yield keys
 
@@ -199,7 +200,10 @@ class WorkerRuntime:
         if not self.tables:
             raise PlanMismatchError("Expected HeraldEmbedding layers built in runtime.scope().")
         self._connect()
-        self._scheduler = Scheduler(self._scheduler_config(), self._keys_for_scheduler())
+        # After resume_at(S), steps before S are re-planned without plans: the scheduler's state
+        # is a deterministic function of the batches, so this restores it exactly.
+        self._scheduler = Scheduler(self._scheduler_config(), self._keys_for_scheduler(),
+                                    start_step=self._next_step)
         self._scheduled = iter(self._scheduler)
 
     def _connect(self) -> None:
@@ -209,7 +213,10 @@ class WorkerRuntime:
             self._connected = True
 
     def local_batches(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-        """This worker's batches in step order: (features with the step id, labels)."""
+        """This worker's batches in step order: (features with the step id, labels).
+
+        After ``resume_at(S)`` the first step is S.
+        """
         self._start()
         for scheduled in self._scheduled:
             with self._lock:
@@ -383,6 +390,23 @@ class WorkerRuntime:
         self.times.steps += 1
         return np.int64(step)
 
+    @property
+    def next_step(self) -> int:
+        """The step the runtime runs next (= steps completed)."""
+        return self._next_step
+
+    def dirty_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, slots) of the rows this worker owns dirty (herald)."""
+        return (np.fromiter(self._dirty.keys(), np.int64, len(self._dirty)),
+                np.fromiter(self._dirty.values(), np.int64, len(self._dirty)))
+
+    def resume_at(self, step: int, dirty_keys: np.ndarray, dirty_slots: np.ndarray) -> None:
+        """Continues a checkpointed run at ``step`` (storage restored by the caller)."""
+        if self._scheduler is not None:
+            raise PlanMismatchError("Expected resume_at before the first batch is drawn.")
+        self._next_step = int(step)
+        self._dirty = dict(zip(np.asarray(dirty_keys).tolist(), np.asarray(dirty_slots).tolist()))
+
     def flush_dirty(self) -> int:
         """Writes every row this worker updated locally and still holds back to the PS.
 
@@ -392,8 +416,7 @@ class WorkerRuntime:
         """
         if not self._dirty:
             return 0
-        keys = np.fromiter(self._dirty.keys(), np.int64, len(self._dirty))
-        slots = np.fromiter(self._dirty.values(), np.int64, len(self._dirty))
+        keys, slots = self.dirty_rows()
         for layer in self.tables:
             self._send_rows(layer, keys, slots).wait()
         self.rows_moved["flush"] += keys.size

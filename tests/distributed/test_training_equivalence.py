@@ -80,8 +80,37 @@ def _run_all(commands: list[list[str]], logs: list[str]) -> None:
             p.wait()
 
 
+SERVE = """
+import sys, numpy as np, tensorflow as tf
+data = np.load(sys.argv[2])
+out = tf.saved_model.load(sys.argv[1]).signatures["serving_default"](
+    categorical=tf.constant(data["categorical"]), dense=tf.constant(data["dense"]))
+assert not any(m.startswith("herald_tf") for m in sys.modules), "herald_tf imported"
+assert "_herald_ops" not in open("/proc/self/maps").read(), "op library loaded"
+np.save(sys.argv[3], list(out.values())[0].numpy())
+"""
+
+
+def _check_exports_agree(tmp_path) -> None:
+    """The export of the distributed run (from the PS) and of the reference serve the same
+    predictions in plain TensorFlow, on held-out rows with unseen keys too."""
+    from training_job import make_data
+
+    held_out = make_data(2, 32, seed=7)
+    held_out["categorical"][:8, 1] += 100_000  # unseen keys
+    np.savez(tmp_path / "held_out.npz", **held_out)
+    env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
+    outs = []
+    for name in ("export_ref", "export_dist"):
+        subprocess.run([sys.executable, "-c", SERVE, str(tmp_path / name),
+                        str(tmp_path / "held_out.npz"), str(tmp_path / f"{name}.npy")],
+                       check=True, env=env, cwd=str(tmp_path))
+        outs.append(np.load(tmp_path / f"{name}.npy"))
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-6, atol=1e-7)
+
+
 def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer: str,
-                       backend: str) -> dict:
+                       backend: str, export: bool = False) -> dict:
     if backend == "horovod":
         pytest.importorskip("horovod.tensorflow")
     common = ["--model", model, "--optimizer", optimizer, "--num-workers", str(workers),
@@ -90,7 +119,8 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=workers) as cluster:
         ports = _free_ports(workers + 1)
         hosts = [f"127.0.0.1:{p}" for p in ports[:workers]]
-        commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out]]
+        exports = (["--export", str(tmp_path / "export_ref")] if export else [])
+        commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out, *exports]]
         for rank in range(workers):
             tf_config = json.dumps({"cluster": {"worker": hosts},
                                     "task": {"type": "worker", "index": rank}})
@@ -98,9 +128,14 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
                              "--mode", mode, "--ps-addrs", ",".join(cluster.addresses),
                              "--token", cluster.token, "--tf-config", tf_config,
                              "--backend", backend, "--coordinator", f"127.0.0.1:{ports[-1]}",
+                             "--checkpoint-dir", cluster.checkpoint_dir,
+                             "--checkpoint-every", "1000",
+                             *(["--export", str(tmp_path / "export_dist")] if export else []),
                              "--out", str(tmp_path / f"w{rank}.npz")])
         _run_all(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))])
         ref = np.load(ref_out)
+        if export:
+            _check_exports_agree(tmp_path)
         transport = cluster.transport()
         for name in [k.split("/", 1)[1] for k in ref.files if k.startswith("rows/")]:
             pulled = transport.pull(name, ref["keys"]).wait()
@@ -118,7 +153,10 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
 @pytest.mark.parametrize("workers,mode,model,optimizer,backend", CI_CASES)
 def test_distributed_training_equals_single_process(tmp_path, workers, mode, model, optimizer,
                                                     backend):
-    result = _check_equivalence(tmp_path, workers, mode, model, optimizer, backend)
+    # WDL and DLRM trained with 2 workers are also exported and served by plain TensorFlow.
+    export = workers == 2 and (mode, backend) in (("herald", "tf_distribute"),
+                                                  ("ps", "horovod"))
+    result = _check_equivalence(tmp_path, workers, mode, model, optimizer, backend, export)
     assert all(s["steps"] == 21 for s in result["stats"])
 
 

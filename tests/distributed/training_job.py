@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -82,6 +83,37 @@ def run_reference(args: argparse.Namespace) -> None:
         out[f"versions/{layer.table.name}"] = layer.versions.numpy()[slots]
     out["keys"] = keys
     np.savez(args.out, **out)
+    if args.export:
+        from herald_tf.keras.export import export_for_serving
+
+        export_for_serving(model, args.export)
+
+
+def resume(model, runtime, args: argparse.Namespace) -> None:
+    """Restores a worker checkpoint (dense optimizer built first, so it has its variables)."""
+    if not args.resume_step:
+        return
+    from herald_tf.keras.checkpoint import load_worker
+
+    model.optimizer.build(model.trainable_variables)
+    load_worker(runtime, model, args.checkpoint_dir, args.resume_step)
+
+
+def crash_callback():
+    import keras
+
+    class CrashAfter(keras.callbacks.Callback):
+        """Dies by SIGKILL once ``step`` steps are done (the fault of the resume test)."""
+
+        def __init__(self, runtime, step: int) -> None:
+            super().__init__()
+            self.runtime, self.step = runtime, step
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            if self.runtime.next_step >= self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return CrashAfter
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -91,8 +123,11 @@ def run_worker(args: argparse.Namespace) -> None:
 
     keras.config.disable_traceback_filtering()
 
+    from herald_tf.keras.checkpoint import HeraldCheckpoint
     from herald_tf.keras.runtime import RuntimeConfig, WorkerRuntime
     from herald_tf.transport.factory import make_transport
+
+    CrashAfter = crash_callback()  # noqa: N806 - a class made where Keras is imported
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -107,6 +142,12 @@ def run_worker(args: argparse.Namespace) -> None:
         eviction=args.eviction, bound=args.bound,
         allocation=args.allocation if args.mode == "herald" else "none")
     runtime = WorkerRuntime(config, transport, batches)
+    callbacks = []
+    if args.checkpoint_dir:
+        callbacks.append(HeraldCheckpoint(runtime, args.checkpoint_dir, args.checkpoint_every,
+                                          chief=args.rank == 0))
+    if args.crash_after:
+        callbacks.append(CrashAfter(runtime, args.crash_after))
     specs = {"categorical": tf.TensorSpec([FIELDS], tf.int64),
              "dense": tf.TensorSpec([DENSE], tf.float32)}
     if args.backend == "horovod":
@@ -117,14 +158,30 @@ def run_worker(args: argparse.Namespace) -> None:
         with runtime.scope():
             model = build_model(args.model, args.optimizer, steps_per_execution=3,
                                 dense_sync=sync)
-        model.fit(runtime.dataset(specs), epochs=1, verbose=0, callbacks=sync.callbacks())
+        resume(model, runtime, args)
+        model.fit(runtime.dataset(specs), epochs=1, verbose=0,
+                  callbacks=sync.callbacks() + callbacks)
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         with strategy.scope(), runtime.scope():
             # Keras' multi-step loop fails under MultiWorkerMirroredStrategy (HeraldModel).
             model = build_model(args.model, args.optimizer, steps_per_execution=1)
-        model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0)
+            resume(model, runtime, args)
+        model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
+                  callbacks=callbacks)
     runtime.flush_dirty()
+    if args.export:
+        # Every worker's rows are on the PS once all have flushed (a collective is the
+        # barrier); then the PS checkpoint of the last step feeds the export.
+        if args.backend == "horovod":
+            sync.barrier()
+        else:
+            strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+        if args.rank == 0:
+            from herald_tf.keras.export import export_for_serving
+
+            transport.checkpoint(args.steps - 1)
+            export_for_serving(model, args.export, checkpoint_dir=args.checkpoint_dir)
     stats = runtime.stats()
     runtime.close()
     out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
@@ -152,6 +209,11 @@ def main() -> None:
     parser.add_argument("--tf-config", default="")
     parser.add_argument("--backend", default="tf_distribute", choices=["tf_distribute", "horovod"])
     parser.add_argument("--coordinator", default="")
+    parser.add_argument("--checkpoint-dir", default="")
+    parser.add_argument("--checkpoint-every", type=int, default=30)
+    parser.add_argument("--crash-after", type=int, default=0)
+    parser.add_argument("--resume-step", type=int, default=0)
+    parser.add_argument("--export", default="", help="write a serving SavedModel here")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     (run_reference if args.role == "reference" else run_worker)(args)
