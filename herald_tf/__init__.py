@@ -13,7 +13,12 @@ from herald_tf.config import (
     OptimizerKind,
     TableConfig,
 )
-from herald_tf.errors import HeraldError, InvalidArgumentError, LibraryNotFoundError, OutOfRangeError
+from herald_tf.errors import (
+    HeraldError,
+    InvalidArgumentError,
+    LibraryNotFoundError,
+    OutOfRangeError,
+)
 
 __version__ = "0.1.0"
 

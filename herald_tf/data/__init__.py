@@ -1,5 +1,6 @@
-"""Data: Criteo-format reading and synthetic generation (TensorFlow-free).
+"""Data: Criteo- and Avazu-format reading and synthetic generation (TensorFlow-free).
 
+``AvazuReader`` streams Avazu CSV files into int64 keys (hashes stock TensorFlow reproduces);
 ``CriteoReader`` streams Criteo Kaggle TSV files into int64 keys and transformed dense features;
 ``SyntheticCriteo`` writes the same format (or produces key arrays directly) with Criteo's
 cardinalities, power-law popularity, optional time locality and learnable labels. Names are
@@ -23,6 +24,10 @@ _EXPORTS = {
     "CRITEO_CARDINALITIES": "synthetic",
     "SyntheticConfig": "synthetic",
     "SyntheticCriteo": "synthetic",
+    "AvazuFormatError": "avazu",
+    "AvazuReader": "avazu",
+    "keys_tf": "avazu",
+    "write_synthetic_avazu": "avazu",
 }
 
 __all__ = sorted(_EXPORTS)

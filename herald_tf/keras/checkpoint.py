@@ -7,8 +7,9 @@ A checkpoint "at step S" holds the state after steps 0..S-1:
   ``herald-ps --restore S-1`` or ``Transport.restore(S - 1)``);
 - per worker, in ``directory/workers/step-S/``, ``worker-<rank>.npz``: its slot storage
   (values, optimizer state, versions of cache and staging slots), the rows it owns dirty, its
-  dense weights and dense optimizer state, and the step; ``worker-<rank>.json`` records the file's SHA-256, so a partial or corrupted file is
-  refused with a clear error and an older checkpoint stays usable.
+  dense weights and dense optimizer state, and the step; ``worker-<rank>.json`` records the
+  file's SHA-256, so a partial or corrupted file is refused with a clear error and an older
+  checkpoint stays usable.
 
 No flush-first shortcut: the caches are saved as they are. The scheduler's state (directories,
 ownership, touched set) is not stored: it is a deterministic function of the batches, so the
