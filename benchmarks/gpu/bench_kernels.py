@@ -122,7 +122,7 @@ def main() -> int:
     nbytes = 2 << 30
     a = torch.empty(nbytes // 4, dtype=torch.float32, device=dev).normal_()
     b = torch.empty_like(a)
-    ms = median_ms(lambda i: b.copy_(a), reps)
+    ms = median_ms(lambda i, a=a, b=b: b.copy_(a), reps)
     copy_gbps = 2 * nbytes / ms / 1e6
     result["copy_gbps"] = copy_gbps
     del a, b
@@ -137,18 +137,29 @@ def main() -> int:
         "uniform": [torch.from_numpy(rng.integers(0, slots, n)).to(dev) for _ in range(sets)],
         "zipf": [torch.from_numpy(zipf_slots(rng, n, slots, perm)).to(dev) for _ in range(sets)],
     }
-    result["unique_per_batch"] = {
-        k: int(torch.unique(v[0]).numel()) for k, v in id_sets.items()
-    }
+    result["unique_per_batch"] = {k: int(torch.unique(v[0]).numel()) for k, v in id_sets.items()}
 
     # ---------------------------------------------------------------- lookup + sum
     out = torch.empty((batch, DIM), dtype=torch.float32, device=dev)
     lookup_bytes = n * DIM * 4 + batch * DIM * 4 + n * 8
     for dist, ids_list in id_sets.items():
-        def ours(i, ids_list=ids_list, err=rec):
-            lib.call("herald_cuda_lookup", storage.data_ptr(), slots, DIM,
-                     ids_list[i % sets].data_ptr(), n, None, batch, int(Combiner.SUM),
-                     out.data_ptr(), sp, None, err)
+
+        def ours(i, ids_list=ids_list, err=rec, out=out):
+            lib.call(
+                "herald_cuda_lookup",
+                storage.data_ptr(),
+                slots,
+                DIM,
+                ids_list[i % sets].data_ptr(),
+                n,
+                None,
+                batch,
+                int(Combiner.SUM),
+                out.data_ptr(),
+                sp,
+                None,
+                err,
+            )
 
         def ours_sync(i, ids_list=ids_list):
             ours(i, err=None)
@@ -188,9 +199,7 @@ def main() -> int:
         Optimizer.ADAGRAD: torch.full((slots, DIM), 0.1, dtype=torch.float32, device=dev),
         Optimizer.ADAM: torch.zeros((slots, 2 * DIM), dtype=torch.float32, device=dev),
     }
-    params = {
-        k: OptimizerParams(int(k), 0.01, 0.9, 0.999, 1e-4, 0.1) for k in Optimizer
-    }
+    params = {k: OptimizerParams(int(k), 0.01, 0.9, 0.999, 1e-4, 0.1) for k in Optimizer}
     lr = 0.01
 
     torch_alloc = TorchAllocator(stream)
@@ -198,24 +207,67 @@ def main() -> int:
 
     def dedup(ids, combiner=Combiner.NONE):
         grads = grad_rows if combiner == Combiner.NONE else grad_out
-        lib.call("herald_cuda_dedup_grad", ids.data_ptr(), n, slots, grads.data_ptr(), None,
-                 n if combiner == Combiner.NONE else batch, int(combiner), DIM,
-                 unique.data_ptr(), None, num.data_ptr(), summed.data_ptr(), sp,
-                 allocator["ptr"], rec)
+        lib.call(
+            "herald_cuda_dedup_grad",
+            ids.data_ptr(),
+            n,
+            slots,
+            grads.data_ptr(),
+            None,
+            n if combiner == Combiner.NONE else batch,
+            int(combiner),
+            DIM,
+            unique.data_ptr(),
+            None,
+            num.data_ptr(),
+            summed.data_ptr(),
+            sp,
+            allocator["ptr"],
+            rec,
+        )
 
     def apply(kind):
         state = states[kind]
-        lib.call("herald_cuda_sparse_apply", ctypes.addressof(params[kind]),
-                 storage.data_ptr(), state.data_ptr() if state is not None else None,
-                 versions.data_ptr(), slots, DIM, unique.data_ptr(), n, num.data_ptr(),
-                 summed.data_ptr(), sp, allocator["ptr"], rec)
+        lib.call(
+            "herald_cuda_sparse_apply",
+            ctypes.addressof(params[kind]),
+            storage.data_ptr(),
+            state.data_ptr() if state is not None else None,
+            versions.data_ptr(),
+            slots,
+            DIM,
+            unique.data_ptr(),
+            n,
+            num.data_ptr(),
+            summed.data_ptr(),
+            sp,
+            allocator["ptr"],
+            rec,
+        )
 
     def dedup_apply(ids, kind):
         state = states[kind]
-        lib.call("herald_cuda_dedup_apply", ctypes.addressof(params[kind]), storage.data_ptr(),
-                 state.data_ptr() if state is not None else None, versions.data_ptr(), slots,
-                 DIM, ids.data_ptr(), n, grad_rows.data_ptr(), None, n, int(Combiner.NONE),
-                 unique.data_ptr(), num.data_ptr(), summed.data_ptr(), sp, allocator["ptr"], rec)
+        lib.call(
+            "herald_cuda_dedup_apply",
+            ctypes.addressof(params[kind]),
+            storage.data_ptr(),
+            state.data_ptr() if state is not None else None,
+            versions.data_ptr(),
+            slots,
+            DIM,
+            ids.data_ptr(),
+            n,
+            grad_rows.data_ptr(),
+            None,
+            n,
+            int(Combiner.NONE),
+            unique.data_ptr(),
+            num.data_ptr(),
+            summed.data_ptr(),
+            sp,
+            allocator["ptr"],
+            rec,
+        )
 
     for dist, ids_list in id_sets.items():
         entry: dict = {}
@@ -228,14 +280,17 @@ def main() -> int:
             storage.index_add_(0, uniq, g, alpha=-lr)
 
         entry["torch_unique_index_add_sgd_ms"] = median_ms(torch_sgd, reps)
-        entry["dedup_ms"] = median_ms(lambda i, l=ids_list: dedup(l[i % sets]), reps)
+        entry["dedup_ms"] = median_ms(lambda i, ids_l=ids_list: dedup(ids_l[i % sets]), reps)
         entry["dedup_pooled_sum_ms"] = median_ms(
-            lambda i, l=ids_list: dedup(l[i % sets], Combiner.SUM), reps)
+            lambda i, ids_l=ids_list: dedup(ids_l[i % sets], Combiner.SUM), reps
+        )
         base_bytes = n * 8 + n * DIM * 4 + u * 8
         for kind in Optimizer:
             name = kind.name.lower()
             row_moves = {Optimizer.SGD: 2, Optimizer.ADAGRAD: 4, Optimizer.ADAM: 6}[kind]
-            t_pipe = median_ms(lambda i, l=ids_list, k=kind: (dedup(l[i % sets]), apply(k)), reps)
+            t_pipe = median_ms(
+                lambda i, ids_l=ids_list, k=kind: (dedup(ids_l[i % sets]), apply(k)), reps
+            )
             dedup(ids_list[0])
             t_apply = median_ms(lambda i, k=kind: apply(k), reps)
             apply_bytes = u * 8 + u * DIM * 4 * (1 + row_moves)  # grads + rows/state r/w
@@ -245,27 +300,33 @@ def main() -> int:
             entry[f"apply_{name}_gbps"] = apply_bytes / t_apply / 1e6
         allocator["ptr"] = None  # the default: cudaMallocAsync on the device's default pool
         entry["dedup_sgd_default_pool_ms"] = median_ms(
-            lambda i, l=ids_list: (dedup(l[i % sets]), apply(Optimizer.SGD)), reps)
+            lambda i, ids_l=ids_list: (dedup(ids_l[i % sets]), apply(Optimizer.SGD)), reps
+        )
         allocator["ptr"] = torch_alloc.ptr
         for kind in Optimizer:
             name = kind.name.lower()
-            t = median_ms(lambda i, l=ids_list, k=kind: dedup_apply(l[i % sets], k), reps)
+            t = median_ms(lambda i, ids_l=ids_list, k=kind: dedup_apply(ids_l[i % sets], k), reps)
             row_moves = {Optimizer.SGD: 2, Optimizer.ADAGRAD: 4, Optimizer.ADAM: 6}[kind]
             entry[f"fused_dedup_apply_{name}_ms"] = t
             entry[f"fused_dedup_apply_{name}_gbps"] = (
-                base_bytes + u * DIM * 4 * row_moves) / t / 1e6
+                (base_bytes + u * DIM * 4 * row_moves) / t / 1e6
+            )
         # The goal's "dedup + SGD apply": the fused call (herald_cuda_dedup_apply); the two-call
         # path (dedup_grad, then sparse_apply with its own device checks) is reported beside it.
         entry["dedup_sgd_speedup_vs_torch"] = (
-            entry["torch_unique_index_add_sgd_ms"] / entry["fused_dedup_apply_sgd_ms"])
+            entry["torch_unique_index_add_sgd_ms"] / entry["fused_dedup_apply_sgd_ms"]
+        )
         entry["two_call_dedup_sgd_speedup_vs_torch"] = (
-            entry["torch_unique_index_add_sgd_ms"] / entry["dedup_sgd_ms"])
+            entry["torch_unique_index_add_sgd_ms"] / entry["dedup_sgd_ms"]
+        )
         for name in ("adagrad", "adam"):
             entry[f"{name}_over_sgd_apply"] = entry[f"apply_{name}_ms"] / entry["apply_sgd_ms"]
             entry[f"{name}_over_sgd_dedup_apply"] = (
-                entry[f"dedup_{name}_ms"] / entry["dedup_sgd_ms"])
+                entry[f"dedup_{name}_ms"] / entry["dedup_sgd_ms"]
+            )
             entry[f"{name}_over_sgd_fused"] = (
-                entry[f"fused_dedup_apply_{name}_ms"] / entry["fused_dedup_apply_sgd_ms"])
+                entry[f"fused_dedup_apply_{name}_ms"] / entry["fused_dedup_apply_sgd_ms"]
+            )
         result[f"grad_apply_{dist}"] = entry
 
     code, msg = lib.call("herald_cuda_error_read", rec, sp, check=False)
@@ -292,18 +353,22 @@ def main() -> int:
     for dist in ("uniform", "zipf"):
         lk = result[f"lookup_sum_{dist}"]
         ga = result[f"grad_apply_{dist}"]
-        print(f"[{dist}] lookup+sum {lk['herald_ms']*1e3:.0f} us ({lk['herald_gbps']:.0f} GB/s, "
-              f"{lk['herald_fraction_of_copy']:.2f} of copy) vs embedding_bag "
-              f"{lk['torch_embedding_bag_ms']*1e3:.0f} us: {lk['speedup_vs_torch']:.2f}x")
-        print(f"[{dist}] fused dedup+sgd {ga['fused_dedup_apply_sgd_ms']*1e3:.0f} us "
-              f"(two calls {ga['dedup_sgd_ms']*1e3:.0f} us) vs torch "
-              f"{ga['torch_unique_index_add_sgd_ms']*1e3:.0f} us: "
-              f"{ga['dedup_sgd_speedup_vs_torch']:.2f}x; fused sgd/adagrad/adam "
-              f"{ga['fused_dedup_apply_sgd_ms']*1e3:.0f}/"
-              f"{ga['fused_dedup_apply_adagrad_ms']*1e3:.0f}/"
-              f"{ga['fused_dedup_apply_adam_ms']*1e3:.0f} us; apply sgd/adagrad/adam "
-              f"{ga['apply_sgd_ms']*1e3:.0f}/{ga['apply_adagrad_ms']*1e3:.0f}/"
-              f"{ga['apply_adam_ms']*1e3:.0f} us; dedup {ga['dedup_ms']*1e3:.0f} us")
+        print(
+            f"[{dist}] lookup+sum {lk['herald_ms'] * 1e3:.0f} us ({lk['herald_gbps']:.0f} GB/s, "
+            f"{lk['herald_fraction_of_copy']:.2f} of copy) vs embedding_bag "
+            f"{lk['torch_embedding_bag_ms'] * 1e3:.0f} us: {lk['speedup_vs_torch']:.2f}x"
+        )
+        print(
+            f"[{dist}] fused dedup+sgd {ga['fused_dedup_apply_sgd_ms'] * 1e3:.0f} us "
+            f"(two calls {ga['dedup_sgd_ms'] * 1e3:.0f} us) vs torch "
+            f"{ga['torch_unique_index_add_sgd_ms'] * 1e3:.0f} us: "
+            f"{ga['dedup_sgd_speedup_vs_torch']:.2f}x; fused sgd/adagrad/adam "
+            f"{ga['fused_dedup_apply_sgd_ms'] * 1e3:.0f}/"
+            f"{ga['fused_dedup_apply_adagrad_ms'] * 1e3:.0f}/"
+            f"{ga['fused_dedup_apply_adam_ms'] * 1e3:.0f} us; apply sgd/adagrad/adam "
+            f"{ga['apply_sgd_ms'] * 1e3:.0f}/{ga['apply_adagrad_ms'] * 1e3:.0f}/"
+            f"{ga['apply_adam_ms'] * 1e3:.0f} us; dedup {ga['dedup_ms'] * 1e3:.0f} us"
+        )
     print("goals:", json.dumps(result["goals"]))
     return 0
 

@@ -98,9 +98,7 @@ _SIGNATURES = {
     "herald_cuda_lookup_grad": [P, P, I64, P, I64, I32, I64, I64, P, P, P, P, P],
     "herald_cuda_dedup_grad": [P, I64, I64, P, P, I64, I32, I64, P, P, P, P, P, P, P, P],
     "herald_cuda_sparse_apply": [P, P, P, P, I64, I64, P, I64, P, P, P, P, P, P],
-    "herald_cuda_dedup_apply": [
-        P, P, P, P, I64, I64, P, I64, P, P, I64, I32, P, P, P, P, P, P, P
-    ],
+    "herald_cuda_dedup_apply": [P, P, P, P, I64, I64, P, I64, P, P, I64, I32, P, P, P, P, P, P, P],
     "herald_cuda_init_rows": [P, P, I64, I64, P, P, P],
     "herald_cuda_init_state": [P, I64, I64, P, P, P],
     "herald_cuda_gather_rows": [P, I64, I64, P, I64, P, P, P, P, P],

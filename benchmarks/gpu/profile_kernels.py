@@ -55,46 +55,129 @@ def main() -> int:
     def apply(lib, kind):
         state = adam_state if kind == Optimizer.ADAM else None
         p = OptimizerParams(int(kind), 0.01, 0.9, 0.999, 1e-4, 0.1)
-        lib.call("herald_cuda_sparse_apply", ctypes.addressof(p), storage.data_ptr(),
-                 state.data_ptr() if state is not None else None, versions.data_ptr(), slots,
-                 DIM, unique.data_ptr(), n, num.data_ptr(), summed.data_ptr(), sp, alloc.ptr,
-                 record.data_ptr())
+        lib.call(
+            "herald_cuda_sparse_apply",
+            ctypes.addressof(p),
+            storage.data_ptr(),
+            state.data_ptr() if state is not None else None,
+            versions.data_ptr(),
+            slots,
+            DIM,
+            unique.data_ptr(),
+            n,
+            num.data_ptr(),
+            summed.data_ptr(),
+            sp,
+            alloc.ptr,
+            record.data_ptr(),
+        )
 
     for path in args.variants:
         lib = Library(path)
         lib.call("herald_cuda_error_reset", record.data_ptr(), sp)
-        lib.call("herald_cuda_dedup_grad", ids[0].data_ptr(), n, slots, grad_rows.data_ptr(),
-                 None, n, int(Combiner.NONE), DIM, unique.data_ptr(), None, num.data_ptr(),
-                 summed.data_ptr(), sp, alloc.ptr, record.data_ptr())
+        lib.call(
+            "herald_cuda_dedup_grad",
+            ids[0].data_ptr(),
+            n,
+            slots,
+            grad_rows.data_ptr(),
+            None,
+            n,
+            int(Combiner.NONE),
+            DIM,
+            unique.data_ptr(),
+            None,
+            num.data_ptr(),
+            summed.data_ptr(),
+            sp,
+            alloc.ptr,
+            record.data_ptr(),
+        )
         t_sgd = median_ms(lambda i, lib=lib: apply(lib, Optimizer.SGD), 20)
         t_adam = median_ms(lambda i, lib=lib: apply(lib, Optimizer.ADAM), 20)
-        print(f"variant {Path(path).parent.name}: apply sgd {t_sgd * 1e3:.1f} us, "
-              f"adam {t_adam * 1e3:.1f} us")
+        print(
+            f"variant {Path(path).parent.name}: apply sgd {t_sgd * 1e3:.1f} us, "
+            f"adam {t_adam * 1e3:.1f} us"
+        )
 
         def run(i, lib=lib):
-            lib.call("herald_cuda_lookup", storage.data_ptr(), slots, DIM, ids[i % 4].data_ptr(),
-                     n, None, batch, int(Combiner.SUM), out.data_ptr(), sp, None,
-                     record.data_ptr())
+            lib.call(
+                "herald_cuda_lookup",
+                storage.data_ptr(),
+                slots,
+                DIM,
+                ids[i % 4].data_ptr(),
+                n,
+                None,
+                batch,
+                int(Combiner.SUM),
+                out.data_ptr(),
+                sp,
+                None,
+                record.data_ptr(),
+            )
 
         ms = median_ms(run, 20)
-        print(f"variant {Path(path).parent.name}: lookup+sum {ms * 1e3:.1f} us "
-              f"{lookup_bytes / ms / 1e6:.0f} GB/s")
+        print(
+            f"variant {Path(path).parent.name}: lookup+sum {ms * 1e3:.1f} us "
+            f"{lookup_bytes / ms / 1e6:.0f} GB/s"
+        )
 
     lib = Library()
     lib.call("herald_cuda_error_reset", record.data_ptr(), sp)
 
     def step(i):
-        lib.call("herald_cuda_lookup", storage.data_ptr(), slots, DIM, ids[i % 4].data_ptr(), n,
-                 None, batch, int(Combiner.SUM), out.data_ptr(), sp, None, record.data_ptr())
-        lib.call("herald_cuda_dedup_grad", ids[i % 4].data_ptr(), n, slots, grad_rows.data_ptr(),
-                 None, n, int(Combiner.NONE), DIM, unique.data_ptr(), None, num.data_ptr(),
-                 summed.data_ptr(), sp, alloc.ptr, record.data_ptr())
+        lib.call(
+            "herald_cuda_lookup",
+            storage.data_ptr(),
+            slots,
+            DIM,
+            ids[i % 4].data_ptr(),
+            n,
+            None,
+            batch,
+            int(Combiner.SUM),
+            out.data_ptr(),
+            sp,
+            None,
+            record.data_ptr(),
+        )
+        lib.call(
+            "herald_cuda_dedup_grad",
+            ids[i % 4].data_ptr(),
+            n,
+            slots,
+            grad_rows.data_ptr(),
+            None,
+            n,
+            int(Combiner.NONE),
+            DIM,
+            unique.data_ptr(),
+            None,
+            num.data_ptr(),
+            summed.data_ptr(),
+            sp,
+            alloc.ptr,
+            record.data_ptr(),
+        )
         for kind, state in ((Optimizer.SGD, None), (Optimizer.ADAM, adam_state)):
             p = OptimizerParams(int(kind), 0.01, 0.9, 0.999, 1e-4, 0.1)
-            lib.call("herald_cuda_sparse_apply", ctypes.addressof(p), storage.data_ptr(),
-                     state.data_ptr() if state is not None else None, versions.data_ptr(), slots,
-                     DIM, unique.data_ptr(), n, num.data_ptr(), summed.data_ptr(), sp, alloc.ptr,
-                     record.data_ptr())
+            lib.call(
+                "herald_cuda_sparse_apply",
+                ctypes.addressof(p),
+                storage.data_ptr(),
+                state.data_ptr() if state is not None else None,
+                versions.data_ptr(),
+                slots,
+                DIM,
+                unique.data_ptr(),
+                n,
+                num.data_ptr(),
+                summed.data_ptr(),
+                sp,
+                alloc.ptr,
+                record.data_ptr(),
+            )
 
     for i in range(3):
         step(i)
@@ -103,7 +186,10 @@ def main() -> int:
         for i in range(5):
             step(i)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+    table = prof.key_averages().table(
+        sort_by="cuda_time_total", row_limit=30, max_name_column_width=70
+    )
+    print(table)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Checks every kernel of kernels/cuda/ against a numpy reference on fresh random inputs.
 
-Run on a GPU host after benchmarks/gpu/build.sh:  python3 -m pytest -q benchmarks/gpu/test_kernels.py
+Run on a GPU host after benchmarks/gpu/build.sh:
+    python3 -m pytest -q benchmarks/gpu/test_kernels.py
 HERALD_TEST_SMALL=1 shrinks the sizes (for compute-sanitizer runs). Outputs are poisoned with NaN
 before each call; gathers must match to 1e-6 relative, reductions and optimizers to 1e-5
 (‖a − r‖∞ ≤ tol · max(‖r‖∞, 1e-3), DESIGN §2a), optimizers over ≥ 20 steps against float64.
@@ -14,15 +15,13 @@ import os
 import cupy as cp
 import numpy as np
 import pytest
-
 from herald_cuda import (
     ALLOCATE,
     DEALLOCATE,
     Allocator,
     Combiner,
-    HeraldCudaError,
-    InitializerParams,
     Initializer,
+    InitializerParams,
     Library,
     Optimizer,
     OptimizerParams,
@@ -183,8 +182,19 @@ def test_lookup_matches_numpy(lib, stream, combiner, ragged, dim, misalign):
     d_ids = cp.asarray(ids)
     d_splits = cp.asarray(splits) if ragged else None
     lib.call(
-        "herald_cuda_lookup", ptr(d_storage), slots, dim, ptr(d_ids), n, ptr(d_splits), batch,
-        int(combiner), ptr(out_view), stream.ptr, None, None,
+        "herald_cuda_lookup",
+        ptr(d_storage),
+        slots,
+        dim,
+        ptr(d_ids),
+        n,
+        ptr(d_splits),
+        batch,
+        int(combiner),
+        ptr(out_view),
+        stream.ptr,
+        None,
+        None,
     )
     got = cp.asnumpy(out_view).reshape(rows_out, dim)
     ref = ref_lookup(host_storage, ids, splits, batch, combiner)
@@ -197,12 +207,38 @@ def test_lookup_empty_batch(lib, stream):
     ids = cp.zeros((0,), dtype=cp.int64)
     out = cp.full((1, 8), np.nan, dtype=cp.float32)
     for combiner in (Combiner.SUM, Combiner.NONE):
-        lib.call("herald_cuda_lookup", ptr(storage), 10, 8, ptr(ids), 0, None, 0, int(combiner),
-                 ptr(out), stream.ptr, None, None)
+        lib.call(
+            "herald_cuda_lookup",
+            ptr(storage),
+            10,
+            8,
+            ptr(ids),
+            0,
+            None,
+            0,
+            int(combiner),
+            ptr(out),
+            stream.ptr,
+            None,
+            None,
+        )
     splits = cp.zeros((4,), dtype=cp.int64)  # 3 empty bags
     out3 = cp.full((3, 8), np.nan, dtype=cp.float32)
-    lib.call("herald_cuda_lookup", ptr(storage), 10, 8, ptr(ids), 0, ptr(splits), 3,
-             int(Combiner.MEAN), ptr(out3), stream.ptr, None, None)
+    lib.call(
+        "herald_cuda_lookup",
+        ptr(storage),
+        10,
+        8,
+        ptr(ids),
+        0,
+        ptr(splits),
+        3,
+        int(Combiner.MEAN),
+        ptr(out3),
+        stream.ptr,
+        None,
+        None,
+    )
     assert np.all(cp.asnumpy(out3) == 0)
 
 
@@ -213,9 +249,22 @@ def test_lookup_rejects_bad_ids_without_writing(lib, stream):
         ids = rng.integers(0, 20, size=40).astype(np.int64)
         ids[17] = bad
         out = cp.full((4, 16), np.nan, dtype=cp.float32)
-        code, msg = lib.call("herald_cuda_lookup", ptr(storage), 20, 16, ptr(cp.asarray(ids)),
-                             40, None, 4, int(Combiner.SUM), ptr(out), stream.ptr, None, None,
-                             check=False)
+        code, msg = lib.call(
+            "herald_cuda_lookup",
+            ptr(storage),
+            20,
+            16,
+            ptr(cp.asarray(ids)),
+            40,
+            None,
+            4,
+            int(Combiner.SUM),
+            ptr(out),
+            stream.ptr,
+            None,
+            None,
+            check=False,
+        )
         assert code == StatusCode.OUT_OF_RANGE and "position 17" in msg and str(bad) in msg
         assert np.all(np.isnan(cp.asnumpy(out)))
 
@@ -225,23 +274,53 @@ def test_lookup_rejects_bad_splits(lib, stream):
     ids = cp.asarray(np.array([0, 1, 2, 3], dtype=np.int64))
     for splits in ([0, 3, 2, 4], [1, 2, 3, 4], [0, 1, 2, 3]):
         out = cp.full((3, 4), np.nan, dtype=cp.float32)
-        code, msg = lib.call("herald_cuda_lookup", ptr(storage), 5, 4, ptr(ids), 4,
-                             ptr(cp.asarray(np.array(splits, dtype=np.int64))), 3,
-                             int(Combiner.SUM), ptr(out), stream.ptr, None, None, check=False)
+        code, msg = lib.call(
+            "herald_cuda_lookup",
+            ptr(storage),
+            5,
+            4,
+            ptr(ids),
+            4,
+            ptr(cp.asarray(np.array(splits, dtype=np.int64))),
+            3,
+            int(Combiner.SUM),
+            ptr(out),
+            stream.ptr,
+            None,
+            None,
+            check=False,
+        )
         assert code == StatusCode.INVALID_ARGUMENT and "row_splits" in msg
         assert np.all(np.isnan(cp.asnumpy(out)))
 
 
 def test_host_argument_errors(lib, stream):
-    code, msg = lib.call("herald_cuda_lookup", 0, 10, 0, 0, 0, None, 0, 1, 0, stream.ptr, None,
-                         None, check=False)
+    code, msg = lib.call(
+        "herald_cuda_lookup", 0, 10, 0, 0, 0, None, 0, 1, 0, stream.ptr, None, None, check=False
+    )
     assert code == StatusCode.INVALID_ARGUMENT and "dim" in msg
-    code, msg = lib.call("herald_cuda_lookup", 0, 10, 4, 0, 5, None, 2, 1, 0, stream.ptr, None,
-                         None, check=False)
+    code, msg = lib.call(
+        "herald_cuda_lookup", 0, 10, 4, 0, 5, None, 2, 1, 0, stream.ptr, None, None, check=False
+    )
     assert code == StatusCode.INVALID_ARGUMENT and "multiple of batch" in msg
     params = OptimizerParams(7, 0.1, 0.9, 0.999, 1e-4, 0.1)
-    code, msg = lib.call("herald_cuda_sparse_apply", ctypes.addressof(params), 0, 0, 0, 1, 1, 0,
-                         0, None, 0, stream.ptr, None, None, check=False)
+    code, msg = lib.call(
+        "herald_cuda_sparse_apply",
+        ctypes.addressof(params),
+        0,
+        0,
+        0,
+        1,
+        1,
+        0,
+        0,
+        None,
+        0,
+        stream.ptr,
+        None,
+        None,
+        check=False,
+    )
     assert code == StatusCode.INVALID_ARGUMENT and "optimizer kind" in msg
 
 
@@ -259,8 +338,18 @@ def test_unique_slots_first_appearance_order(lib, stream, n):
     unique = cp.full((max(n, 1),), -7, dtype=cp.int64)
     inverse = cp.full((max(n, 1),), -7, dtype=cp.int64)
     num = cp.full((1,), -7, dtype=cp.int64)
-    lib.call("herald_cuda_unique_slots", ptr(d_ids), n, slots, ptr(unique), ptr(inverse),
-             ptr(num), stream.ptr, None, None)
+    lib.call(
+        "herald_cuda_unique_slots",
+        ptr(d_ids),
+        n,
+        slots,
+        ptr(unique),
+        ptr(inverse),
+        ptr(num),
+        stream.ptr,
+        None,
+        None,
+    )
     ref_u, ref_inv = first_appearance_unique(ids)
     u = int(num.get()[0])
     assert u == len(ref_u)
@@ -276,8 +365,18 @@ def test_unique_slots_64_bit_keys(lib, stream):
     unique = cp.empty((5000,), dtype=cp.int64)
     inverse = cp.empty((5000,), dtype=cp.int64)
     num = cp.empty((1,), dtype=cp.int64)
-    lib.call("herald_cuda_unique_slots", ptr(cp.asarray(ids)), 5000, 2**62, ptr(unique),
-             ptr(inverse), ptr(num), stream.ptr, None, None)
+    lib.call(
+        "herald_cuda_unique_slots",
+        ptr(cp.asarray(ids)),
+        5000,
+        2**62,
+        ptr(unique),
+        ptr(inverse),
+        ptr(num),
+        stream.ptr,
+        None,
+        None,
+    )
     ref_u, ref_inv = first_appearance_unique(ids)
     u = int(num.get()[0])
     np.testing.assert_array_equal(cp.asnumpy(unique)[:u], ref_u)
@@ -318,8 +417,21 @@ def test_lookup_grad_and_dedup_grad(lib, stream, combiner, ragged, dim):
 
     # lookup_grad from an inverse, with two extra unique rows no id maps to (-> zeros)
     summed = cp.full((u + 2, dim), np.nan, dtype=cp.float32)
-    lib.call("herald_cuda_lookup_grad", ptr(d_grad), ptr(cp.asarray(ref_inv)), n, ptr(d_splits),
-             batch, int(combiner), u + 2, dim, ptr(summed), stream.ptr, None, None)
+    lib.call(
+        "herald_cuda_lookup_grad",
+        ptr(d_grad),
+        ptr(cp.asarray(ref_inv)),
+        n,
+        ptr(d_splits),
+        batch,
+        int(combiner),
+        u + 2,
+        dim,
+        ptr(summed),
+        stream.ptr,
+        None,
+        None,
+    )
     got = cp.asnumpy(summed)
     assert rel_err(got[:u], ref) <= REDUCE_TOL
     assert np.all(got[u:] == 0)
@@ -331,9 +443,24 @@ def test_lookup_grad_and_dedup_grad(lib, stream, combiner, ragged, dim):
         inverse = cp.full((n,), -7, dtype=cp.int64)
         num = cp.full((1,), -7, dtype=cp.int64)
         summed2 = cp.full((n, dim), np.nan, dtype=cp.float32)
-        lib.call("herald_cuda_dedup_grad", ptr(d_ids), n, slots, ptr(d_grad), ptr(d_splits),
-                 batch, int(combiner), dim, ptr(unique), ptr(inverse), ptr(num), ptr(summed2),
-                 stream.ptr, None, None)
+        lib.call(
+            "herald_cuda_dedup_grad",
+            ptr(d_ids),
+            n,
+            slots,
+            ptr(d_grad),
+            ptr(d_splits),
+            batch,
+            int(combiner),
+            dim,
+            ptr(unique),
+            ptr(inverse),
+            ptr(num),
+            ptr(summed2),
+            stream.ptr,
+            None,
+            None,
+        )
         assert int(num.get()[0]) == u
         np.testing.assert_array_equal(cp.asnumpy(unique)[:u], ref_u)
         np.testing.assert_array_equal(cp.asnumpy(inverse), ref_inv)
@@ -362,9 +489,24 @@ def test_dedup_grad_hot_rows_span_super_chunks(lib, stream, dim):
         unique = cp.empty((n,), dtype=cp.int64)
         num = cp.empty((1,), dtype=cp.int64)
         summed = cp.full((n, dim), np.nan, dtype=cp.float32)
-        lib.call("herald_cuda_dedup_grad", ptr(d_ids), n, 1000, ptr(d_grads), None, n,
-                 int(Combiner.NONE), dim, ptr(unique), None, ptr(num), ptr(summed), stream.ptr,
-                 None, None)
+        lib.call(
+            "herald_cuda_dedup_grad",
+            ptr(d_ids),
+            n,
+            1000,
+            ptr(d_grads),
+            None,
+            n,
+            int(Combiner.NONE),
+            dim,
+            ptr(unique),
+            None,
+            ptr(num),
+            ptr(summed),
+            stream.ptr,
+            None,
+            None,
+        )
         u = int(num.get()[0])
         assert u == len(ref_u)
         got = cp.asnumpy(summed)[:u]
@@ -388,16 +530,44 @@ def test_dedup_grad_runs_near_chunk_length(lib, stream):
     unique = cp.empty((n,), dtype=cp.int64)
     num = cp.empty((1,), dtype=cp.int64)
     summed = cp.full((n, dim), np.nan, dtype=cp.float32)
-    lib.call("herald_cuda_dedup_grad", ptr(cp.asarray(ids)), n, 5000, ptr(cp.asarray(grads)),
-             None, n, int(Combiner.NONE), dim, ptr(unique), None, ptr(num), ptr(summed),
-             stream.ptr, None, None)
+    lib.call(
+        "herald_cuda_dedup_grad",
+        ptr(cp.asarray(ids)),
+        n,
+        5000,
+        ptr(cp.asarray(grads)),
+        None,
+        n,
+        int(Combiner.NONE),
+        dim,
+        ptr(unique),
+        None,
+        ptr(num),
+        ptr(summed),
+        stream.ptr,
+        None,
+        None,
+    )
     u = int(num.get()[0])
     assert u == len(ref_u)
     np.testing.assert_array_equal(cp.asnumpy(unique)[:u], ref_u)
     assert rel_err(cp.asnumpy(summed)[:u], ref) <= REDUCE_TOL
     summed2 = cp.full((u, dim), np.nan, dtype=cp.float32)
-    lib.call("herald_cuda_lookup_grad", ptr(cp.asarray(grads)), ptr(cp.asarray(ref_inv)), n,
-             None, n, int(Combiner.NONE), u, dim, ptr(summed2), stream.ptr, None, None)
+    lib.call(
+        "herald_cuda_lookup_grad",
+        ptr(cp.asarray(grads)),
+        ptr(cp.asarray(ref_inv)),
+        n,
+        None,
+        n,
+        int(Combiner.NONE),
+        u,
+        dim,
+        ptr(summed2),
+        stream.ptr,
+        None,
+        None,
+    )
     # (chunk boundaries of long rows depend on the sort key, slot or inverse: not bitwise)
     assert rel_err(cp.asnumpy(summed2), ref) <= REDUCE_TOL
 
@@ -406,9 +576,22 @@ def test_lookup_grad_rejects_bad_inverse(lib, stream):
     grad = cp.asarray(np.ones((6, 4), dtype=np.float32))
     inverse = cp.asarray(np.array([0, 1, 5, 1, 0, 2], dtype=np.int64))
     summed = cp.full((3, 4), np.nan, dtype=cp.float32)
-    code, msg = lib.call("herald_cuda_lookup_grad", ptr(grad), ptr(inverse), 6, None, 6,
-                         int(Combiner.NONE), 3, 4, ptr(summed), stream.ptr, None, None,
-                         check=False)
+    code, msg = lib.call(
+        "herald_cuda_lookup_grad",
+        ptr(grad),
+        ptr(inverse),
+        6,
+        None,
+        6,
+        int(Combiner.NONE),
+        3,
+        4,
+        ptr(summed),
+        stream.ptr,
+        None,
+        None,
+        check=False,
+    )
     assert code == StatusCode.OUT_OF_RANGE and "position 2" in msg
     assert np.all(np.isnan(cp.asnumpy(summed)))
 
@@ -459,10 +642,22 @@ def test_sparse_apply_20_steps_vs_float64(lib, stream, kind, dim):
         d_slots = cp.asarray(np.concatenate([slots_u, [-5, slots + 9]]))  # junk past u_device
         d_grads = cp.asarray(np.concatenate([grads, np.full((2, dim), np.nan, np.float32)]))
         d_u = cp.asarray(np.array([u], dtype=np.int64))
-        lib.call("herald_cuda_sparse_apply", ctypes.addressof(p), ptr(d_value),
-                 ptr(d_state) if width else None, ptr(d_versions), slots, dim, ptr(d_slots),
-                 u + 2 if use_device_count else u, ptr(d_u) if use_device_count else None,
-                 ptr(d_grads), stream.ptr, None, None)
+        lib.call(
+            "herald_cuda_sparse_apply",
+            ctypes.addressof(p),
+            ptr(d_value),
+            ptr(d_state) if width else None,
+            ptr(d_versions),
+            slots,
+            dim,
+            ptr(d_slots),
+            u + 2 if use_device_count else u,
+            ptr(d_u) if use_device_count else None,
+            ptr(d_grads),
+            stream.ptr,
+            None,
+            None,
+        )
         ref_apply(kind, p, value, state, versions, slots_u, grads)
     assert rel_err(cp.asnumpy(d_value), value) <= REDUCE_TOL
     if width:
@@ -471,8 +666,19 @@ def test_sparse_apply_20_steps_vs_float64(lib, stream, kind, dim):
 
 
 def _apply_args(p, d_value, d_state, d_versions, slots, dim, d_slots, u, d_grads, stream):
-    return (ctypes.addressof(p), ptr(d_value), ptr(d_state), ptr(d_versions), slots, dim,
-            ptr(d_slots), u, None, ptr(d_grads), stream.ptr)
+    return (
+        ctypes.addressof(p),
+        ptr(d_value),
+        ptr(d_state),
+        ptr(d_versions),
+        slots,
+        dim,
+        ptr(d_slots),
+        u,
+        None,
+        ptr(d_grads),
+        stream.ptr,
+    )
 
 
 @pytest.mark.parametrize("defect", ["range", "duplicate", "nan", "inf"])
@@ -493,10 +699,24 @@ def test_sparse_apply_invalid_changes_nothing(lib, stream, defect, dim):
         slots_u[20] = slots_u[3]
     else:
         grads[7, 2] = np.nan if defect == "nan" else np.inf
-    code, msg = lib.call("herald_cuda_sparse_apply",
-                         *_apply_args(p, d_value, d_state, d_versions, slots, dim,
-                                      cp.asarray(slots_u), u, cp.asarray(grads), stream),
-                         None, None, check=False)
+    code, msg = lib.call(
+        "herald_cuda_sparse_apply",
+        *_apply_args(
+            p,
+            d_value,
+            d_state,
+            d_versions,
+            slots,
+            dim,
+            cp.asarray(slots_u),
+            u,
+            cp.asarray(grads),
+            stream,
+        ),
+        None,
+        None,
+        check=False,
+    )
     expected = StatusCode.OUT_OF_RANGE if defect == "range" else StatusCode.INVALID_ARGUMENT
     assert code == expected, msg
     if defect == "duplicate":
@@ -520,18 +740,44 @@ def test_async_error_record_is_sticky(lib, stream):
     good = cp.asarray(np.array([1, 2, 3], dtype=np.int64))
     grads = cp.asarray(np.ones((3, dim), dtype=np.float32))
     for ids in (bad, good):  # the second, valid call must write nothing either
-        code, _ = lib.call("herald_cuda_sparse_apply", ctypes.addressof(p), ptr(d_value), None,
-                           ptr(d_versions), slots, dim, ptr(ids), 3, None, ptr(grads),
-                           stream.ptr, None, ptr(record))
+        code, _ = lib.call(
+            "herald_cuda_sparse_apply",
+            ctypes.addressof(p),
+            ptr(d_value),
+            None,
+            ptr(d_versions),
+            slots,
+            dim,
+            ptr(ids),
+            3,
+            None,
+            ptr(grads),
+            stream.ptr,
+            None,
+            ptr(record),
+        )
         assert code == StatusCode.OK  # asynchronous: reported through the record
     code, msg = lib.call("herald_cuda_error_read", ptr(record), stream.ptr, check=False)
     assert code == StatusCode.OUT_OF_RANGE and "position 2" in msg
     np.testing.assert_array_equal(cp.asnumpy(d_value), before)
     assert int(cp.asnumpy(d_versions).sum()) == 0
     lib.call("herald_cuda_error_reset", ptr(record), stream.ptr)
-    lib.call("herald_cuda_sparse_apply", ctypes.addressof(p), ptr(d_value), None,
-             ptr(d_versions), slots, dim, ptr(good), 3, None, ptr(grads), stream.ptr, None,
-             ptr(record))
+    lib.call(
+        "herald_cuda_sparse_apply",
+        ctypes.addressof(p),
+        ptr(d_value),
+        None,
+        ptr(d_versions),
+        slots,
+        dim,
+        ptr(good),
+        3,
+        None,
+        ptr(grads),
+        stream.ptr,
+        None,
+        ptr(record),
+    )
     lib.call("herald_cuda_error_read", ptr(record), stream.ptr)
     np.testing.assert_allclose(cp.asnumpy(d_value)[1:4], before[1:4] - 0.1, rtol=1e-6)
 
@@ -552,18 +798,45 @@ def test_dedup_then_apply_pipeline_with_device_count(lib, stream):
     alloc = PyAllocator()
     record = cp.zeros((1,), dtype=cp.uint64)
     lib.call("herald_cuda_error_reset", ptr(record), stream.ptr)
-    lib.call("herald_cuda_dedup_grad", ptr(cp.asarray(ids)), n, slots, ptr(cp.asarray(grad_out)),
-             None, batch, int(Combiner.SUM), dim, ptr(unique), None, ptr(num), ptr(summed),
-             stream.ptr, alloc.ptr, ptr(record))
+    lib.call(
+        "herald_cuda_dedup_grad",
+        ptr(cp.asarray(ids)),
+        n,
+        slots,
+        ptr(cp.asarray(grad_out)),
+        None,
+        batch,
+        int(Combiner.SUM),
+        dim,
+        ptr(unique),
+        None,
+        ptr(num),
+        ptr(summed),
+        stream.ptr,
+        alloc.ptr,
+        ptr(record),
+    )
     p = OptimizerParams(int(Optimizer.SGD), 0.1, 0.9, 0.999, 1e-4, 0.0)
-    lib.call("herald_cuda_sparse_apply", ctypes.addressof(p), ptr(d_value), None,
-             ptr(d_versions), slots, dim, ptr(unique), n, ptr(num), ptr(summed), stream.ptr,
-             alloc.ptr, ptr(record))
+    lib.call(
+        "herald_cuda_sparse_apply",
+        ctypes.addressof(p),
+        ptr(d_value),
+        None,
+        ptr(d_versions),
+        slots,
+        dim,
+        ptr(unique),
+        n,
+        ptr(num),
+        ptr(summed),
+        stream.ptr,
+        alloc.ptr,
+        ptr(record),
+    )
     lib.call("herald_cuda_error_read", ptr(record), stream.ptr)
     assert alloc.allocations == 2 and not alloc.live
     ref_u, ref_inv = first_appearance_unique(ids)
-    g = ref_segment_sum(grad_out, ref_inv, np.arange(batch + 1) * hot, Combiner.SUM,
-                        len(ref_u), n)
+    g = ref_segment_sum(grad_out, ref_inv, np.arange(batch + 1) * hot, Combiner.SUM, len(ref_u), n)
     ref = value.astype(np.float64)
     ref[ref_u] -= 0.1 * g
     assert rel_err(cp.asnumpy(d_value), ref) <= REDUCE_TOL
@@ -583,11 +856,15 @@ def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragge
     p = OptimizerParams(int(kind), 0.05, 0.9, 0.999, 1e-4, 0.1)
     value = rng.standard_normal((slots, dim)).astype(np.float32)
     d_values = [cp.asarray(value), cp.asarray(value)]
-    d_states = [cp.full((slots, max(width, 1)), p.initial_accumulator if width == dim else 0.0,
-                        dtype=cp.float32) for _ in range(2)]
+    d_states = [
+        cp.full(
+            (slots, max(width, 1)), p.initial_accumulator if width == dim else 0.0, dtype=cp.float32
+        )
+        for _ in range(2)
+    ]
     d_versions = [cp.zeros((slots,), dtype=cp.int64) for _ in range(2)]
     ref_value = value.astype(np.float64)
-    ref_state = np.full((slots, width), p.initial_accumulator if kind == Optimizer.ADAGRAD else 0.)
+    ref_state = np.full((slots, width), p.initial_accumulator if kind == Optimizer.ADAGRAD else 0.0)
     ref_versions = np.zeros(slots, dtype=np.int64)
     combiner = Combiner.MEAN if ragged else Combiner.SUM
     for _step in range(20):
@@ -608,24 +885,70 @@ def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragge
             summed = cp.full((max(n, 1), dim), np.nan, dtype=cp.float32)
             state_ptr = ptr(d_states[path]) if width else None
             if path == 0:
-                lib.call("herald_cuda_dedup_apply", ctypes.addressof(p), ptr(d_values[0]),
-                         state_ptr, ptr(d_versions[0]), slots, dim, ptr(d_ids), n, ptr(d_grad),
-                         ptr(d_splits), batch, int(combiner), ptr(unique), ptr(num), ptr(summed),
-                         stream.ptr, None, None)
+                lib.call(
+                    "herald_cuda_dedup_apply",
+                    ctypes.addressof(p),
+                    ptr(d_values[0]),
+                    state_ptr,
+                    ptr(d_versions[0]),
+                    slots,
+                    dim,
+                    ptr(d_ids),
+                    n,
+                    ptr(d_grad),
+                    ptr(d_splits),
+                    batch,
+                    int(combiner),
+                    ptr(unique),
+                    ptr(num),
+                    ptr(summed),
+                    stream.ptr,
+                    None,
+                    None,
+                )
             else:
-                lib.call("herald_cuda_dedup_grad", ptr(d_ids), n, slots, ptr(d_grad),
-                         ptr(d_splits), batch, int(combiner), dim, ptr(unique), None, ptr(num),
-                         ptr(summed), stream.ptr, None, None)
-                lib.call("herald_cuda_sparse_apply", ctypes.addressof(p), ptr(d_values[1]),
-                         state_ptr, ptr(d_versions[1]), slots, dim, ptr(unique), max(n, 1),
-                         ptr(num), ptr(summed), stream.ptr, None, None)
+                lib.call(
+                    "herald_cuda_dedup_grad",
+                    ptr(d_ids),
+                    n,
+                    slots,
+                    ptr(d_grad),
+                    ptr(d_splits),
+                    batch,
+                    int(combiner),
+                    dim,
+                    ptr(unique),
+                    None,
+                    ptr(num),
+                    ptr(summed),
+                    stream.ptr,
+                    None,
+                    None,
+                )
+                lib.call(
+                    "herald_cuda_sparse_apply",
+                    ctypes.addressof(p),
+                    ptr(d_values[1]),
+                    state_ptr,
+                    ptr(d_versions[1]),
+                    slots,
+                    dim,
+                    ptr(unique),
+                    max(n, 1),
+                    ptr(num),
+                    ptr(summed),
+                    stream.ptr,
+                    None,
+                    None,
+                )
             outs.append(int(num.get()[0]))
         assert outs[0] == outs[1]
         ref_u, ref_inv = first_appearance_unique(ids)
         g = ref_segment_sum(grad_out, ref_inv, splits, combiner, len(ref_u), n)
         ref_apply(kind, p, ref_value, ref_state, ref_versions, ref_u, g.astype(np.float32))
-    assert np.array_equal(cp.asnumpy(d_values[0]).view(np.uint32),
-                          cp.asnumpy(d_values[1]).view(np.uint32))
+    assert np.array_equal(
+        cp.asnumpy(d_values[0]).view(np.uint32), cp.asnumpy(d_values[1]).view(np.uint32)
+    )
     np.testing.assert_array_equal(cp.asnumpy(d_versions[0]), ref_versions)
     assert rel_err(cp.asnumpy(d_values[0]), ref_value) <= REDUCE_TOL
     if width:
@@ -649,11 +972,28 @@ def test_dedup_apply_nonfinite_changes_nothing(lib, stream):
         unique = cp.empty((batch * 3,), dtype=cp.int64)
         num = cp.empty((1,), dtype=cp.int64)
         summed = cp.empty((batch * 3, dim), dtype=cp.float32)
-        code, msg = lib.call("herald_cuda_dedup_apply", ctypes.addressof(p), ptr(d_value),
-                             ptr(d_state), ptr(d_versions), slots, dim, ptr(cp.asarray(ids)),
-                             batch * 3, ptr(cp.asarray(g)), None, batch, int(Combiner.SUM),
-                             ptr(unique), ptr(num), ptr(summed), stream.ptr, None, None,
-                             check=False)
+        code, msg = lib.call(
+            "herald_cuda_dedup_apply",
+            ctypes.addressof(p),
+            ptr(d_value),
+            ptr(d_state),
+            ptr(d_versions),
+            slots,
+            dim,
+            ptr(cp.asarray(ids)),
+            batch * 3,
+            ptr(cp.asarray(g)),
+            None,
+            batch,
+            int(Combiner.SUM),
+            ptr(unique),
+            ptr(num),
+            ptr(summed),
+            stream.ptr,
+            None,
+            None,
+            check=False,
+        )
         assert code == StatusCode.INVALID_ARGUMENT and "finite" in msg
         for a, b in zip((d_value, d_state, d_versions), before):
             np.testing.assert_array_equal(cp.asnumpy(a), b)
@@ -672,18 +1012,46 @@ def test_dedup_apply_and_unique_reject_bad_ids(lib, stream, bad):
     unique = cp.full((n,), -1, dtype=cp.int64)
     num = cp.full((1,), -1, dtype=cp.int64)
     summed = cp.full((n, dim), np.nan, dtype=cp.float32)
-    code, msg = lib.call("herald_cuda_dedup_apply", ctypes.addressof(p), ptr(d_value), None,
-                         ptr(d_versions), slots, dim, ptr(cp.asarray(ids)), n,
-                         ptr(cp.asarray(rng.standard_normal((n, dim)).astype(np.float32))),
-                         None, n, int(Combiner.NONE), ptr(unique), ptr(num), ptr(summed),
-                         stream.ptr, None, None, check=False)
+    code, msg = lib.call(
+        "herald_cuda_dedup_apply",
+        ctypes.addressof(p),
+        ptr(d_value),
+        None,
+        ptr(d_versions),
+        slots,
+        dim,
+        ptr(cp.asarray(ids)),
+        n,
+        ptr(cp.asarray(rng.standard_normal((n, dim)).astype(np.float32))),
+        None,
+        n,
+        int(Combiner.NONE),
+        ptr(unique),
+        ptr(num),
+        ptr(summed),
+        stream.ptr,
+        None,
+        None,
+        check=False,
+    )
     assert code == StatusCode.OUT_OF_RANGE and "position 123" in msg and str(bad) in msg
     np.testing.assert_array_equal(cp.asnumpy(d_value), before)
     assert int(cp.asnumpy(d_versions).sum()) == 0
     assert np.all(cp.asnumpy(unique) == -1) and int(num.get()[0]) == -1
     assert np.all(np.isnan(cp.asnumpy(summed)))
-    code, msg = lib.call("herald_cuda_unique_slots", ptr(cp.asarray(ids)), n, slots, ptr(unique),
-                         None, ptr(num), stream.ptr, None, None, check=False)
+    code, msg = lib.call(
+        "herald_cuda_unique_slots",
+        ptr(cp.asarray(ids)),
+        n,
+        slots,
+        ptr(unique),
+        None,
+        ptr(num),
+        stream.ptr,
+        None,
+        None,
+        check=False,
+    )
     assert code == StatusCode.OUT_OF_RANGE and "position 123" in msg
 
 
@@ -698,21 +1066,51 @@ def test_gather_scatter_rows(lib, stream, width):
     d_storage = cp.asarray(storage)
     ids = rng.integers(0, slots, size=333).astype(np.int64)
     out = cp.full((333, width), np.nan, dtype=cp.float32)
-    lib.call("herald_cuda_gather_rows", ptr(d_storage), slots, width, ptr(cp.asarray(ids)), 333,
-             ptr(out), stream.ptr, None, None)
+    lib.call(
+        "herald_cuda_gather_rows",
+        ptr(d_storage),
+        slots,
+        width,
+        ptr(cp.asarray(ids)),
+        333,
+        ptr(out),
+        stream.ptr,
+        None,
+        None,
+    )
     assert rel_err(cp.asnumpy(out), storage[ids]) <= GATHER_TOL
     dest = rng.choice(slots, size=200, replace=False).astype(np.int64)
     rows = rng.standard_normal((200, width)).astype(np.float32)
-    lib.call("herald_cuda_scatter_rows", ptr(d_storage), slots, width, ptr(cp.asarray(dest)), 200,
-             ptr(cp.asarray(rows)), stream.ptr, PyAllocator().ptr, None)
+    lib.call(
+        "herald_cuda_scatter_rows",
+        ptr(d_storage),
+        slots,
+        width,
+        ptr(cp.asarray(dest)),
+        200,
+        ptr(cp.asarray(rows)),
+        stream.ptr,
+        PyAllocator().ptr,
+        None,
+    )
     storage[dest] = rows
     np.testing.assert_array_equal(cp.asnumpy(d_storage), storage)
     before = cp.asnumpy(d_storage)
     dup = dest.copy()
     dup[150] = dup[10]
-    code, msg = lib.call("herald_cuda_scatter_rows", ptr(d_storage), slots, width,
-                         ptr(cp.asarray(dup)), 200, ptr(cp.asarray(rows * 2)), stream.ptr, None,
-                         None, check=False)
+    code, msg = lib.call(
+        "herald_cuda_scatter_rows",
+        ptr(d_storage),
+        slots,
+        width,
+        ptr(cp.asarray(dup)),
+        200,
+        ptr(cp.asarray(rows * 2)),
+        stream.ptr,
+        None,
+        None,
+        check=False,
+    )
     assert code == StatusCode.INVALID_ARGUMENT and f"slot {dup[10]}" in msg
     np.testing.assert_array_equal(cp.asnumpy(d_storage), before)
 
@@ -753,8 +1151,15 @@ def test_init_rows_matches_reference(lib, stream, kind):
     if kind == Initializer.NORMAL:
         params.a, params.b = 0.0, 0.01
     out = cp.full((500, dim), np.nan, dtype=cp.float32)
-    lib.call("herald_cuda_init_rows", ctypes.addressof(params), ptr(cp.asarray(keys)), 500, dim,
-             ptr(out), stream.ptr)
+    lib.call(
+        "herald_cuda_init_rows",
+        ctypes.addressof(params),
+        ptr(cp.asarray(keys)),
+        500,
+        dim,
+        ptr(out),
+        stream.ptr,
+    )
     ref = ref_init(kind, params.seed, params.a, params.b, keys, dim)
     got = cp.asnumpy(out)
     if kind == Initializer.UNIFORM:
@@ -768,8 +1173,18 @@ def test_injected_allocator_is_used(lib, stream):
     ids = cp.asarray(np.array([3, 1, 3], dtype=np.int64))
     unique = cp.empty((3,), dtype=cp.int64)
     num = cp.empty((1,), dtype=cp.int64)
-    lib.call("herald_cuda_unique_slots", ptr(ids), 3, 4, ptr(unique), None, ptr(num), stream.ptr,
-             alloc.ptr, None)
+    lib.call(
+        "herald_cuda_unique_slots",
+        ptr(ids),
+        3,
+        4,
+        ptr(unique),
+        None,
+        ptr(num),
+        stream.ptr,
+        alloc.ptr,
+        None,
+    )
     assert alloc.allocations == 1 and not alloc.live
     assert list(cp.asnumpy(unique)[: int(num.get()[0])]) == [3, 1]
 
