@@ -7,7 +7,7 @@ Seed-compatible flags (the research system's ``run_hetu.py`` / ``run_laia.py``):
         --batch-size 256 --embedding-size 16 --cache-limit-ratio 0.1 --mode herald
 
 ``--comm PS`` → mode ``ps``; ``--comm Hybrid --cache X --bound b`` → ``het`` (or ``herald`` with
-``--mode herald``); ``--comm AllReduce`` → ``allreduce`` (not implemented yet: refused).
+``--mode herald``); ``--comm AllReduce`` → ``allreduce`` (tables replicated, no PS).
 ``--bsp 0`` (synchronous) is the only synchronisation herald supports.
 
 The cluster comes from the launcher's environment (``HERALD_PS_ADDRS``, ``HERALD_RANK``,
@@ -67,8 +67,7 @@ def _mode() -> str:
         raise app.UsageError(f"Expected --bsp 0: herald trains with synchronous SGD only. "
                              f"Received: --bsp {FLAGS.bsp}")
     if FLAGS.comm == "AllReduce":
-        raise app.UsageError("--comm AllReduce (tables replicated, no PS) is not implemented "
-                             "yet; use --comm PS or Hybrid.")
+        return "allreduce"
     if FLAGS.mode:
         return FLAGS.mode
     return "ps" if FLAGS.comm == "PS" else "het"
@@ -145,7 +144,8 @@ def main(argv: list[str]) -> None:
     g = workers * _flag("batch-size")
     steps_per_epoch = (train.stop // g)
     distinct = int(np.unique(keys[train]).size)
-    capacity = 0 if mode == "ps" else max(1, int(distinct * _flag("cache-limit-ratio")))
+    capacity = {"ps": 0, "allreduce": distinct}.get(
+        mode, max(1, int(distinct * _flag("cache-limit-ratio"))))
 
     def global_batches():
         for _ in range(FLAGS.nepoch):  # the look-ahead continues across epochs

@@ -111,7 +111,19 @@ class HeraldModel(keras.Model):
         if dense:
             self.optimizer.apply_gradients(zip(grads[: len(dense)], dense))
         table_grads = grads[len(dense):]
-        if runtime is not None:
+        if runtime is not None and runtime.config.mode == "allreduce":
+            # Replicated tables: sum the embedding gradients over the workers (dense, small
+            # tables only) and apply the same update to every row the global batch used.
+            slots = tf.py_function(runtime.apply_slots, [], tf.int64)
+            for table, grad in zip(tables, table_grads):
+                grad = grad if grad is not None else _no_rows(table)
+                dense_grad = tf.math.unsorted_segment_sum(grad.values, grad.indices,
+                                                          runtime.total_slots)
+                dense_grad = self._allreduce_sum(dense_grad)
+                table.apply_embedding_gradients(
+                    tf.IndexedSlices(tf.gather(dense_grad, slots), slots))
+            py_step(runtime.end_step, step)
+        elif runtime is not None:
             flat = []
             for table, grad in zip(tables, table_grads):
                 grad = grad if grad is not None else _no_rows(table)
@@ -123,6 +135,14 @@ class HeraldModel(keras.Model):
                     table.apply_embedding_gradients(grad)
         return self._distributable(self.compute_metrics(x, y, y_pred,
                                                         sample_weight=sample_weight))
+
+    def _allreduce_sum(self, tensor: tf.Tensor) -> tf.Tensor:
+        """``tensor`` summed over the workers by the model's dense backend."""
+        if self.dense_sync is not None:
+            return self.dense_sync.allreduce_sum(tensor)
+        if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False:
+            return tf.distribute.get_replica_context().all_reduce("sum", tensor)
+        return tensor
 
     def _distributable(self, logs: dict[str, Any]) -> dict[str, Any]:
         # Keras reduces each log over workers with strategy.reduce("MEAN", v, axis=0), which

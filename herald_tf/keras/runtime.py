@@ -38,11 +38,12 @@ import tensorflow as tf
 from herald_tf import _core, ops
 from herald_tf.config import OptimizerKind, TableConfig
 from herald_tf.errors import HeraldError, InvalidArgumentError
+from herald_tf.keras.replicated import ReplicatedPlanner
 from herald_tf.scheduler import Allocation, Eviction, Policy, Scheduler, SchedulerConfig, StepPlan
 
 #: Model-input name carrying the step id of a batch (removed before the model is called).
 STEP_FEATURE = "herald_step"
-MODES = ("ps", "het", "herald")
+MODES = ("ps", "het", "herald", "allreduce")
 
 _POLICY = {"ps": Policy.PS, "het": Policy.HET, "herald": Policy.HERALD}
 
@@ -99,6 +100,10 @@ class RuntimeConfig:
                 f"num_workers={self.num_workers}")
         if self.mode == "ps" and self.cache_capacity:
             raise InvalidArgumentError("Expected cache_capacity=0 in ps mode (it has no cache).")
+        if self.mode == "allreduce" and self.cache_capacity <= 0:
+            raise InvalidArgumentError(
+                "Expected cache_capacity > 0 in allreduce mode: the rows each replica holds "
+                f"(distinct keys of the run). Received: {self.cache_capacity}")
 
     def scheduler_config(self, dim: int, optimizer: OptimizerKind) -> SchedulerConfig:
         """The scheduler configuration this runtime's plans come from."""
@@ -173,7 +178,10 @@ class WorkerRuntime:
 
     @property
     def total_slots(self) -> int:
-        """Slots of each table's storage: cache slots, then the staging regions."""
+        """Slots of each table's storage: cache slots, then the staging regions (allreduce:
+        the whole table)."""
+        if self.config.mode == "allreduce":
+            return self.config.cache_capacity
         return self._scheduler_config().total_slots
 
     def _scheduler_config(self) -> SchedulerConfig:
@@ -186,7 +194,7 @@ class WorkerRuntime:
         step = 0
         for batch in self._batches:
             keys = np.ascontiguousarray(batch[self.config.key_feature], dtype=np.int64)
-            if keys.shape[0] < self._scheduler_config().global_batch:
+            if keys.shape[0] < self.config.num_workers * self.config.batch_size:
                 return  # the partial last global batch is dropped
             if step >= self._next_step:  # earlier steps are only re-planned (resume)
                 with self._lock:
@@ -199,6 +207,12 @@ class WorkerRuntime:
             return
         if not self.tables:
             raise PlanMismatchError("Expected HeraldEmbedding layers built in runtime.scope().")
+        if self.config.mode == "allreduce":
+            self._scheduler = ReplicatedPlanner(
+                self.config.num_workers, self.config.rank, self.config.batch_size,
+                self.config.cache_capacity, self._keys_for_scheduler(), self._next_step)
+            self._scheduled = iter(self._scheduler)
+            return
         self._connect()
         # After resume_at(S), steps before S are re-planned without plans: the scheduler's state
         # is a deterministic function of the batches, so this restores it exactly.
@@ -336,8 +350,26 @@ class WorkerRuntime:
     def read_rows(self, table: str, keys: Any) -> np.ndarray:
         """Current rows of ``keys`` from the PS for evaluate/predict; creates no rows."""
         keys = np.asarray(keys, dtype=np.int64)
+        if self.config.mode == "allreduce":
+            return self._read_replica(table, keys)
         self._connect()
         return self.transport.pull(table, keys, timeout=self.config.pull_timeout_s).wait().values
+
+    def _read_replica(self, table: str, keys: np.ndarray) -> np.ndarray:
+        layer = next(t for t in self.tables if t.table.name == table)
+        self._start()
+        slots = self._scheduler.slots_of(keys)
+        known = slots >= 0
+        rows = _core.init_rows(layer.table.initializer, layer.table.seed, keys, layer.table.dim)
+        if known.any():
+            rows[known] = ops.gather_rows(layer.storage, slots[known]).numpy()
+        return rows
+
+    def apply_slots(self) -> np.ndarray:
+        """allreduce mode: every slot the global batch used (each replica updates them all)."""
+        if self._current is None:
+            raise PlanMismatchError("Expected begin_step before apply_slots.")
+        return self._current.local_slots
 
     def end_step(self, step: Any, *grads: Any) -> np.int64:
         """Applies local rows, pushes gradients, writes back and installs (py_function body).
@@ -351,6 +383,11 @@ class WorkerRuntime:
         if plan is None or step != self._next_step:
             raise PlanMismatchError(
                 f"Expected end_step of step {self._next_step}. Received: {step}")
+        if self.config.mode == "allreduce":  # HeraldModel applied the all-reduced gradients
+            self._current = None
+            self._next_step += 1
+            self.times.steps += 1
+            return np.int64(step)
         start = time.perf_counter()
         pushes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         rates: dict[str, float] = {}
@@ -460,7 +497,7 @@ class WorkerRuntime:
         return {
             "steps": self.times.steps,
             "rows": dict(self.rows_moved),
-            "bytes": self.transport.byte_counts(),
+            "bytes": self.transport.byte_counts() if self.transport is not None else {},
             "cache_hit_ratio": self.lookups["cached"] / keys,
             "embedding_comm_s": self.times.embedding_comm,
             "local_apply_s": self.times.local_apply,

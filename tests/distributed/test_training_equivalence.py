@@ -31,8 +31,9 @@ CI_CASES = [
     (4, "ps", "dlrm", "sgd", "tf_distribute"),
     (2, "ps", "dlrm", "adagrad", "horovod"),
     (2, "herald", "dlrm", "adam", "horovod"),
+    (2, "allreduce", "dlrm", "adagrad", "tf_distribute"),
 ]
-FULL = [(n, mode, model, opt, backend) for n in (2, 4) for mode in ("ps", "het", "herald")
+FULL = [(n, mode, model, opt, backend) for n in (2, 4) for mode in ("ps", "het", "herald", "allreduce")
         for model in ("wdl", "dlrm") for opt in ("sgd", "adagrad", "adam")
         for backend in ("tf_distribute", "horovod")]
 SLOW_CASES = [c for c in FULL if c not in CI_CASES]
@@ -138,6 +139,11 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
             _check_exports_agree(tmp_path)
         transport = cluster.transport()
         for name in [k.split("/", 1)[1] for k in ref.files if k.startswith("rows/")]:
+            if mode == "allreduce":  # every replica holds the whole table
+                for rank in range(workers):
+                    with np.load(tmp_path / f"w{rank}.npz") as out:
+                        assert_close(out[f"rows/{name}"], ref[f"rows/{name}"])
+                continue
             pulled = transport.pull(name, ref["keys"]).wait()
             assert_close(pulled.values, ref[f"rows/{name}"])
             np.testing.assert_array_equal(pulled.versions, ref[f"versions/{name}"])
@@ -150,6 +156,30 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
     return {"stats": stats}
 
 
+def _check_traffic_matches_schedule(stats: list[dict], workers: int, mode: str) -> None:
+    """The rows the workers moved equal the schedule's replayed traffic, and the transport's
+    gradient bytes equal those rows times the tables' widths (cross-check of the
+    transmissions benchmark's accounting against a real run)."""
+    from training_job import FIELDS, make_data
+
+    from herald_tf.scheduler import SchedulerConfig, make_engine
+
+    config = SchedulerConfig(num_workers=workers, batch_size=8, num_fields=FIELDS,
+                             cache_capacity=0 if mode == "ps" else 40, policy=mode,
+                             allocation="none")
+    engine = make_engine(config, emit_plans=False)
+    g = workers * 8
+    keys = make_data(21, g)["categorical"]
+    for step in range(21):
+        engine.step(keys[step * g:(step + 1) * g])
+    moved = {kind: sum(s["rows"].get(kind, 0) for s in stats) for kind in ("pull", "push",
+                                                                             "flush")}
+    assert moved == {"pull": engine.traffic.pull_rows, "push": engine.traffic.push_rows,
+                     "flush": engine.traffic.flush_rows}
+    widths = 4 * (4 + 1)  # float32 gradients of the dim-4 deep and dim-1 wide tables
+    assert sum(s["bytes"]["pushed_gradients"] for s in stats) == moved["push"] * widths
+
+
 @pytest.mark.parametrize("workers,mode,model,optimizer,backend", CI_CASES)
 def test_distributed_training_equals_single_process(tmp_path, workers, mode, model, optimizer,
                                                     backend):
@@ -158,6 +188,8 @@ def test_distributed_training_equals_single_process(tmp_path, workers, mode, mod
                                                   ("ps", "horovod"))
     result = _check_equivalence(tmp_path, workers, mode, model, optimizer, backend, export)
     assert all(s["steps"] == 21 for s in result["stats"])
+    if model == "wdl":
+        _check_traffic_matches_schedule(result["stats"], workers, mode)
 
 
 @pytest.mark.slow

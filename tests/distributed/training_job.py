@@ -138,7 +138,7 @@ def run_worker(args: argparse.Namespace) -> None:
     config = RuntimeConfig(
         mode=args.mode, num_workers=args.num_workers, rank=args.rank,
         batch_size=args.batch_size, num_fields=FIELDS,
-        cache_capacity=0 if args.mode == "ps" else args.cache_capacity,
+        cache_capacity={"ps": 0, "allreduce": 1000}.get(args.mode, args.cache_capacity),
         eviction=args.eviction, bound=args.bound,
         allocation=args.allocation if args.mode == "herald" else "none")
     runtime = WorkerRuntime(config, transport, batches)
@@ -169,6 +169,7 @@ def run_worker(args: argparse.Namespace) -> None:
             resume(model, runtime, args)
         model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
                   callbacks=callbacks)
+    stats = runtime.stats()  # the plans' traffic, before the final flush of owned rows
     runtime.flush_dirty()
     if args.export:
         # Every worker's rows are on the PS once all have flushed (a collective is the
@@ -182,10 +183,13 @@ def run_worker(args: argparse.Namespace) -> None:
 
             transport.checkpoint(args.steps - 1)
             export_for_serving(model, args.export, checkpoint_dir=args.checkpoint_dir)
-    stats = runtime.stats()
     runtime.close()
     out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
     out["stats"] = np.array(json.dumps(stats))
+    if args.mode == "allreduce":  # the rows live in every replica, not on the PS
+        keys = np.unique(data["categorical"])
+        for layer in runtime.tables:
+            out[f"rows/{layer.table.name}"] = runtime.read_rows(layer.table.name, keys)
     np.savez(args.out, **out)
     transport.close()
 
