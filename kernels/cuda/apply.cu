@@ -13,24 +13,32 @@ namespace herald {
 namespace cuda {
 namespace {
 
-// Lane r < R of a warp reads slot and version of row k0 + r and bumps the version; the slots
-// are broadcast to the warp. Returns the number of rows (<= R) of this group.
+// Lane r < R of a warp reads the slot of row k0 + r; the slots are broadcast to the warp.
+// Returns the number of rows (<= R) of this group and, in *my_slot, lane r's slot.
 template <int R>
-__device__ __forceinline__ int LoadRowHeads(int64_t k0, int64_t u,
+__device__ __forceinline__ int LoadRowSlots(int64_t k0, int64_t u,
                                             const int64_t* __restrict__ unique_slots,
-                                            int64_t* __restrict__ versions, int64_t* slot,
-                                            int64_t* my_version) {
+                                            int64_t* slot, int64_t* my_slot) {
   const int lane = threadIdx.x & 31;
-  int64_t my_slot = 0;
-  *my_version = 0;
-  if (lane < R && k0 + lane < u) {
-    my_slot = unique_slots[k0 + lane];
-    *my_version = versions[my_slot];
-    versions[my_slot] = *my_version + 1;
-  }
+  *my_slot = 0;
+  if (lane < R && k0 + lane < u) *my_slot = unique_slots[k0 + lane];
 #pragma unroll
-  for (int r = 0; r < R; ++r) slot[r] = __shfl_sync(0xffffffffu, my_slot, r);
+  for (int r = 0; r < R; ++r) slot[r] = __shfl_sync(0xffffffffu, *my_slot, r);
   return u - k0 < R ? static_cast<int>(u - k0) : R;
+}
+
+// Lane r < rows bumps row r's version and returns the version before (0 on other lanes). Called
+// after the rows' loads are issued, so this read-modify-write is off their critical path.
+template <int R>
+__device__ __forceinline__ int64_t BumpVersion(int rows, int64_t my_slot,
+                                               int64_t* __restrict__ versions) {
+  const int lane = threadIdx.x & 31;
+  int64_t version = 0;
+  if (lane < R && lane < rows) {
+    version = versions[my_slot];
+    versions[my_slot] = version + 1;
+  }
+  return version;
 }
 
 // Adam's bias corrections of the R rows (lane r computes row r's in double, as the CPU does,
@@ -72,8 +80,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t k0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32 * R;
        k0 < u; k0 += warps * R) {
     int64_t slot[R];
-    int64_t my_version;
-    const int rows = LoadRowHeads<R>(k0, u, unique_slots, versions, slot, &my_version);
+    int64_t my_slot;
+    const int rows = LoadRowSlots<R>(k0, u, unique_slots, slot, &my_slot);
     RowCoefficients rc[R];
     bool have_rc = false;
     for (int64_t j0 = 0; j0 < dim; j0 += 128) {  // warp-uniform loop: lanes shuffle inside
@@ -96,8 +104,8 @@ __global__ void __launch_bounds__(kThreads)
           st[r][4] = b.x; st[r][5] = b.y; st[r][6] = b.z; st[r][7] = b.w;
         }
       }
-      if (!have_rc) {  // after the first loads were issued, so the pow overlaps them
-        RowFactors<KIND, R>(p, my_version, rc);
+      if (!have_rc) {  // after the first loads were issued: the version RMW and pow overlap them
+        RowFactors<KIND, R>(p, BumpVersion<R>(rows, my_slot, versions), rc);
         have_rc = true;
       }
 #pragma unroll
@@ -138,10 +146,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t k = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; k < u;
        k += warps) {
     int64_t slot[1];
-    int64_t my_version;
+    int64_t my_slot;
     RowCoefficients rc[1];
-    LoadRowHeads<1>(k, u, unique_slots, versions, slot, &my_version);
-    RowFactors<KIND, 1>(p, my_version, rc);
+    const int rows = LoadRowSlots<1>(k, u, unique_slots, slot, &my_slot);
+    RowFactors<KIND, 1>(p, BumpVersion<1>(rows, my_slot, versions), rc);
     float* value = storage + slot[0] * dim;
     float* row_state = state + slot[0] * width;  // unused (width 0) for SGD
     const float* g = grads + k * dim;

@@ -239,21 +239,16 @@ __global__ void __launch_bounds__(kThreads)
       // Per lane (one element each, in parallel): its source row and weight, and, when the
       // element ends a run piece, where the piece goes: target >= 0 is a summed row (the run
       // lies inside this chunk), target < 0 encodes partial slot -1 - target; 0x7fff... = none.
+      // (The targets are resolved after the first row loads are issued: their chain of
+      // dependent loads then overlaps those loads.)
       int64_t my_source = 0;
       float my_weight = 0.0f;
       int64_t my_target = kNoTarget;
+      int32_t my_run = -1;  // >= 0: this lane's element ends a run piece
       if (lane < count) {
         const int64_t k = base + lane;
         sources.Of(sorted_pos[k], &my_source, &my_weight);
-        if ((k + 1 == b) || run_count[k + 1] != run_count[k]) {
-          const int32_t run = run_count[k] - 1;
-          const bool short_run = run_start[run + 1] - run_start[run] <= kChunk;
-          const bool starts_in = run_start[run] >= k0;
-          const bool ends_in = run_start[run + 1] <= k1;
-          my_target = (short_run || (starts_in && ends_in))
-                          ? static_cast<int64_t>(row_of_run[run])
-                          : -1 - (chunk * 2 + (starts_in ? 1 : 0));
-        }
+        if ((k + 1 == b) || run_count[k + 1] != run_count[k]) my_run = run_count[k] - 1;
       }
       for (int t0 = 0; t0 < count; t0 += kUnroll) {
         VecT r[kUnroll];
@@ -262,6 +257,15 @@ __global__ void __launch_bounds__(kThreads)
           const int64_t src = __shfl_sync(0xffffffffu, my_source, (t0 + k) & 31);
           r[k] = (active && t0 + k < count) ? Vec<V>::Load(grads + src * dim_v + col)
                                             : Vec<V>::Zero();
+        }
+        if (t0 == 0 && my_run >= 0) {
+          const int32_t run = my_run;
+          const bool short_run = run_start[run + 1] - run_start[run] <= kChunk;
+          const bool starts_in = run_start[run] >= k0;
+          const bool ends_in = run_start[run + 1] <= k1;
+          my_target = (short_run || (starts_in && ends_in))
+                          ? static_cast<int64_t>(row_of_run[run])
+                          : -1 - (chunk * 2 + (starts_in ? 1 : 0));
         }
 #pragma unroll
         for (int k = 0; k < kUnroll; ++k) {
