@@ -39,7 +39,9 @@ class StatusCode(enum.IntEnum):
     UNIMPLEMENTED = 4
 
 
-class _Status(ctypes.Structure):
+class Status(ctypes.Structure):
+    """``HeraldStatus`` of kernels/core/status.h, filled by every C ABI call."""
+
     _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * 512)]
 
 
@@ -94,7 +96,7 @@ def load_core() -> ctypes.CDLL:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    status = ctypes.POINTER(_Status)
+    status = ctypes.POINTER(Status)
     runner = ctypes.c_void_p
     lib.herald_cpu_sparse_apply.argtypes = [
         ctypes.POINTER(_OptimizerParams), _F32P, _F32P, _I64P, _I64, _I64, _I64P, _I64, _F32P,
@@ -109,7 +111,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.herald_cpu_scatter_rows.argtypes = [_F32P, _I64, _I64, _I64P, _I64, _F32P, status]
 
 
-def _check(code: int, status: _Status) -> None:
+def check_status(code: int, status: Status) -> None:
+    """Raises the herald error of a C ABI status code (nothing for HERALD_OK)."""
     if code == StatusCode.OK:
         return
     message = status.message.decode("utf-8", "replace")
@@ -124,7 +127,8 @@ def _ptr(array: np.ndarray, ctype: type) -> ctypes._Pointer:
     return array.ctypes.data_as(ctypes.POINTER(ctype))
 
 
-def _ids(keys: np.ndarray, what: str) -> np.ndarray:
+def ids_array(keys: np.ndarray, what: str) -> np.ndarray:
+    """``keys`` as a C-contiguous 1-D int64 array, or InvalidArgumentError naming ``what``."""
     keys = np.asarray(keys)
     if keys.dtype != np.int64 or keys.ndim != 1:
         raise InvalidArgumentError(
@@ -157,11 +161,11 @@ def optimizer_params(config: OptimizerConfig,
 
 def init_rows(config: InitializerConfig, seed: int, keys: np.ndarray, dim: int) -> np.ndarray:
     """Initial values of the rows for ``keys``: a (len(keys), dim) float32 array."""
-    keys = _ids(keys, "keys")
+    keys = ids_array(keys, "keys")
     out = np.empty((keys.shape[0], dim), dtype=np.float32)
     params = _InitializerParams(int(config.kind), seed, config.a, config.b)
-    st = _Status()
-    _check(load_core().herald_cpu_init_rows(ctypes.byref(params), _ptr(keys, ctypes.c_int64),
+    st = Status()
+    check_status(load_core().herald_cpu_init_rows(ctypes.byref(params), _ptr(keys, ctypes.c_int64),
                                             keys.shape[0], dim, _ptr(out, ctypes.c_float),
                                             ctypes.byref(st)), st)
     return out
@@ -174,8 +178,8 @@ def init_state(config: OptimizerConfig, n: int, dim: int) -> np.ndarray:
     if width == 0 or n == 0:
         return out
     params = optimizer_params(config)
-    st = _Status()
-    _check(load_core().herald_cpu_init_state(ctypes.byref(params), n, dim,
+    st = Status()
+    check_status(load_core().herald_cpu_init_state(ctypes.byref(params), n, dim,
                                              _ptr(out, ctypes.c_float), ctypes.byref(st)), st)
     return out
 
@@ -197,7 +201,7 @@ def sparse_apply(
     """
     values = _rows(values, "values")
     dim = values.shape[1]
-    slots = _ids(slots, "slots")
+    slots = ids_array(slots, "slots")
     grads = _rows(np.ascontiguousarray(grads), "gradients", dim)
     if grads.shape[0] != slots.shape[0]:
         raise InvalidArgumentError(
@@ -222,9 +226,9 @@ def sparse_apply(
         if not a.flags.c_contiguous or not a.flags.writeable:
             raise InvalidArgumentError(f"Expected {name} to be C-contiguous and writeable.")
     params = optimizer_params(config, learning_rate)
-    st = _Status()
+    st = Status()
     state_ptr = _ptr(state, ctypes.c_float) if width else None
-    _check(load_core().herald_cpu_sparse_apply(
+    check_status(load_core().herald_cpu_sparse_apply(
         ctypes.byref(params), _ptr(values, ctypes.c_float), state_ptr,
         _ptr(versions, ctypes.c_int64), values.shape[0], dim, _ptr(slots, ctypes.c_int64),
         slots.shape[0], _ptr(grads, ctypes.c_float), None, ctypes.byref(st)), st)
@@ -233,10 +237,10 @@ def sparse_apply(
 def gather_rows(storage: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """``storage[slots]`` with range checks: a (len(slots), width) float32 array."""
     storage = _rows(storage, "storage")
-    slots = _ids(slots, "slots")
+    slots = ids_array(slots, "slots")
     out = np.empty((slots.shape[0], storage.shape[1]), dtype=np.float32)
-    st = _Status()
-    _check(load_core().herald_cpu_gather_rows(
+    st = Status()
+    check_status(load_core().herald_cpu_gather_rows(
         _ptr(np.ascontiguousarray(storage), ctypes.c_float), storage.shape[0], storage.shape[1],
         _ptr(slots, ctypes.c_int64), slots.shape[0], _ptr(out, ctypes.c_float),
         ctypes.byref(st)), st)
@@ -248,14 +252,14 @@ def scatter_rows(storage: np.ndarray, slots: np.ndarray, rows: np.ndarray) -> No
     storage = _rows(storage, "storage")
     if not storage.flags.c_contiguous or not storage.flags.writeable:
         raise InvalidArgumentError("Expected storage to be C-contiguous and writeable.")
-    slots = _ids(slots, "slots")
+    slots = ids_array(slots, "slots")
     rows = _rows(np.ascontiguousarray(rows), "rows", storage.shape[1])
     if rows.shape[0] != slots.shape[0]:
         raise InvalidArgumentError(
             f"Expected one row per slot. Received: {slots.shape[0]} slots, {rows.shape[0]} rows"
         )
-    st = _Status()
-    _check(load_core().herald_cpu_scatter_rows(
+    st = Status()
+    check_status(load_core().herald_cpu_scatter_rows(
         _ptr(storage, ctypes.c_float), storage.shape[0], storage.shape[1],
         _ptr(slots, ctypes.c_int64), slots.shape[0], _ptr(rows, ctypes.c_float),
         ctypes.byref(st)), st)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import keras
@@ -31,6 +30,7 @@ import numpy as np
 from herald_tf import ops
 from herald_tf.errors import HeraldError
 from herald_tf.keras.runtime import WorkerRuntime
+from herald_tf.ps.checkpoint import atomic_write
 
 
 class CheckpointError(HeraldError):
@@ -56,21 +56,6 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _atomic(path: str, write: Any) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_worker(runtime: WorkerRuntime, model: keras.Model, directory: str) -> str:
     """Writes this worker's part of the checkpoint at the runtime's current step."""
     step = runtime.next_step
@@ -87,10 +72,10 @@ def save_worker(runtime: WorkerRuntime, model: keras.Model, directory: str) -> s
         arrays[f"dense.{i}"] = np.asarray(var.numpy())
     rank = runtime.config.rank
     path = os.path.join(folder, f"worker-{rank}.npz")
-    _atomic(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     record = {"step": step, "rank": rank, "sha256": _sha256(path),
               "tables": [layer.table.to_dict() for layer in runtime.tables]}
-    _atomic(os.path.join(folder, f"worker-{rank}.json"),
+    atomic_write(os.path.join(folder, f"worker-{rank}.json"),
             lambda f: f.write(json.dumps(record).encode()))
     return path
 

@@ -67,13 +67,7 @@ def api() -> _Api:
 
 
 def _keys(keys: np.ndarray) -> np.ndarray:
-    keys = np.asarray(keys)
-    if keys.dtype != np.int64 or keys.ndim != 1:
-        raise InvalidArgumentError(
-            f"Expected keys to be a 1-D int64 array. Received: dtype={keys.dtype}, "
-            f"shape={keys.shape}"
-        )
-    return np.ascontiguousarray(keys)
+    return _core.ids_array(keys, "keys")
 
 
 def _p(a: np.ndarray, ctype: type) -> ctypes._Pointer:

@@ -46,7 +46,7 @@ def shard_file(shard_index: int, num_shards: int) -> str:
     return f"shard-{shard_index:05d}-of-{num_shards:05d}.npz"
 
 
-def _atomic_write(path: str, write: Any) -> None:
+def atomic_write(path: str, write: Any) -> None:
     folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
@@ -83,7 +83,7 @@ def write_shard(store: ShardStore, directory: str, step: int,
             "tables": configs}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     name = shard_file(store.shard_index, store.num_shards)
-    _atomic_write(os.path.join(folder, name), lambda f: np.savez(f, **arrays))
+    atomic_write(os.path.join(folder, name), lambda f: np.savez(f, **arrays))
     return name
 
 
@@ -99,7 +99,7 @@ def commit(directory: str, step: int, num_shards: int, tables: list[dict[str, An
     manifest = {"format": FORMAT, "step": step, "num_shards": num_shards,
                 "num_workers": num_workers, "tables": tables, "files": files}
     path = os.path.join(folder, MANIFEST)
-    _atomic_write(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return path
 
 

@@ -15,7 +15,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from herald_tf.errors import HeraldError, InvalidArgumentError, LibraryNotFoundError
+from herald_tf._core import Status as _Status
+from herald_tf._core import check_status as _check
+from herald_tf.errors import LibraryNotFoundError
 from herald_tf.scheduler.reference import check_batch
 from herald_tf.scheduler.types import (
     ScheduledStep,
@@ -49,10 +51,6 @@ class _Config(ctypes.Structure):
 class _Traffic(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int64) for n in
                 ("samples", "steps", "pull_rows", "pull_state_rows", "push_rows", "flush_rows")]
-
-
-class _Status(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * 512)]
 
 
 _I64P = ctypes.POINTER(ctypes.c_int64)
@@ -117,15 +115,6 @@ def available() -> bool:
     except LibraryNotFoundError:
         return False
     return True
-
-
-def _check(code: int, status: _Status) -> None:
-    if code == 0:
-        return
-    message = status.message.decode("utf-8", "replace")
-    if code in (1, 2):
-        raise InvalidArgumentError(message)
-    raise HeraldError(message)
 
 
 class NativeEngine:
