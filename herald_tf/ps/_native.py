@@ -21,7 +21,7 @@ PS_API_VERSION = 2
 _I64P = ctypes.POINTER(ctypes.c_int64)
 _U8P = ctypes.POINTER(ctypes.c_uint8)
 _I64 = ctypes.c_int64
-_STATUS = ctypes.POINTER(_core._Status)
+_STATUS = ctypes.POINTER(_core.Status)
 
 
 class _Api:
@@ -80,8 +80,8 @@ class KeyIndex:
     def __init__(self, capacity_hint: int = 0) -> None:
         self._api = api()
         handle = ctypes.c_void_p()
-        st = _core._Status()
-        _core._check(self._api.create(int(capacity_hint), ctypes.byref(handle),
+        st = _core.Status()
+        _core.check_status(self._api.create(int(capacity_hint), ctypes.byref(handle),
                                       ctypes.byref(st)), st)
         self._handle = handle
 
@@ -98,8 +98,8 @@ class KeyIndex:
         """Row of each key, -1 where absent; changes nothing."""
         keys = _keys(keys)
         rows = np.empty(keys.shape[0], dtype=np.int64)
-        st = _core._Status()
-        _core._check(self._api.lookup(self._handle, _p(keys, ctypes.c_int64), keys.shape[0],
+        st = _core.Status()
+        _core.check_status(self._api.lookup(self._handle, _p(keys, ctypes.c_int64), keys.shape[0],
                                       _p(rows, ctypes.c_int64), ctypes.byref(st)), st)
         return rows
 
@@ -110,8 +110,8 @@ class KeyIndex:
         rows = np.empty(n, dtype=np.int64)
         is_new = np.empty(n, dtype=np.uint8)
         num_new = ctypes.c_int64(0)
-        st = _core._Status()
-        _core._check(self._api.lookup_or_insert(
+        st = _core.Status()
+        _core.check_status(self._api.lookup_or_insert(
             self._handle, _p(keys, ctypes.c_int64), n, _p(rows, ctypes.c_int64),
             _p(is_new, ctypes.c_uint8), ctypes.byref(num_new), ctypes.byref(st)), st)
         return rows, is_new.view(np.bool_)
@@ -120,8 +120,8 @@ class KeyIndex:
         """Every key, in row order (row r holds keys()[r])."""
         n = len(self)
         out = np.empty(n, dtype=np.int64)
-        st = _core._Status()
-        _core._check(self._api.export(self._handle, _p(out, ctypes.c_int64), n,
+        st = _core.Status()
+        _core.check_status(self._api.export(self._handle, _p(out, ctypes.c_int64), n,
                                       ctypes.byref(st)), st)
         return out
 
@@ -131,9 +131,10 @@ def find_duplicate(keys: np.ndarray) -> tuple[int, int] | None:
     keys = _keys(keys)
     dup = ctypes.c_int64(-1)
     first = ctypes.c_int64(-1)
-    st = _core._Status()
-    _core._check(api().find_duplicate(_p(keys, ctypes.c_int64), keys.shape[0], ctypes.byref(dup),
-                                      ctypes.byref(first), ctypes.byref(st)), st)
+    st = _core.Status()
+    code = api().find_duplicate(_p(keys, ctypes.c_int64), keys.shape[0], ctypes.byref(dup),
+                                ctypes.byref(first), ctypes.byref(st))
+    _core.check_status(code, st)
     return None if dup.value < 0 else (int(first.value), int(dup.value))
 
 
@@ -144,7 +145,7 @@ def find_non_finite(values: np.ndarray) -> int:
             f"Expected a float32 array. Received: {getattr(values, 'dtype', type(values))}")
     values = np.ascontiguousarray(values)
     bad = ctypes.c_int64(-1)
-    st = _core._Status()
-    _core._check(api().find_non_finite(_p(values, ctypes.c_float), values.size,
+    st = _core.Status()
+    _core.check_status(api().find_non_finite(_p(values, ctypes.c_float), values.size,
                                        ctypes.byref(bad), ctypes.byref(st)), st)
     return int(bad.value)
