@@ -146,6 +146,7 @@ class WorkerRuntime:
         self._label = label
         self.tables: list[Any] = []  # HeraldEmbedding layers, in creation order
         self._plans: dict[int, StepPlan] = {}
+        self._prefetched: dict[int, list[Any]] = {}  # step -> pull handles issued early
         self._pending: dict[int, Mapping[str, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._scheduler: Scheduler | None = None
@@ -293,22 +294,28 @@ class WorkerRuntime:
             plan = self._plans.pop(step)
         self._current = plan
         start = time.perf_counter()
-        with_state = self.config.mode != "ps"
         if plan.flush_keys.size:
             for layer in self.tables:
                 self._send_rows(layer, plan.flush_keys, plan.flush_slots).wait()
             self.rows_moved["flush"] += plan.flush_keys.size
             self._forget_dirty(plan.flush_keys)
         if plan.pull_keys.size:
-            handles = [self.transport.pull(
-                layer.table.name, plan.pull_keys, min_versions=plan.pull_versions,
-                with_state=with_state, timeout=self.config.pull_timeout_s)
-                for layer in self.tables]
+            # Issued while the previous step ran when its plan was known (the PS serves each
+            # row once it reaches the plan's version, so an early request reads nothing stale).
+            handles = self._prefetched.pop(step, None)
+            self.lookups["overlapped_pull_steps"] += handles is not None
+            handles = handles or self._request_pulls(plan)
             for layer, handle in zip(self.tables, handles):
                 rows = handle.wait()
                 self._write_rows(layer, plan.pull_slots, rows.values,
-                                 rows.state if with_state else None, rows.versions)
+                                 rows.state if self._pull_state else None, rows.versions)
             self.rows_moved["pull"] += plan.pull_keys.size
+        with self._lock:
+            upcoming = self._plans.get(step + 1)
+        if upcoming is not None and upcoming.pull_keys.size:
+            # Overlap the next step's pulls with this step (one step ahead: each waiting pull
+            # holds a transport thread per shard).
+            self._prefetched[step + 1] = self._request_pulls(upcoming)
         self.times.embedding_comm += time.perf_counter() - start
         if plan.init_keys.size:
             for layer in self.tables:
@@ -320,6 +327,16 @@ class WorkerRuntime:
         self.lookups["keys"] += plan.keys.size
         self.lookups["cached"] += plan.keys.size - plan.pull_keys.size - plan.init_keys.size
         return np.int64(step)
+
+    @property
+    def _pull_state(self) -> bool:
+        return self.config.mode != "ps"  # rows a worker may update itself come with their state
+
+    def _request_pulls(self, plan: StepPlan) -> list[Any]:
+        return [self.transport.pull(layer.table.name, plan.pull_keys,
+                                    min_versions=plan.pull_versions, with_state=self._pull_state,
+                                    timeout=self.config.pull_timeout_s)
+                for layer in self.tables]
 
     def slots(self, keys: Any) -> np.ndarray:
         """Slot of every key of this worker's batch at the current step (py_function body)."""
@@ -499,6 +516,7 @@ class WorkerRuntime:
             "rows": dict(self.rows_moved),
             "bytes": self.transport.byte_counts() if self.transport is not None else {},
             "cache_hit_ratio": self.lookups["cached"] / keys,
+            "overlapped_pull_steps": self.lookups["overlapped_pull_steps"],
             "embedding_comm_s": self.times.embedding_comm,
             "local_apply_s": self.times.local_apply,
         }
