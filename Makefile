@@ -6,7 +6,7 @@ APT_PACKAGES := bazel-bootstrap g++ iproute2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 STAMP := $(VENV)/.herald-setup
 
-.PHONY: setup build demo demo-local test test-all lint bench clean
+.PHONY: setup build gpu-ops demo demo-local test test-all lint bench clean
 
 # Idempotent: apt packages when missing, the venv and its packages when requirements change,
 # and the op library when a source changes.
@@ -52,7 +52,12 @@ $(DEMO_DATA):
 demo-local: setup
 	$(PY) examples/demo.py
 
-test: setup
+# TF GPU kernels (DEVICE_GPU) over the CUDA core, compiled whenever nvcc is present: compile and
+# load only here (no GPU); the script says so and exits 0 without nvcc.
+gpu-ops: setup
+	PYTHON=$(PY) kernels/cuda/build_tf_gpu_ops.sh build/tf_gpu
+
+test: setup gpu-ops
 	$(PY) -m pytest -q -m "not slow" tests
 
 test-all: setup
