@@ -60,6 +60,12 @@ flags.DEFINE_float("learning-rate", 0.05, "embedding learning rate")
 flags.DEFINE_float("dense-learning-rate", 1e-3, "dense (Adam) learning rate")
 flags.DEFINE_string("logdir", None, "TensorBoard directory")
 flags.DEFINE_string("metrics-json", None, "write the final metrics of rank 0 here")
+flags.DEFINE_string("checkpoint-dir", None,
+                    "checkpoint folder shared by the workers and the PS (herald-run "
+                    "--checkpoint-dir)")
+flags.DEFINE_integer("checkpoint-every", 0, "checkpoint every N steps (0: never)")
+flags.DEFINE_integer("resume", 0, "resume from the checkpoint at this step (the PS must have "
+                     "been restored to step - 1: herald-ps --restore)")
 
 
 def _mode() -> str:
@@ -128,6 +134,7 @@ def main(argv: list[str]) -> None:
     from examples.ctr.models import MODELS
     from herald_tf import OptimizerConfig, env
     from herald_tf.keras.callbacks import HeraldMetrics
+    from herald_tf.keras.checkpoint import HeraldCheckpoint, load_worker
     from herald_tf.keras.runtime import RuntimeConfig, WorkerRuntime
     from herald_tf.transport.factory import make_transport
 
@@ -166,6 +173,9 @@ def main(argv: list[str]) -> None:
         model = MODELS[name](26, dense.shape[1], _flag("embedding-size"), distinct, optimizer)
         model.compile(keras.optimizers.Adam(_flag("dense-learning-rate")), "binary_crossentropy",
                       metrics=[keras.metrics.AUC(name="auc")])
+        if FLAGS.resume:
+            model.optimizer.build(model.trainable_variables)
+            load_worker(runtime, model, _flag("checkpoint-dir"), FLAGS.resume)
     data = runtime.distributed_dataset(strategy, {
         "categorical": tf.TensorSpec([26], tf.int64),
         "dense": tf.TensorSpec([dense.shape[1]], tf.float32)})
@@ -175,11 +185,15 @@ def main(argv: list[str]) -> None:
               f"cache {capacity} rows/worker, {len(env.ps_addresses())} PS", flush=True)
     callbacks = [HeraldMetrics(runtime, g, log_dir=FLAGS.logdir,
                                print_fn=print if rank == 0 else None)]
+    if _flag("checkpoint-every"):
+        callbacks.append(HeraldCheckpoint(runtime, _flag("checkpoint-dir"),
+                                          _flag("checkpoint-every"), chief=rank == 0))
     if FLAGS.logdir:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(FLAGS.logdir, f"w{rank}")))
     start = time.perf_counter()
-    model.fit(data, epochs=FLAGS.nepoch, steps_per_epoch=steps_per_epoch, verbose=0,
-              callbacks=callbacks)
+    done = runtime.next_step
+    model.fit(data, epochs=FLAGS.nepoch, steps_per_epoch=steps_per_epoch,
+              initial_epoch=done // steps_per_epoch, verbose=0, callbacks=callbacks)
     train_s = time.perf_counter() - start
     runtime.flush_dirty()
     # Every worker's rows are on the PS once all have flushed: a collective is the barrier.
