@@ -36,7 +36,8 @@ CI_CASES = [
     (2, "allreduce", "dlrm", "adagrad", "tf_distribute"),
 ]
 FULL = [(n, mode, model, opt, backend) for n in (2, 4)
-        for mode in ("ps", "het", "herald", "allreduce") for model in ("wdl", "dlrm") for opt in ("sgd", "adagrad", "adam")
+        for mode in ("ps", "het", "herald", "allreduce") for model in ("wdl", "dlrm")
+        for opt in ("sgd", "adagrad", "adam")
         for backend in ("tf_distribute", "horovod")]
 SLOW_CASES = [c for c in FULL if c not in CI_CASES]
 
