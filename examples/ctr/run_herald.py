@@ -212,11 +212,11 @@ def main(argv: list[str]) -> None:
         stats = runtime.stats()
         result = {"mode": mode, "workers": workers, "held_out_logloss": logloss,
                   "held_out_auc": float(auc.result()), "train_seconds": train_s,
-                  "samples_per_s": FLAGS.nepoch * steps_per_epoch * g / train_s,
+                  "samples_per_s": (runtime.next_step - done) * g / train_s,
                   "cache_hit_ratio": stats["cache_hit_ratio"], "bytes": stats["bytes"],
                   "rows": stats["rows"]}
         print(f"held-out: logloss {logloss:.4f}  AUC {result['held_out_auc']:.4f}  "
-              f"({n_val} samples); trained {FLAGS.nepoch * steps_per_epoch} steps in "
+              f"({n_val} samples); trained {runtime.next_step - done} steps in "
               f"{train_s:.1f}s", flush=True)
         if mode == "herald":
             rows = compare_policies(keys, g, steps_per_epoch, runtime.config.scheduler_config(
