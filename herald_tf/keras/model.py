@@ -151,6 +151,28 @@ class HeraldModel(keras.Model):
             return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
         return logs
 
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        self._make_rows_readable()
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        self._make_rows_readable()
+        return super().predict(*args, **kwargs)
+
+    def _make_rows_readable(self) -> None:
+        """Before evaluate/predict read the PS: every worker writes back the rows it owns dirty
+        (``herald``), then waits for the others, so the reads see every row's latest value."""
+        tables = herald_embeddings(self)
+        runtime = tables[0]._runtime if tables else None
+        if runtime is None or runtime.config.mode != "herald":
+            return
+        runtime.flush_dirty()
+        if self.dense_sync is not None:
+            self.dense_sync.barrier()
+        elif isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            strategy = self._distribute_strategy
+            strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         # Keras builds a distributed model by drawing one batch from a second pass over the
         # data; the runtime's batches are one stream in lockstep with the scheduler, so build
