@@ -147,6 +147,7 @@ class WorkerRuntime:
         self.tables: list[Any] = []  # HeraldEmbedding layers, in creation order
         self._plans: dict[int, StepPlan] = {}
         self._prefetched: dict[int, list[Any]] = {}  # step -> pull handles issued early
+        self._pending_grads: dict[str, np.ndarray] = {}
         self._pending: dict[int, Mapping[str, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._scheduler: Scheduler | None = None
@@ -372,6 +373,15 @@ class WorkerRuntime:
         self._connect()
         return self.transport.pull(table, keys, timeout=self.config.pull_timeout_s).wait().values
 
+    def _deferred_gradients(self) -> dict[str, np.ndarray] | None:
+        """het with bound > 0: per table, the gradients of each slot not pushed yet."""
+        if self.config.mode != "het" or self.config.bound == 0:
+            return None
+        if not self._pending_grads:
+            self._pending_grads = {t.table.name: np.zeros((self.total_slots, t.table.dim),
+                                                          np.float32) for t in self.tables}
+        return self._pending_grads
+
     def _read_replica(self, table: str, keys: np.ndarray) -> np.ndarray:
         layer = next(t for t in self.tables if t.table.name == table)
         self._start()
@@ -409,32 +419,49 @@ class WorkerRuntime:
         pushes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         rates: dict[str, float] = {}
         push_slots = _slots_of(plan, plan.push_keys)
+        deferred = self._deferred_gradients()
         for layer, indices, values in zip(self.tables, grads[0::2], grads[1::2]):
             indices, values = np.asarray(indices), np.asarray(values)
+            local = _rows_for(indices, values, plan.local_slots)
             if plan.local_keys.size:
-                rows = _rows_for(indices, values, plan.local_slots)
                 ops.sparse_apply(layer.storage, layer.optimizer_state, layer.versions,
-                                 plan.local_slots, rows, layer.table.optimizer)
-            pushes[layer.table.name] = (plan.push_keys,
-                                        _rows_for(indices, values, push_slots))
+                                 plan.local_slots, local, layer.table.optimizer)
+            if deferred is None:
+                pushes[layer.table.name] = (plan.push_keys,
+                                            _rows_for(indices, values, push_slots))
+            else:
+                # het with bound b > 0: a copy's updates are pushed together once b are
+                # pending, or when it is evicted (write-back), in this step's one push.
+                pending = deferred[layer.table.name]
+                pending[plan.local_slots] += local
+                slots = np.concatenate([push_slots, plan.writeback_slots])
+                pushes[layer.table.name] = (np.concatenate([plan.push_keys,
+                                                            plan.writeback_keys]),
+                                            pending[slots].copy())
+                pending[slots] = 0.0
             rates[layer.table.name] = layer.table.optimizer.learning_rate
         if self.config.mode == "herald":
             # herald: a locally applied row is owned (dirty) until flushed or written back.
-            # het: the local copy only serves reads within the bound; its gradient was pushed.
+            # het: the local copy only serves reads within the bound; its gradient is pushed.
             self._dirty.update(zip(plan.local_keys.tolist(), plan.local_slots.tolist()))
         self.times.local_apply += time.perf_counter() - start
         start = time.perf_counter()
         self.transport.push(step, self.config.rank, pushes, rates, wait_applied=True).wait()
         self.rows_moved["push"] += plan.push_keys.size
-        if plan.writeback_keys.size:
+        if plan.writeback_keys.size and deferred is None:
             for layer in self.tables:
                 self._send_rows(layer, plan.writeback_keys, plan.writeback_slots).wait()
             self.rows_moved["flush"] += plan.writeback_keys.size
             self._forget_dirty(plan.writeback_keys)
+        elif plan.writeback_keys.size:
+            self.rows_moved["push"] += plan.writeback_keys.size
         self.times.embedding_comm += time.perf_counter() - start
         if plan.install_keys.size:
             for layer in self.tables:
                 self._copy_rows(layer, plan.install_src, plan.install_dst)
+            for pending in (deferred or {}).values():
+                pending[plan.install_dst] = pending[plan.install_src]
+                pending[plan.install_src] = 0.0
             for key, dst in zip(plan.install_keys.tolist(), plan.install_dst.tolist()):
                 if key in self._dirty:
                     self._dirty[key] = dst

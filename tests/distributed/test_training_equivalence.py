@@ -199,3 +199,28 @@ def test_distributed_training_equals_single_process(tmp_path, workers, mode, mod
 @pytest.mark.parametrize("workers,mode,model,optimizer,backend", SLOW_CASES)
 def test_full_matrix_equals_single_process(tmp_path, workers, mode, model, optimizer, backend):
     _check_equivalence(tmp_path, workers, mode, model, optimizer, backend)
+
+
+def _pulled_rows(tmp_path, bound: int) -> int:
+    """Rows the 2 workers of a het run with ``bound`` pulled over the run."""
+    common = ["--model", "wdl", "--optimizer", "sgd", "--num-workers", "2", "--steps",
+              str(STEPS), "--batch-size", "8", "--mode", "het", "--bound", str(bound)]
+    run = tmp_path / f"bound{bound}"
+    run.mkdir()
+    with PsCluster(num_shards=2, tmp_dir=run, num_workers=2) as cluster:
+        hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+        commands = [[sys.executable, JOB, "worker", *common, "--rank", str(rank),
+                     "--ps-addrs", ",".join(cluster.addresses), "--token", cluster.token,
+                     "--tf-config", json.dumps({"cluster": {"worker": hosts},
+                                                "task": {"type": "worker", "index": rank}}),
+                     "--out", str(run / f"w{rank}.npz")] for rank in range(2)]
+        _run_all(commands, [str(run / f"w{rank}.log") for rank in range(2)])
+    stats = [json.loads(str(np.load(run / f"w{rank}.npz")["stats"])) for rank in range(2)]
+    assert all(s["steps"] == STEPS for s in stats)
+    return sum(s["rows"].get("pull", 0) for s in stats)
+
+
+def test_het_with_a_staleness_bound_trains_and_pulls_less(tmp_path) -> None:
+    """HET with bound 2 runs through the real PS (the staleness of its plans is checked against
+    the bound by the scheduler's property tests) and re-pulls fewer rows than bound 0."""
+    assert _pulled_rows(tmp_path, 2) < _pulled_rows(tmp_path, 0)
