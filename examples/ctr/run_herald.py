@@ -79,16 +79,25 @@ def _mode() -> str:
     return "ps" if FLAGS.comm == "PS" else "het"
 
 
-def _load_data(num_fields: int):
+def _load_data(dataset: str):
     """(keys, dense, labels) of the whole data set, in file / generation order."""
+    from herald_tf.data.avazu import AvazuReader, write_synthetic_avazu
     from herald_tf.data.criteo import CriteoReader
     from herald_tf.data.synthetic import SyntheticConfig, SyntheticCriteo
 
     limit = None if FLAGS.all else _flag("num-samples")
-    if FLAGS.data:
+    path = FLAGS.data
+    if dataset == "avazu" and not path:  # synthetic Avazu-format CSV, written once
+        path = os.path.join("data", f"synthetic_avazu_{_flag('num-samples')}.csv")
+        if not os.path.exists(path):
+            os.makedirs("data", exist_ok=True)
+            write_synthetic_avazu(path + ".tmp", _flag("num-samples"), seed=0)
+            os.replace(path + ".tmp", path)
+    if path:
+        reader = AvazuReader(path) if dataset == "avazu" else CriteoReader(path)
         parts = []
         total = 0
-        for batch in CriteoReader(FLAGS.data):
+        for batch in reader:
             parts.append(batch)
             total += len(batch)
             if limit is not None and total >= limit:
@@ -139,13 +148,16 @@ def main(argv: list[str]) -> None:
     from herald_tf.transport.factory import make_transport
 
     name, _, dataset_name = FLAGS.model.partition("_")
-    if name not in MODELS or dataset_name != "criteo":
-        raise app.UsageError(f"Expected --model <{'|'.join(MODELS)}>_criteo. Received: "
-                             f"{FLAGS.model} (Avazu runs are not wired into this script yet)")
+    if name not in MODELS or dataset_name not in ("criteo", "avazu"):
+        raise app.UsageError(f"Expected --model <{'|'.join(MODELS)}>_<criteo|avazu>. "
+                             f"Received: {FLAGS.model}")
     mode = _mode()
     rank, workers = env.rank() or 0, env.num_workers() or 1
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    keys, dense, labels = _load_data(26)
+    keys, dense, labels = _load_data(dataset_name)
+    fields = keys.shape[1]  # 26 for Criteo, 24 for Avazu
+    if dense.shape[1] == 0:  # Avazu has no numeric features; oneDNN aborts on 0-wide matmuls
+        dense = np.zeros((len(labels), 1), np.float32)
     n_val = int(len(labels) * _flag("val-fraction"))
     train = slice(0, len(labels) - n_val)
     g = workers * _flag("batch-size")
@@ -163,21 +175,22 @@ def main(argv: list[str]) -> None:
     transport = make_transport("grpc", addresses=list(env.ps_addresses()),
                                token=env.cluster_token())
     config = RuntimeConfig(
-        mode=mode, num_workers=workers, rank=rank, batch_size=_flag("batch-size"), num_fields=26,
+        mode=mode, num_workers=workers, rank=rank, batch_size=_flag("batch-size"),
+        num_fields=fields,
         cache_capacity=capacity, eviction=FLAGS.cache.lower(), bound=FLAGS.bound,
         allocation=FLAGS.allocation if mode == "herald" else "none")
     runtime = WorkerRuntime(config, transport, global_batches())
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     optimizer = OptimizerConfig(FLAGS.optimizer, learning_rate=_flag("learning-rate"))
     with strategy.scope(), runtime.scope():
-        model = MODELS[name](26, dense.shape[1], _flag("embedding-size"), distinct, optimizer)
+        model = MODELS[name](fields, dense.shape[1], _flag("embedding-size"), distinct, optimizer)
         model.compile(keras.optimizers.Adam(_flag("dense-learning-rate")), "binary_crossentropy",
                       metrics=[keras.metrics.AUC(name="auc")])
         if FLAGS.resume:
             model.optimizer.build(model.trainable_variables)
             load_worker(runtime, model, _flag("checkpoint-dir"), FLAGS.resume)
     data = runtime.distributed_dataset(strategy, {
-        "categorical": tf.TensorSpec([26], tf.int64),
+        "categorical": tf.TensorSpec([fields], tf.int64),
         "dense": tf.TensorSpec([dense.shape[1]], tf.float32)})
     if rank == 0:
         print(f"herald: model {FLAGS.model}, mode {mode}, {workers} workers x batch "
