@@ -26,18 +26,6 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
     return parser.parse_args()
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def interleaved_seconds(fns: dict[str, Callable[[], Any]], repeats: int,
                         warmup: int = 2) -> dict[str, float]:
     """Median wall time of each function, timed in alternation so load changes hit all alike."""

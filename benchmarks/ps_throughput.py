@@ -23,18 +23,19 @@ import json
 import os
 import platform
 import socket
-import statistics
 import struct
 import sys
 import tempfile
 import threading
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "distributed"))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from common import interleaved_seconds  # noqa: E402
 
 BATCH, FIELDS, DIM = 4096, 26, 64
 RESULT = os.path.join(ROOT, "benchmarks", "results", "ps_throughput.json")
@@ -177,23 +178,6 @@ class RawClient:
             s.close()
 
 
-def timed(fns: dict, reps: int) -> dict:
-    """Median seconds of each function over ``reps`` interleaved rounds, after a warm-up.
-
-    Interleaving (a, b, c, a, b, c, ...) exposes every variant to the same background load,
-    which matters on a shared 2-core machine.
-    """
-    for fn in fns.values():
-        fn()
-    times: dict = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -270,14 +254,14 @@ def main() -> int:
             key_bytes = [keys[p].tobytes() for p in parts]
             pull_reply = [len(p) * (4 * DIM + 8) for p in parts]
             push_bytes = [keys[p].tobytes() + grads[p].tobytes() for p in parts]
-            secs = timed({
+            secs = interleaved_seconds({
                 "pull": lambda: t.pull("emb", keys).wait(),
                 "raw_socket_pull": lambda: raw.exchange(key_bytes, pull_reply),
                 "push": push,
                 "raw_socket_push": lambda: raw.exchange(push_bytes, [1, 1]),
                 "bare_grpc_pull": lambda: echo.exchange(key_bytes, pull_reply),
                 "bare_grpc_push": lambda: echo.exchange(push_bytes, [1, 1]),
-            }, reps)
+            }, reps, warmup=1)
             cpu = {"pull": cpu_per_call(lambda: t.pull("emb", keys).wait(), reps, cluster.pids),
                    "push": cpu_per_call(push, reps, cluster.pids),
                    "raw_socket_pull": cpu_per_call(lambda: raw.exchange(key_bytes, pull_reply),
