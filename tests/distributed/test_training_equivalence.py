@@ -169,7 +169,7 @@ def _check_traffic_matches_schedule(stats: list[dict], workers: int, mode: str) 
 
     config = SchedulerConfig(num_workers=workers, batch_size=8, num_fields=FIELDS,
                              cache_capacity=0 if mode == "ps" else 40, policy=mode,
-                             allocation="none")
+                             allocation="grouped" if mode == "herald" else "none")
     engine = make_engine(config, emit_plans=False)
     g = workers * 8
     keys = make_data(STEPS, g)["categorical"]

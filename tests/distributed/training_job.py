@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--cache-capacity", type=int, default=40)
     parser.add_argument("--eviction", default="lru")
     parser.add_argument("--bound", type=int, default=0)
-    parser.add_argument("--allocation", default="none")
+    parser.add_argument("--allocation", default="grouped", help="herald mode's allocator")
     parser.add_argument("--ps-addrs", default="")
     parser.add_argument("--token", default="")
     parser.add_argument("--tf-config", default="")
