@@ -17,14 +17,7 @@ namespace errors = ::tensorflow::errors;
 class SparseApplyOp : public OpKernel {
  public:
   explicit SparseApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string name;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("optimizer", &name));
-    params_.kind = name == "adam" ? HERALD_OPT_ADAM
-                                  : (name == "adagrad" ? HERALD_OPT_ADAGRAD : HERALD_OPT_SGD);
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta1", &params_.beta1));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta2", &params_.beta2));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &params_.epsilon));
-    params_.initial_accumulator = 0.0f;  // only used when rows are created, not here
+    OP_REQUIRES_OK(ctx, OptimizerParamsFromAttrs(ctx, &params_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -32,9 +25,6 @@ class SparseApplyOp : public OpKernel {
     const Tensor& grads = ctx->input(4);
     const Tensor& lr = ctx->input(5);
     OP_REQUIRES_OK(ctx, CheckIdVector(slots_t, "unique_slots"));
-    OP_REQUIRES(ctx, ::tensorflow::TensorShapeUtils::IsScalar(lr.shape()),
-                errors::InvalidArgument("Expected a scalar learning_rate. Received: shape ",
-                                        lr.shape().DebugString()));
     ::tensorflow::core::RefCountPtr<::tensorflow::Var> storage_var, state_var, versions_var;
     OP_REQUIRES_OK(ctx, LookupStorage(ctx, 0, ::tensorflow::DT_FLOAT, 2, &storage_var));
     OP_REQUIRES_OK(ctx, LookupStorage(ctx, 1, ::tensorflow::DT_FLOAT, 2, &state_var));
@@ -49,16 +39,8 @@ class SparseApplyOp : public OpKernel {
     const int64_t slots = storage->dim_size(0), dim = storage->dim_size(1);
     const int64_t u = slots_t.NumElements();
     const int64_t width = StateWidth(params_.kind, dim);
-    OP_REQUIRES(ctx, state->dim_size(0) == slots && state->dim_size(1) == width,
-                errors::InvalidArgument("Expected optimizer state of shape [", slots, ",", width,
-                                        "]. Received: ", state->shape().DebugString()));
-    OP_REQUIRES(ctx, versions->dim_size(0) == slots,
-                errors::InvalidArgument("Expected versions of shape [", slots,
-                                        "]. Received: ", versions->shape().DebugString()));
-    OP_REQUIRES(ctx, grads.dims() == 2 && grads.dim_size(0) == u && grads.dim_size(1) == dim,
-                errors::InvalidArgument("Expected grads of shape [", u, ",", dim,
-                                        "] (one row per slot, storage width). Received: ",
-                                        grads.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckSparseApplyShapes(params_.kind, *storage, *state, *versions, grads,
+                                               u, lr));
     OP_REQUIRES_OK(ctx, PrepareForUpdate(ctx, storage_var.get()));
     OP_REQUIRES_OK(ctx, PrepareForUpdate(ctx, state_var.get()));
     OP_REQUIRES_OK(ctx, PrepareForUpdate(ctx, versions_var.get()));

@@ -18,16 +18,7 @@ namespace errors = ::tensorflow::errors;
 class InitRowsOp : public OpKernel {
  public:
   explicit InitRowsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string kind;
-    int64_t seed = 0;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dim", &dim_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("seed", &seed));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("initializer", &kind));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("a", &params_.a));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("b", &params_.b));
-    params_.kind = kind == "normal" ? HERALD_INIT_NORMAL
-                                    : (kind == "zeros" ? HERALD_INIT_ZEROS : HERALD_INIT_UNIFORM);
-    params_.seed = static_cast<uint64_t>(seed);  // the attr carries the uint64 seed's bits
+    OP_REQUIRES_OK(ctx, InitializerParamsFromAttrs(ctx, &params_, &dim_));
   }
 
   void Compute(OpKernelContext* ctx) override {

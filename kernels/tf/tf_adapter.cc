@@ -2,7 +2,10 @@
 
 #include <string.h>
 
+#include <string>
+
 #include "tensorflow/core/framework/resource_handle.h"
+#include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/platform/errors.h"
 
 namespace herald {
@@ -82,6 +85,61 @@ Status PrepareForUpdate(OpKernelContext* ctx, ::tensorflow::Var* var) {
     memcpy(copy.data(), t->data(), t->TotalBytes());
   }
   *t = copy;
+  return ::tensorflow::OkStatus();
+}
+
+Status OptimizerParamsFromAttrs(::tensorflow::OpKernelConstruction* ctx,
+                                HeraldOptimizerParams* params) {
+  std::string name;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("optimizer", &name));
+  params->kind = name == "adam" ? HERALD_OPT_ADAM
+                                : (name == "adagrad" ? HERALD_OPT_ADAGRAD : HERALD_OPT_SGD);
+  TF_RETURN_IF_ERROR(ctx->GetAttr("beta1", &params->beta1));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("beta2", &params->beta2));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("epsilon", &params->epsilon));
+  params->initial_accumulator = 0.0f;  // only used when rows are created, not in an apply
+  return ::tensorflow::OkStatus();
+}
+
+Status InitializerParamsFromAttrs(::tensorflow::OpKernelConstruction* ctx,
+                                  HeraldInitializerParams* params, int64_t* dim) {
+  std::string kind;
+  int64_t seed = 0;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("dim", dim));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("seed", &seed));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("initializer", &kind));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("a", &params->a));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("b", &params->b));
+  params->kind = kind == "normal" ? HERALD_INIT_NORMAL
+                                  : (kind == "zeros" ? HERALD_INIT_ZEROS : HERALD_INIT_UNIFORM);
+  params->seed = static_cast<uint64_t>(seed);  // the attr carries the uint64 seed's bits
+  return ::tensorflow::OkStatus();
+}
+
+Status CheckSparseApplyShapes(int32_t kind, const ::tensorflow::Tensor& storage,
+                              const ::tensorflow::Tensor& state,
+                              const ::tensorflow::Tensor& versions,
+                              const ::tensorflow::Tensor& grads, int64_t u,
+                              const ::tensorflow::Tensor& learning_rate) {
+  if (!::tensorflow::TensorShapeUtils::IsScalar(learning_rate.shape())) {
+    return errors::InvalidArgument("Expected a scalar learning_rate. Received: shape ",
+                                   learning_rate.shape().DebugString());
+  }
+  const int64_t slots = storage.dim_size(0), dim = storage.dim_size(1);
+  const int64_t width = StateWidth(kind, dim);
+  if (state.dim_size(0) != slots || state.dim_size(1) != width) {
+    return errors::InvalidArgument("Expected optimizer state of shape [", slots, ",", width,
+                                   "]. Received: ", state.shape().DebugString());
+  }
+  if (versions.dim_size(0) != slots) {
+    return errors::InvalidArgument("Expected versions of shape [", slots,
+                                   "]. Received: ", versions.shape().DebugString());
+  }
+  if (grads.dims() != 2 || grads.dim_size(0) != u || grads.dim_size(1) != dim) {
+    return errors::InvalidArgument("Expected grads of shape [", u, ",", dim,
+                                   "] (one row per slot, storage width). Received: ",
+                                   grads.shape().DebugString());
+  }
   return ::tensorflow::OkStatus();
 }
 

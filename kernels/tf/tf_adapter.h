@@ -32,6 +32,23 @@ int32_t CombinerFromName(const std::string& name);
 // read), give the variable a private copy so that reader keeps the value it read.
 ::tensorflow::Status PrepareForUpdate(::tensorflow::OpKernelContext* ctx, ::tensorflow::Var* var);
 
+// Attributes of SparseApply (optimizer, beta1, beta2, epsilon) as C ABI parameters; the learning
+// rate is an input of each step.
+::tensorflow::Status OptimizerParamsFromAttrs(::tensorflow::OpKernelConstruction* ctx,
+                                              HeraldOptimizerParams* params);
+
+// Attributes of InitRows (dim, seed, initializer, a, b) as C ABI parameters.
+::tensorflow::Status InitializerParamsFromAttrs(::tensorflow::OpKernelConstruction* ctx,
+                                                HeraldInitializerParams* params, int64_t* dim);
+
+// SparseApply's inputs agree: state (slots, StateWidth), versions (slots), grads (u, dim) and a
+// scalar learning rate.
+::tensorflow::Status CheckSparseApplyShapes(int32_t kind, const ::tensorflow::Tensor& storage,
+                                            const ::tensorflow::Tensor& state,
+                                            const ::tensorflow::Tensor& versions,
+                                            const ::tensorflow::Tensor& grads, int64_t u,
+                                            const ::tensorflow::Tensor& learning_rate);
+
 // Checks that `t` is a vector of int64 ids and names it in the error.
 ::tensorflow::Status CheckIdVector(const ::tensorflow::Tensor& t, const char* name);
 
