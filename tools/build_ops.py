@@ -31,10 +31,12 @@ def build() -> None:
     bin_dir = os.path.join(ROOT, "bazel-bin")
     for target in TARGETS:
         dst = os.path.join(lib_dir, target)
-        if os.path.exists(dst):
-            os.remove(dst)
-        shutil.copy2(os.path.join(bin_dir, target), dst)
-        os.chmod(dst, 0o755)
+        # Copy beside, then rename: processes that already mapped the old library keep it,
+        # and a process starting now sees either the old or the new file, never none.
+        tmp = dst + ".tmp"
+        shutil.copy2(os.path.join(bin_dir, target), tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, dst)
     print(f"installed {', '.join(TARGETS)} into {lib_dir}")
 
 
