@@ -117,16 +117,16 @@ class TableShard:
         """(values, state or None, versions) of ``keys``; absent rows read as initial rows."""
         rows = self.index.lookup(keys)
         present = rows >= 0
+        if present.all():
+            # rows come from the index, so they are in range; no take(out=...), which numpy
+            # buffers through a temporary (several times slower for 13 MB)
+            return (np.take(self.values, rows, axis=0),
+                    np.take(self.state, rows, axis=0) if with_state else None,
+                    np.take(self.versions, rows))
         n = keys.shape[0]
         values = np.empty((n, self.dim), dtype=np.float32)
         versions = np.zeros(n, dtype=np.int64)
         state = np.empty((n, self.state_width), dtype=np.float32) if with_state else None
-        if present.all():
-            np.take(self.values, rows, axis=0, out=values)
-            np.take(self.versions, rows, out=versions)
-            if state is not None:
-                np.take(self.state, rows, axis=0, out=state)
-            return values, state, versions
         pr = rows[present]
         values[present] = self.values[pr]
         versions[present] = self.versions[pr]

@@ -79,6 +79,12 @@ class _PullSink:
         return PullRows(self.values, self.versions, self.state, self.received)
 
 
+def _take_rows(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``rows[positions]`` of a 2-D array (np.take is several times faster than fancy indexing
+    of whole rows)."""
+    return np.take(rows, positions, axis=0)
+
+
 def _keys(keys: np.ndarray, what: str = "keys") -> np.ndarray:
     if not isinstance(keys, np.ndarray) or keys.dtype != np.int64 or keys.ndim != 1:
         raise InvalidArgumentError(
@@ -241,7 +247,7 @@ class ShardedTransport(Transport):
             self._check_rows(table, k, g, "gradients")
             for s, pos in enumerate(self._split(k)):
                 if pos.shape[0]:
-                    per_shard[s].append((table, k[pos], g[pos], lr))
+                    per_shard[s].append((table, k[pos], _take_rows(g, pos), lr))
         futures = [self._submit("push", (
             lambda s=s, e=entries: self._push_shard(s, step, rank, e, wait_applied, timeout)),
             idempotent=False) for s, entries in enumerate(per_shard)]
@@ -266,8 +272,9 @@ class ShardedTransport(Transport):
                 continue
             futures.append(self._submit("flush", (
                 lambda s=s, p=pos: self._flush_shard(
-                    s, table, keys[p], values[p], None if state is None else state[p],
-                    versions[p])), idempotent=True))
+                    s, table, keys[p], _take_rows(values, p),
+                    None if state is None else _take_rows(state, p), versions[p])),
+                idempotent=True))
         return Handle(futures, lambda _: None)
 
     def versions(self, table: str, keys: np.ndarray) -> Handle[np.ndarray]:
