@@ -1,14 +1,16 @@
 """PS throughput: pull and push of 4096 × 26 keys (dim 64) against 2 local herald-ps processes.
 
-In the same run, a raw TCP socket moves the same bytes between the client and 2 local socket
-server processes (request: the keys, or keys + gradients; reply: the rows, or a 1-byte ack), as
-the ceiling for this machine; and bare gRPC (2 echo servers with the PS's channel options and
-4 MiB messages, no PS logic) moves them too, to separate gRPC's own cost from herald's.
-Writes benchmarks/results/ps_throughput.json with rows/s and GB/s
-of each, and ``pull_vs_raw_socket`` / ``push_vs_raw_socket`` (herald throughput ÷ raw socket
-throughput; goal ≥ 0.5 each), plus the client's and each server's CPU time per call, which
-shows where the time goes on a machine with 2 shared cores. ``--quick`` runs fewer repetitions
-(≤ 60 s), same keys.
+``pull``/``push`` use the ``grpc+tcp`` transport (bulk data over the PS's TCP data plane);
+``grpc_pull``/``grpc_push`` make the same calls on the plain ``grpc`` transport. In the same
+run, a raw TCP socket moves the same bytes between the client and 2 local socket server
+processes (request: the keys, or keys + gradients; reply: the rows, or a 1-byte ack), as the
+ceiling for this machine; and bare gRPC (2 echo servers with the PS's channel options and 4 MiB
+messages, no PS logic) moves them too, to separate gRPC's own cost from herald's. Variants are
+timed in alternation (medians). Writes benchmarks/results/ps_throughput.json with rows/s and
+GB/s of each, ``pull_vs_raw_socket`` / ``push_vs_raw_socket`` (grpc+tcp throughput ÷ raw socket
+throughput; goal ≥ 0.5 each), ``grpc_*_vs_raw_socket`` for the grpc transport, and the client's
+and each server's CPU time per call, which shows where the time goes on a machine with 2 shared
+cores. ``--quick`` runs fewer repetitions (≤ 60 s), same keys.
 
 Bytes counted per operation: pull = keys sent + rows received (values float32 + an int64 version
 per row, as the PS sends them); push = keys + gradients sent. Each push is a full SGD step on
@@ -229,12 +231,13 @@ def main() -> int:
         cluster = PsCluster(2, tmp, num_workers=1).start()
         raw_procs = []
         try:
-            t = cluster.transport()
+            t = cluster.transport("grpc+tcp")
+            g = cluster.transport("grpc")
             t.connect([cfg], num_workers=1)
             step = [0]
 
-            def push() -> None:
-                t.push(step[0], 0, {"emb": (keys, grads)}, {"emb": 0.01}).wait()
+            def push(tr=t) -> None:
+                tr.push(step[0], 0, {"emb": (keys, grads)}, {"emb": 0.01}).wait()
                 step[0] += 1
 
             push()  # creates every row, so pulls read existing rows
@@ -256,14 +259,19 @@ def main() -> int:
             push_bytes = [keys[p].tobytes() + grads[p].tobytes() for p in parts]
             secs = interleaved_seconds({
                 "pull": lambda: t.pull("emb", keys).wait(),
+                "grpc_pull": lambda: g.pull("emb", keys).wait(),
                 "raw_socket_pull": lambda: raw.exchange(key_bytes, pull_reply),
                 "push": push,
+                "grpc_push": lambda: push(g),
                 "raw_socket_push": lambda: raw.exchange(push_bytes, [1, 1]),
                 "bare_grpc_pull": lambda: echo.exchange(key_bytes, pull_reply),
                 "bare_grpc_push": lambda: echo.exchange(push_bytes, [1, 1]),
             }, reps, warmup=1)
             cpu = {"pull": cpu_per_call(lambda: t.pull("emb", keys).wait(), reps, cluster.pids),
                    "push": cpu_per_call(push, reps, cluster.pids),
+                   "grpc_pull": cpu_per_call(lambda: g.pull("emb", keys).wait(), reps,
+                                             cluster.pids),
+                   "grpc_push": cpu_per_call(lambda: push(g), reps, cluster.pids),
                    "raw_socket_pull": cpu_per_call(lambda: raw.exchange(key_bytes, pull_reply),
                                                    reps, [p.pid for p in raw_procs[:2]]),
                    "raw_socket_push": cpu_per_call(lambda: raw.exchange(push_bytes, [1, 1]),
@@ -281,7 +289,9 @@ def main() -> int:
                 p.wait()
     pull_bytes = n * 8 + n * (4 * DIM + 8)
     push_total = n * 8 + n * 4 * DIM
+    results["transport"] = "grpc+tcp"
     for name, nbytes in (("pull", pull_bytes), ("push", push_total),
+                         ("grpc_pull", pull_bytes), ("grpc_push", push_total),
                          ("raw_socket_pull", pull_bytes), ("raw_socket_push", push_total),
                          ("bare_grpc_pull", pull_bytes), ("bare_grpc_push", push_total)):
         results[name] = {"seconds": round(secs[name], 5), "rows_per_s": round(n / secs[name]),
@@ -289,6 +299,8 @@ def main() -> int:
                          **cpu[name]}
     results["pull_vs_raw_socket"] = round(secs["raw_socket_pull"] / secs["pull"], 4)
     results["push_vs_raw_socket"] = round(secs["raw_socket_push"] / secs["push"], 4)
+    results["grpc_pull_vs_raw_socket"] = round(secs["raw_socket_pull"] / secs["grpc_pull"], 4)
+    results["grpc_push_vs_raw_socket"] = round(secs["raw_socket_push"] / secs["grpc_push"], 4)
     # context, not goals: how far bare gRPC itself is from the socket on this machine
     results["bare_grpc_pull_vs_raw_socket"] = round(secs["raw_socket_pull"]
                                                     / secs["bare_grpc_pull"], 4)
@@ -301,14 +313,16 @@ def main() -> int:
         f.write("\n")
     print(f"{'op':<18}{'ms':>9}{'Mrows/s':>10}{'GB/s':>8}{'client CPU ms':>15}"
           f"{'server CPU ms':>16}")
-    for name in ("pull", "bare_grpc_pull", "raw_socket_pull", "push", "bare_grpc_push",
-                 "raw_socket_push"):
+    for name in ("pull", "grpc_pull", "bare_grpc_pull", "raw_socket_pull", "push", "grpc_push",
+                 "bare_grpc_push", "raw_socket_push"):
         r = results[name]
         servers = "+".join(f"{x:.0f}" for x in r["server_cpu_ms"])
         print(f"{name:<18}{1e3 * r['seconds']:>9.1f}{r['rows_per_s'] / 1e6:>10.2f}"
               f"{r['gb_per_s']:>8.2f}{r['client_cpu_ms']:>15.1f}{servers:>16}")
-    print(f"pull_vs_raw_socket = {results['pull_vs_raw_socket']:.2f}   "
+    print(f"grpc+tcp: pull_vs_raw_socket = {results['pull_vs_raw_socket']:.2f}   "
           f"push_vs_raw_socket = {results['push_vs_raw_socket']:.2f}   (goal >= 0.5)")
+    print(f"grpc: pull {results['grpc_pull_vs_raw_socket']:.2f}, "
+          f"push {results['grpc_push_vs_raw_socket']:.2f}")
     print(f"bare gRPC vs raw socket: pull {results['bare_grpc_pull_vs_raw_socket']:.2f}, "
           f"push {results['bare_grpc_push_vs_raw_socket']:.2f} (the ceiling of a gRPC path here)")
     return 0

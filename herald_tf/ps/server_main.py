@@ -2,13 +2,16 @@
 
     herald-ps --port 0 --token-file /run/herald/token --checkpoint-dir /ckpt \\
               --shard-index 0 --num-shards 2 [--num-workers 4] [--restore latest] \\
-              [--port-file /tmp/ps0.port] [--address 127.0.0.1] [--tls-cert C --tls-key K]
+              [--port-file /tmp/ps0.port] [--address 127.0.0.1] [--tls-cert C --tls-key K] \\
+              [--data-port 0 | --no-data-plane]
 
 The token comes from ``--token``, ``--token-file`` or ``$HERALD_PS_TOKEN`` (a file or the
 environment keeps it out of ``ps`` listings). With ``--port 0`` the OS picks a port; the bound
 port is printed (``herald-ps listening on ADDRESS:PORT``) and, with ``--port-file``, written to
 that file atomically. ``--parent-pid`` makes the process die with that parent (Linux
-PR_SET_PDEATHSIG), as tests and launchers want. SIGTERM/SIGINT stop it gracefully.
+PR_SET_PDEATHSIG), as tests and launchers want. SIGTERM/SIGINT stop it gracefully. Pull and
+push are also served over a TCP data plane (same address, token and TLS; ``--data-port``) for
+the ``grpc+tcp`` transport; ``--no-data-plane`` turns it off.
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=64,
                    help="RPC handler threads; a pull waiting for min_versions holds one, so "
                         "keep it above workers x waiting pulls per worker")
+    p.add_argument("--data-port", type=int, default=0,
+                   help="port of the TCP data plane for pull and push (transport 'grpc+tcp'); "
+                        "0 picks a free one, clients learn it over gRPC")
+    p.add_argument("--no-data-plane", action="store_true",
+                   help="serve no TCP data plane (only the 'grpc' transport works)")
     p.add_argument("--tls-cert", help="PEM certificate chain (enables TLS with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
     p.add_argument("--parent-pid", type=int, default=None,
@@ -95,11 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         restored = checkpoint.restore(store, args.checkpoint_dir, step)
         print(f"herald-ps restored step {restored} from {args.checkpoint_dir}", flush=True)
     server, port = serve(store, token, args.address, args.port, args.checkpoint_dir,
-                         args.tls_cert, args.tls_key, max_threads=args.threads)
+                         args.tls_cert, args.tls_key, max_threads=args.threads,
+                         data_port=None if args.no_data_plane else args.data_port)
     if args.port_file:
         write_port_file(args.port_file, port)
+    data = f", data plane on port {server.data_port}" if server.data_port is not None else ""
     print(f"herald-ps listening on {args.address}:{port} (shard {args.shard_index} of "
-          f"{args.num_shards})", flush=True)
+          f"{args.num_shards}{data})", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

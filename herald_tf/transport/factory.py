@@ -1,8 +1,9 @@
 """The one place transports are made: ``make_transport(kind, ...)`` with a fault-injection switch.
 
-Kinds: ``grpc`` (default; ``addresses`` and ``token`` required) and ``local`` (in-process
-``ShardStore`` objects). ``rdma`` is reserved for the pyverbs data path (not implemented: it
-raises ``UnimplementedError``-style ``NotImplementedError`` naming the missing piece).
+Kinds: ``grpc`` (default; ``addresses`` and ``token`` required), ``grpc+tcp`` (the same, with
+pull and push over the PS's TCP data plane, faster for large requests: see tcp_data.py) and
+``local`` (in-process ``ShardStore`` objects). ``rdma`` is reserved for the pyverbs data path
+(not implemented: it raises ``NotImplementedError`` naming the missing piece).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from herald_tf.transport.types import FaultInjection, Transport
 
-KINDS = ("grpc", "local", "rdma")
+KINDS = ("grpc", "grpc+tcp", "local", "rdma")
 
 
 def make_transport(kind: str = "grpc", *, addresses: Sequence[str] | None = None,
@@ -23,13 +24,16 @@ def make_transport(kind: str = "grpc", *, addresses: Sequence[str] | None = None
     ``options`` go to the implementation (gRPC: root_certificates, timeout_s, chunk_bytes,
     retries; local: checkpoint_dir).
     """
-    if kind == "grpc":
+    if kind in ("grpc", "grpc+tcp"):
         from herald_tf.transport.grpc_client import GrpcTransport  # noqa: PLC0415
+        from herald_tf.transport.grpc_tcp_client import GrpcTcpTransport  # noqa: PLC0415
 
         if not addresses or not token:
-            raise ValueError("Expected addresses and a token for the grpc transport. Received: "
-                             f"addresses={addresses!r}, token={'set' if token else 'missing'}")
-        return GrpcTransport(addresses, token, faults=faults, **options)
+            raise ValueError(f"Expected addresses and a token for the {kind} transport. "
+                             f"Received: addresses={addresses!r}, "
+                             f"token={'set' if token else 'missing'}")
+        cls = GrpcTransport if kind == "grpc" else GrpcTcpTransport
+        return cls(addresses, token, faults=faults, **options)
     if kind == "local":
         from herald_tf.transport.local import LocalTransport  # noqa: PLC0415
 

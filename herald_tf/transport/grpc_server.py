@@ -4,7 +4,9 @@
 every call (``x-herald-token`` metadata, compared in constant time by an interceptor), optionally
 with TLS, and reports the port it bound (useful with port 0). Each RPC decodes raw-bytes chunks,
 calls the store, and maps errors to gRPC status codes with the store's message, so one bad
-request fails only its caller and changes nothing.
+request fails only its caller and changes nothing. Next to it, unless ``data_port`` is None, it
+serves the TCP data plane for pull and push (tcp_data.py; same address, token and TLS), whose
+port clients learn with the control op ``data_plane``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import ssl
+import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
@@ -27,6 +31,7 @@ from herald_tf.ps.store import PushEntry, ShardStore
 from herald_tf.transport import codec, wire
 from herald_tf.transport import herald_ps_pb2 as pb
 from herald_tf.transport import herald_ps_pb2_grpc as pb_grpc
+from herald_tf.transport.tcp_data import DataPlaneServer
 
 TOKEN_METADATA = "x-herald-token"
 SERVICE = "herald.ps.ParameterServer"
@@ -77,10 +82,12 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
     """Serves one ``ShardStore`` (and its checkpoints under ``checkpoint_dir``)."""
 
     def __init__(self, store: ShardStore, checkpoint_dir: str | None = None,
-                 chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES) -> None:
+                 chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+                 data_port: int | None = None) -> None:
         self.store = store
         self.checkpoint_dir = checkpoint_dir
         self.chunk_bytes = chunk_bytes
+        self.data_port = data_port  # port of the TCP data plane, None when not served
 
     def _dims(self, table: str) -> tuple[int, int]:
         t = self.store._table(table)
@@ -206,8 +213,10 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
             _abort(context, self.store, e)
 
     def control(self, op: str, args: dict[str, Any]) -> Any:
-        """Runs one control operation (connect, health, stats, checkpoint, commit, restore)."""
+        """Runs one control op (connect, health, stats, data_plane, checkpoint, commit, restore)."""
         store = self.store
+        if op == "data_plane":
+            return {"port": self.data_port}
         if op == "connect":
             tables = [TableConfig.from_dict(d) for d in args.get("tables", [])]
             return store.connect(tables, args.get("num_workers"), args.get("rank"))
@@ -237,7 +246,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
                     store.num_workers)}
             return {"step": checkpoint.restore(store, directory, args.get("step"))}
         raise InvalidArgumentError(
-            "Expected a control op in {connect, health, stats, checkpoint, commit, restore}. "
+            "Expected a control op in {connect, health, stats, data_plane, checkpoint, commit, "
+            "restore}. "
             f"Received: op={op!r}")
 
 
@@ -262,31 +272,65 @@ def handlers(servicer: ParameterServerServicer) -> grpc.GenericRpcHandler:
     })
 
 
+class PsServer:
+    """A running PS service: the gRPC server and, when served, the TCP data plane."""
+
+    def __init__(self, server: grpc.Server, data_plane: DataPlaneServer | None) -> None:
+        self.grpc_server = server
+        self.data_plane = data_plane
+
+    @property
+    def data_port(self) -> int | None:
+        """Port of the TCP data plane (None when not served)."""
+        return self.data_plane.port if self.data_plane is not None else None
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stops both; returns gRPC's event that is set once its calls have ended."""
+        if self.data_plane is not None:
+            self.data_plane.stop()
+        return self.grpc_server.stop(grace)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self.grpc_server.wait_for_termination(timeout)
+
+
 def serve(store: ShardStore, token: str, address: str = "127.0.0.1", port: int = 0,
           checkpoint_dir: str | None = None, tls_cert: str | None = None,
           tls_key: str | None = None, max_threads: int = 32,
-          chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES) -> tuple[grpc.Server, int]:
-    """Starts a gRPC server for ``store``; returns (server, bound port). Stop with server.stop()."""
+          chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+          data_port: int | None = 0) -> tuple[PsServer, int]:
+    """Starts the service for ``store``; returns (server, bound gRPC port). Stop: server.stop().
+
+    ``data_port``: port of the TCP data plane for pull and push (0 picks a free one; None
+    serves none, so only the ``grpc`` transport kind works).
+    """
     if not token:
         raise InvalidArgumentError("Expected a non-empty cluster token. Received: ''")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads,
                                                     thread_name_prefix="herald-ps"),
                          interceptors=[_TokenInterceptor(token)], options=wire.GRPC_OPTIONS)
-    server.add_generic_rpc_handlers(
-        (handlers(ParameterServerServicer(store, checkpoint_dir, chunk_bytes)),))
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    ssl_context = None
     if tls_cert or tls_key:
         with open(tls_key, "rb") as f:
             key = f.read()
         with open(tls_cert, "rb") as f:
             cert = f.read()
         bound = server.add_secure_port(target, grpc.ssl_server_credentials([(key, cert)]))
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(tls_cert, tls_key)
     else:
         bound = server.add_insecure_port(target)
     if bound == 0:
         raise OSError(f"herald-ps could not bind {target}")
+    data_plane = None
+    if data_port is not None:
+        data_plane = DataPlaneServer(store, token, address, data_port, ssl_context).start()
+    server.add_generic_rpc_handlers((handlers(ParameterServerServicer(
+        store, checkpoint_dir, chunk_bytes,
+        data_plane.port if data_plane is not None else None)),))
     server.start()
-    return server, bound
+    return PsServer(server, data_plane), bound
 
 
 def write_port_file(path: str, port: int) -> None:

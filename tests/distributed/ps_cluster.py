@@ -6,6 +6,7 @@ API (reused by the training-runtime tests)::
 
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=3) as cluster:
         transport = cluster.transport()        # a GrpcTransport to every shard (closed on exit)
+        fast = cluster.transport("grpc+tcp")   # pull/push over the shards' TCP data plane
         cluster.addresses                      # ["127.0.0.1:PORT", ...], shard i at index i
         cluster.kill(1)                        # SIGKILL shard 1 (by pid) and reap it
         cluster.restart(1, restore="latest")   # start it again (new port) from the checkpoint
@@ -128,11 +129,12 @@ class PsCluster:
             raise
         return self
 
-    def transport(self, **options: Any) -> Any:
-        """A new GrpcTransport to the current addresses (closed by ``stop()``)."""
+    def transport(self, kind: str = "grpc", **options: Any) -> Any:
+        """A new transport of ``kind`` (grpc, grpc+tcp) to the current addresses (closed by
+        ``stop()``)."""
         from herald_tf.transport import make_transport
 
-        t = make_transport("grpc", addresses=self.addresses, token=self.token, **options)
+        t = make_transport(kind, addresses=self.addresses, token=self.token, **options)
         self._transports.append(t)
         return t
 

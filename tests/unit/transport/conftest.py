@@ -32,7 +32,7 @@ def grpc_shards() -> Iterator[Callable[..., tuple[list[ShardStore], list[str]]]]
         server.stop(grace=None)
 
 
-@pytest.fixture(params=["local", "grpc"])
+@pytest.fixture(params=["local", "grpc", "grpc+tcp"])
 def transport_factory(request: pytest.FixtureRequest,
                       grpc_shards: Callable) -> Iterator[Callable[..., Transport]]:
     """Factory: ``transport_factory(n, **options)`` → a transport of the parametrized kind."""
@@ -43,7 +43,7 @@ def transport_factory(request: pytest.FixtureRequest,
             t = make_transport("local", stores=[ShardStore(i, n) for i in range(n)], **options)
         else:
             _, addresses = grpc_shards(n)
-            t = make_transport("grpc", addresses=addresses, token=TOKEN, **options)
+            t = make_transport(request.param, addresses=addresses, token=TOKEN, **options)
         made.append(t)
         return t
 

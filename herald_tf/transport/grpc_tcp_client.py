@@ -1,0 +1,101 @@
+"""The ``grpc+tcp`` transport: gRPC for control, flush and versions; the TCP data plane for the
+bulk calls, pull and push (tcp_data.py says why and how).
+
+Same contract, errors, retries and byte counters as ``GrpcTransport``: only where the bytes of a
+pull or push travel differs. Each shard's data port is asked for over gRPC (control op
+``data_plane``) on first use; a PS started without the data plane is reported with a
+``FailedPreconditionError`` naming the way out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from herald_tf.ps.errors import FailedPreconditionError
+from herald_tf.transport.grpc_client import GrpcTransport
+from herald_tf.transport.sharded import PullPart
+from herald_tf.transport.tcp_data import PULL, PUSH, DataPlaneClient
+
+
+def _host(address: str) -> str:
+    host = address.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
+class GrpcTcpTransport(GrpcTransport):
+    """Client of PS shards at ``addresses``; pull and push over each shard's TCP data plane."""
+
+    def __init__(self, addresses: Sequence[str], token: str, *,
+                 root_certificates: bytes | None = None, **options: Any) -> None:
+        super().__init__(addresses, token, root_certificates=root_certificates, **options)
+        self._token = token
+        self._root_certificates = root_certificates
+        self._data: list[DataPlaneClient | None] = [None] * len(self.addresses)
+        self._data_lock = threading.Lock()
+
+    def _data_plane(self, shard: int) -> DataPlaneClient:
+        with self._data_lock:
+            client = self._data[shard]
+        if client is not None:
+            return client
+        port = self._control_shard(shard, "data_plane", {}).get("port")
+        if port is None:
+            raise FailedPreconditionError(
+                f"Expected shard {shard} ({self.addresses[shard]}) to serve the TCP data plane. "
+                "Received: none; start herald-ps without --no-data-plane, or use the 'grpc' "
+                "transport.")
+        with self._data_lock:
+            if self._data[shard] is None:
+                self._data[shard] = DataPlaneClient(_host(self.addresses[shard]), int(port),
+                                                    self._token, self._root_certificates)
+            return self._data[shard]
+
+    def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
+                    need: np.ndarray | None, with_state: bool,
+                    timeout: float | None, sink: Callable[[PullPart], None]) -> None:
+        arrays = [("keys", keys)]
+        if have is not None:
+            arrays.append(("have_versions", have))
+        if need is not None:
+            arrays.append(("min_versions", need))
+        client = self._data_plane(shard)
+        self.counters.add(keys=keys.nbytes, control=sum(a.nbytes for _, a in arrays[1:]))
+        _, r = client.call(PULL, {"table": table, "with_state": with_state,
+                                  "timeout_s": timeout or 0.0}, arrays, self._deadline(timeout))
+        values, versions = r["values"], r["versions"]
+        positions = r.get("positions")
+        state = r.get("state") if with_state else None
+        self.counters.add(pulled_rows=values.nbytes + versions.nbytes
+                          + (positions.nbytes if have is not None else 0)
+                          + (state.nbytes if state is not None else 0))
+        if positions is None:  # every row came back, in request order
+            positions = np.arange(versions.shape[0], dtype=np.int64)
+        sink((positions, values, state, versions))
+
+    def _push_shard(self, shard: int, step: int, rank: int,
+                    entries: list[tuple[str, np.ndarray, np.ndarray, float]],
+                    wait_applied: bool, timeout: float | None) -> int:
+        arrays = []
+        for i, (_, keys, grads, _) in enumerate(entries):
+            arrays += [(f"keys{i}", keys), (f"grads{i}", grads)]
+        client = self._data_plane(shard)
+        self.counters.add(keys=sum(k.nbytes for _, k, _, _ in entries),
+                          pushed_gradients=sum(g.nbytes for _, _, g, _ in entries))
+        meta, _ = client.call(PUSH, {
+            "step": step, "rank": rank, "wait_applied": wait_applied,
+            "timeout_s": timeout or 0.0,
+            "entries": [[table, lr] for table, _, _, lr in entries]}, arrays,
+            self._deadline(timeout))
+        return int(meta["applied_step"])
+
+    def close(self) -> None:
+        with self._data_lock:
+            clients, self._data = self._data, [None] * len(self.addresses)
+        for c in clients:
+            if c is not None:
+                c.close()
+        super().close()

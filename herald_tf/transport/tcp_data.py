@@ -1,0 +1,352 @@
+"""Bulk data plane over plain TCP for pull and push (transport kind ``grpc+tcp``).
+
+Why it exists: grpcio's Python API copies every received message three times with the GIL held
+(slice → bytes → bytearray → bytes) and every sent one once more, so on the 2-core dev machine
+bare gRPC moves a 4096 × 26 × 64 pull or push at only 0.35-0.45 of a raw socket's throughput
+(benchmarks/ps_throughput.py, ``bare_grpc_*``), below the 0.5 goal before any PS work. Here
+arrays go from numpy straight to ``sendall`` and are received with ``recv_into`` into the numpy
+arrays the caller gets: no copy beyond the kernel's.
+
+Only ``pull`` and ``push`` use it; flush, versions and control calls (connect, checkpoints, ...)
+stay on gRPC, which also tells the client the data port (control op ``data_plane``). Same rules
+as the gRPC service: the cluster token is checked (constant time) before anything else on a
+connection, TLS wraps the connection when the PS serves TLS, every request is validated by the
+``ShardStore`` and a refused one changes nothing and is answered with the error class's gRPC
+code name, so the client raises the same ``herald_tf.ps.errors`` class as over gRPC.
+
+Wire format (little-endian). Every message, both ways, is a frame::
+
+    header   4s magic b"HRLD" | u32 kind (request) or status (reply: 0 ok, 1 error)
+             | u32 meta bytes | u64 payload bytes
+    meta     UTF-8 JSON object; "arrays": [[name, "i8" | "f4", [dim, ...]], ...]
+    payload  the arrays' raw bytes (C order), in the order listed
+
+A connection starts with a HELLO frame whose meta holds the token; after that it carries one
+request and its reply at a time (the client keeps a pool of connections per shard). A frame the
+server cannot parse is answered with an error and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from herald_tf.errors import HeraldError, InvalidArgumentError
+from herald_tf.ps.errors import (
+    ERROR_BY_GRPC_CODE,
+    DeadlineExceededError,
+    PsError,
+    UnauthenticatedError,
+    UnavailableError,
+    grpc_code_of,
+)
+from herald_tf.ps.store import PushEntry, ShardStore
+
+MAGIC = b"HRLD"
+HEADER = struct.Struct("<4sIIQ")
+HELLO, PULL, PUSH = 0, 1, 2
+OK, ERROR = 0, 1
+#: Largest meta accepted (JSON with table names and array specs), and before authentication.
+MAX_META_BYTES = 1 << 20
+MAX_HELLO_META_BYTES = 4 << 10
+#: Largest payload accepted in one request (keys + gradients).
+MAX_PAYLOAD_BYTES = 1 << 36
+CONNECT_TIMEOUT_S = 10.0
+DTYPES = {"i8": np.dtype("<i8"), "f4": np.dtype("<f4")}
+_CODES = {v.str: k for k, v in DTYPES.items()}
+
+Arrays = dict[str, np.ndarray]
+
+
+class FrameError(InvalidArgumentError):
+    """A frame that does not follow the wire format (the connection cannot continue)."""
+
+
+def _recv_exact(sock: socket.socket, view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionError("the peer closed the data-plane connection")
+        got += n
+
+
+def send_frame(sock: socket.socket, kind: int, meta: Mapping[str, Any],
+               arrays: Sequence[tuple[str, np.ndarray]] = ()) -> None:
+    """Sends one frame; the arrays go to the socket from their own memory (no copy)."""
+    arrays = [(name, np.ascontiguousarray(a)) for name, a in arrays]
+    specs = [[name, _CODES[a.dtype.str], list(a.shape)] for name, a in arrays]
+    body = json.dumps({**meta, "arrays": specs}).encode()
+    payload = sum(a.nbytes for _, a in arrays)
+    sock.sendall(HEADER.pack(MAGIC, kind, len(body), payload) + body)
+    for _, a in arrays:
+        if a.nbytes:
+            sock.sendall(memoryview(a).cast("B"))
+
+
+def _spec(item: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
+    if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+            and item[1] in DTYPES and isinstance(item[2], list) and 1 <= len(item[2]) <= 2
+            and all(isinstance(d, int) and 0 <= d < 1 << 40 for d in item[2])):
+        raise FrameError(f"Expected an array spec [name, 'i8'|'f4', [dims]]. Received: {item!r}")
+    return item[0], DTYPES[item[1]], tuple(item[2])
+
+
+def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
+               max_payload: int = MAX_PAYLOAD_BYTES) -> tuple[int, dict[str, Any], Arrays]:
+    """Receives one frame: (kind or status, meta, arrays received straight into numpy)."""
+    header = bytearray(HEADER.size)
+    _recv_exact(sock, memoryview(header))
+    magic, kind, meta_bytes, payload = HEADER.unpack(header)
+    if magic != MAGIC or meta_bytes > max_meta or payload > max_payload:
+        raise FrameError(f"Expected a herald data-plane frame (magic {MAGIC!r}, meta <= {max_meta}"
+                         f" bytes, payload <= {max_payload} bytes). Received: magic {magic!r}, "
+                         f"meta {meta_bytes} bytes, payload {payload} bytes")
+    body = bytearray(meta_bytes)
+    _recv_exact(sock, memoryview(body))
+    try:
+        meta = json.loads(body)
+    except ValueError as e:
+        raise FrameError(f"Expected JSON meta in a data-plane frame. Received: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("arrays", []), list):
+        raise FrameError("Expected a JSON object with an 'arrays' list as frame meta.")
+    specs = [_spec(item) for item in meta.pop("arrays", [])]
+    sizes = [dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in specs]
+    if sum(sizes) != payload or len({name for name, _, _ in specs}) != len(specs):
+        raise FrameError(f"Expected distinct arrays of {payload} payload bytes in all. "
+                         f"Received: {len(specs)} arrays of {sum(sizes)} bytes")
+    arrays: Arrays = {}
+    for (name, dtype, shape), size in zip(specs, sizes, strict=True):
+        a = np.empty(shape, dtype=dtype)
+        if size:
+            _recv_exact(sock, memoryview(a).cast("B"))
+        arrays[name] = a
+    return kind, meta, arrays
+
+
+def _field(meta: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
+           default: Any = None) -> Any:
+    value = meta.get(name, default)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidArgumentError(f"Expected '{name}' of type {kind} in a data-plane request. "
+                                   f"Received: {value!r}")
+    return value
+
+
+# -- server ------------------------------------------------------------------------------------
+
+
+class DataPlaneServer:
+    """Serves pull and push of one ``ShardStore`` over TCP, next to its gRPC service."""
+
+    def __init__(self, store: ShardStore, token: str, address: str = "127.0.0.1", port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.store = store
+        self._token = token.encode()
+        self._ssl = ssl_context
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._listener = socket.create_server((address, port), family=family, backlog=64)
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, name="herald-data-accept",
+                                        daemon=True)
+
+    def start(self) -> DataPlaneServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Closes the listener and every connection (requests in progress fail)."""
+        with self._lock:
+            self._closed = True
+            conns = list(self._conns)
+        for s in [self._listener, *conns]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed by stop()
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self._conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), name="herald-data",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        sock: socket.socket = conn
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(CONNECT_TIMEOUT_S)
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(conn, server_side=True)
+            kind, meta, _ = recv_frame(sock, MAX_HELLO_META_BYTES, 0)
+            token = meta.get("token", "")
+            presented = token.encode() if isinstance(token, str) else b""
+            if kind != HELLO or not hmac.compare_digest(presented, self._token):
+                send_frame(sock, ERROR, {
+                    "code": "UNAUTHENTICATED",
+                    "message": "Expected the cluster token in the data-plane hello. Received: a "
+                               "missing or wrong token; pass the token the PS was started with."})
+                return
+            send_frame(sock, OK, {})
+            sock.settimeout(None)
+            while True:
+                try:
+                    kind, meta, arrays = recv_frame(sock)
+                except FrameError as e:
+                    self.store.count_error()
+                    send_frame(sock, ERROR, {"code": "INVALID_ARGUMENT", "message": str(e)})
+                    return
+                try:
+                    reply_meta, reply = self._handle(kind, meta, arrays)
+                except Exception as e:  # noqa: BLE001 - every error goes back to this caller only
+                    self.store.count_error()
+                    message = str(e) if isinstance(e, HeraldError) else \
+                        f"{type(e).__name__}: {e}"
+                    send_frame(sock, ERROR, {"code": grpc_code_of(e), "message": message})
+                    continue
+                send_frame(sock, OK, reply_meta, reply)
+        except (OSError, FrameError):
+            return  # the client went away or spoke something else: drop the connection
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            sock.close()
+
+    def _handle(self, kind: int, meta: dict[str, Any],
+                arrays: Arrays) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+        timeout = _field(meta, "timeout_s", (int, float), 0) or None
+        if kind == PULL:
+            have, need = arrays.get("have_versions"), arrays.get("min_versions")
+            if "keys" not in arrays:
+                raise InvalidArgumentError("Expected 'keys' in a data-plane pull.")
+            r = self.store.pull(_field(meta, "table", str), arrays["keys"], have, need,
+                                _field(meta, "with_state", bool, False), timeout)
+            reply = [("values", r.values), ("versions", r.versions)]
+            if have is not None:  # positions travel only when rows may have been skipped
+                reply.append(("positions", r.positions))
+            if r.state is not None:
+                reply.append(("state", r.state))
+            return {}, reply
+        if kind == PUSH:
+            entries = []
+            for i, item in enumerate(_field(meta, "entries", list, [])):
+                if not (isinstance(item, list) and len(item) == 2):
+                    raise InvalidArgumentError(f"Expected [table, learning rate] entries. "
+                                               f"Received: {item!r}")
+                table = _field({"table": item[0]}, "table", str)
+                lr = _field({"learning_rate": item[1]}, "learning_rate", (int, float))
+                keys, grads = arrays.get(f"keys{i}"), arrays.get(f"grads{i}")
+                if keys is None or grads is None:
+                    raise InvalidArgumentError(f"Expected keys{i} and grads{i} in a push.")
+                entries.append(PushEntry(table, keys, grads, float(lr)))
+            applied = self.store.push(_field(meta, "step", int), _field(meta, "rank", int),
+                                      entries, wait_applied=_field(meta, "wait_applied", bool,
+                                                                   False), timeout=timeout)
+            return {"applied_step": applied}, []
+        raise InvalidArgumentError(f"Expected a data-plane request kind in {{{PULL}: pull, "
+                                   f"{PUSH}: push}}. Received: {kind}")
+
+
+# -- client ------------------------------------------------------------------------------------
+
+
+class DataPlaneClient:
+    """Connections to one shard's data plane; ``call`` may run from many threads at once."""
+
+    def __init__(self, host: str, port: int, token: str,
+                 root_certificates: bytes | None = None) -> None:
+        self.host, self.port = host, port
+        self._token = token
+        self._ssl = None
+        if root_certificates is not None:
+            self._ssl = ssl.create_default_context(cadata=root_certificates.decode())
+        self._lock = threading.Lock()
+        self._idle: list[socket.socket] = []
+        self._closed = False
+
+    def _connect(self) -> socket.socket:
+        conn = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT_S)
+        sock: socket.socket = conn
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(conn, server_hostname=self.host)
+            send_frame(sock, HELLO, {"token": self._token})
+            status, meta, _ = recv_frame(sock, MAX_META_BYTES, 0)
+            if status != OK:
+                raise _reply_error(meta)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    def call(self, kind: int, meta: Mapping[str, Any], arrays: Sequence[tuple[str, np.ndarray]],
+             timeout: float) -> tuple[dict[str, Any], Arrays]:
+        """Sends one request and returns the reply; raises the server's error class.
+
+        A lost or broken connection raises ``UnavailableError`` (the caller retries idempotent
+        requests), a reply later than ``timeout`` seconds ``DeadlineExceededError``.
+        """
+        with self._lock:
+            if self._closed:
+                raise UnavailableError("the transport is closed")
+            sock = self._idle.pop() if self._idle else None
+        where = f"{self.host}:{self.port}"
+        if sock is None:
+            try:
+                sock = self._connect()
+            except (OSError, FrameError) as e:
+                raise UnavailableError(f"data-plane connection to {where} failed: {e}") from None
+        try:
+            sock.settimeout(timeout)
+            send_frame(sock, kind, meta, arrays)
+            status, reply_meta, reply = recv_frame(sock)
+        except TimeoutError:
+            sock.close()
+            raise DeadlineExceededError(f"data-plane call to {where} got no reply within "
+                                        f"{timeout:.1f} s") from None
+        except (OSError, FrameError) as e:
+            sock.close()
+            raise UnavailableError(f"data-plane connection to {where} failed: {e}") from None
+        with self._lock:
+            if self._closed:
+                sock.close()
+            else:
+                self._idle.append(sock)
+        if status != OK:
+            raise _reply_error(reply_meta)
+        return reply_meta, reply
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for s in idle:
+            s.close()
+
+
+def _reply_error(meta: Mapping[str, Any]) -> HeraldError:
+    code = str(meta.get("code", "INTERNAL"))
+    if code == "UNAUTHENTICATED":
+        return UnauthenticatedError(str(meta.get("message", code)))
+    return ERROR_BY_GRPC_CODE.get(code, PsError)(str(meta.get("message", code)))
