@@ -5,8 +5,11 @@
 namespace herald {
 namespace sched {
 
-Directory::Directory(int64_t capacity, bool lfu)
-    : capacity_(capacity), lfu_(lfu), map_(std::min<int64_t>(capacity, 1 << 20) + 16) {
+Directory::Directory(int64_t capacity, bool lfu, bool keyed)
+    : capacity_(capacity),
+      lfu_(lfu),
+      keyed_(keyed),
+      map_(keyed ? std::min<int64_t>(capacity, 1 << 20) + 16 : 0) {
   free_slots_.reserve(capacity);
   for (int64_t s = capacity - 1; s >= 0; --s) free_slots_.push_back(static_cast<int32_t>(s));
 }
@@ -82,7 +85,8 @@ int32_t Directory::TouchKnown(int32_t e, int64_t key, int32_t kidx, int64_t step
     d.freq = 1;
     d.staging = staging;
     d.live = true;
-    map_.Insert(key, e);
+    if (keyed_) map_.Insert(key, e);
+    ++size_;
     pending_.emplace_back(e, key);
   } else {
     DirEntry& d = entries_[e];
@@ -107,7 +111,8 @@ void Directory::Remove(int32_t e) {
   DirEntry& d = entries_[e];
   Unlink(e);
   if (d.slot != kPending) free_slots_.push_back(d.slot);
-  map_.Erase(d.key);
+  if (keyed_) map_.Erase(d.key);
+  --size_;
   d.live = false;
   free_entries_.push_back(e);
 }
@@ -120,11 +125,19 @@ int32_t Directory::NextLruVictim() {
       ++base_step_;
       continue;
     }
-    if (!g.sorted) {
-      Compact(g);
-      std::sort(g.items.begin(), g.items.end(),
-                [this](int32_t a, int32_t b) { return entries_[a].key < entries_[b].key; });
-      for (size_t i = 0; i < g.items.size(); ++i) entries_[g.items[i]].gpos = static_cast<int32_t>(i);
+    if (!g.sorted) {  // by key, sorting (key, entry) pairs: no lookups inside the sort
+      std::vector<std::pair<int64_t, int32_t>>& pairs = sort_scratch_;
+      pairs.clear();
+      for (size_t i = g.cursor; i < g.items.size(); ++i) {
+        if (g.items[i] >= 0) pairs.emplace_back(entries_[g.items[i]].key, g.items[i]);
+      }
+      std::sort(pairs.begin(), pairs.end());
+      g.items.resize(pairs.size());
+      g.cursor = 0;
+      for (size_t i = 0; i < pairs.size(); ++i) {
+        g.items[i] = pairs[i].second;
+        entries_[pairs[i].second].gpos = static_cast<int32_t>(i);
+      }
       g.sorted = true;
     }
     while (g.items[g.cursor] < 0) ++g.cursor;

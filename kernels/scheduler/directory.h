@@ -37,12 +37,16 @@ struct DirEntry {
 
 class Directory {
  public:
-  Directory(int64_t capacity, bool lfu);
+  // keyed: whether the directory keeps its own key -> entry map (Find, Touch). The herald policy
+  // holds at most one copy of a row and finds it through the engine's key table, so it does not
+  // need one: then Find and Touch must not be called, and TouchKnown(-1, ...) inserts a key the
+  // caller knows to be absent.
+  Directory(int64_t capacity, bool lfu, bool keyed);
 
-  int64_t size() const { return map_.size(); }
+  int64_t size() const { return size_; }
   int64_t capacity() const { return capacity_; }
 
-  // Entry index of `key`, or -1.
+  // Entry index of `key`, or -1 (keyed directories only).
   int32_t Find(int64_t key) const { return map_.Find(key); }
   DirEntry& at(int32_t e) { return entries_[e]; }
   const DirEntry& at(int32_t e) const { return entries_[e]; }
@@ -104,7 +108,9 @@ class Directory {
 
   int64_t capacity_;
   bool lfu_;
-  KeyIndexMap map_;
+  bool keyed_;
+  int64_t size_ = 0;                                    // live entries
+  KeyIndexMap map_;                                     // key -> entry when keyed_
   std::vector<DirEntry> entries_;
   std::vector<int32_t> free_entries_;
   std::vector<int32_t> free_slots_;                     // stack: back() is reused first
@@ -112,6 +118,7 @@ class Directory {
   std::deque<Group> groups_;                            // LRU: groups_[i] holds step base_step_+i
   int64_t base_step_ = 0;
   std::priority_queue<LfuItem, std::vector<LfuItem>, std::greater<LfuItem>> lfu_heap_;
+  std::vector<std::pair<int64_t, int32_t>> sort_scratch_;  // (key, entry) of a group to sort
 };
 
 }  // namespace sched

@@ -3,6 +3,10 @@
 namespace herald {
 namespace sched {
 
+namespace {
+constexpr int64_t kAhead = 16;  // prefetch distance of the loops below
+}  // namespace
+
 Engine::Engine(const HeraldSchedConfig& config)
     : cfg_(config),
       n_(config.num_workers),
@@ -12,7 +16,8 @@ Engine::Engine(const HeraldSchedConfig& config)
       key_map_(1 << 16) {
   dirs_.reserve(n_);
   for (int32_t w = 0; w < n_; ++w) {
-    dirs_.emplace_back(cfg_.cache_capacity, cfg_.eviction == HERALD_SCHED_EVICT_LFU);
+    dirs_.emplace_back(cfg_.cache_capacity, cfg_.eviction == HERALD_SCHED_EVICT_LFU,
+                       /*keyed=*/cfg_.policy != HERALD_SCHED_POLICY_HERALD);
   }
   wkeys_.resize(n_);
   lists_.resize(static_cast<size_t>(n_) * HERALD_SCHED_NUM_LISTS);
@@ -22,40 +27,14 @@ Engine::Engine(const HeraldSchedConfig& config)
 int32_t Engine::InternNew(int64_t key) {
   const int32_t idx = static_cast<int32_t>(keys_.size());
   keys_.emplace_back();
-  keys_.back().key = key;
   key_map_.Insert(key, idx);
   return idx;
 }
 
 void Engine::Step(const int64_t* keys, int64_t* samples_out) {
   const int64_t g = static_cast<int64_t>(n_) * b_;
-  const int64_t total = g * f_;
-  constexpr int64_t kAhead = 16;
-  occ_.resize(total);
-  std::vector<int32_t>& kidx = scratch_kidx_;
-  kidx.resize(total);
-  std::vector<uint64_t>& hashes = scratch_hash_;
-  hashes.resize(total);
-  for (int64_t i = 0; i < total; ++i) hashes[i] = KeyIndexMap::HashOf(keys[i]);
-  for (int64_t i = 0; i < total; ++i) {
-    if (i + kAhead < total) key_map_.PrefetchHashed(hashes[i + kAhead]);
-    const int32_t found = key_map_.FindHashed(keys[i], hashes[i]);
-    kidx[i] = found >= 0 ? found : InternNew(keys[i]);
-  }
-  const int32_t stamp = static_cast<int32_t>(step_ & 0x7fffffff);
-  local_.clear();
-  for (int64_t i = 0; i < total; ++i) {
-    if (i + kAhead < total) __builtin_prefetch(&keys_[kidx[i + kAhead]]);
-    KeyState& ks = keys_[kidx[i]];
-    if (ks.stamp != stamp) {
-      ks.stamp = stamp;
-      ks.local = static_cast<int32_t>(local_.size());
-      local_.push_back(LocalKey{ks.key, ks.holders, 0, 0, kidx[i], 0, ks.version, 0, ks.entry,
-                                ks.owner, ks.touched});
-    }
-    occ_[i] = ks.local;
-    ++local_[ks.local].count;
-  }
+  Dedup(keys);
+  Snapshot();
   for (auto& l : lists_) l.clear();
   samples_.resize(g);
   Allocate(samples_.data());
@@ -71,46 +50,103 @@ void Engine::Step(const int64_t* keys, int64_t* samples_out) {
       PlanHerald();
       break;
   }
-  if (cfg_.emit_plans) EmitOccurrenceSlots();
   for (int64_t i = 0; i < g; ++i) samples_out[i] = samples_[i];
   traffic_.samples += g;
   traffic_.steps += 1;
   ++step_;
 }
 
+// Numbers the step's distinct keys in order of first occurrence with a small table (the batch's
+// keys repeat a lot), so only distinct keys visit the large key table.
+void Engine::Dedup(const int64_t* keys) {
+  const int64_t total = static_cast<int64_t>(n_) * b_ * f_;
+  occ_.resize(total);
+  uint64_t cap = 1024;
+  while (cap < 2 * static_cast<uint64_t>(total)) cap *= 2;  // load <= 1/2
+  if (ltable_.size() != cap) ltable_.assign(cap, -1);
+  const uint64_t mask = cap - 1;
+  std::vector<uint64_t>& hashes = scratch_hash_;
+  hashes.resize(total);
+  for (int64_t i = 0; i < total; ++i) hashes[i] = KeyIndexMap::HashOf(keys[i]);
+  lkeys_.clear();
+  lhash_.clear();
+  lcount_.clear();
+  lplace_.clear();
+  for (int64_t i = 0; i < total; ++i) {
+    if (i + kAhead < total) __builtin_prefetch(&ltable_[hashes[i + kAhead] & mask]);
+    const int64_t key = keys[i];
+    uint64_t p = hashes[i] & mask;
+    int32_t l;
+    while (true) {
+      l = ltable_[p];
+      if (l < 0) {
+        l = static_cast<int32_t>(lkeys_.size());
+        ltable_[p] = l;
+        lkeys_.push_back(key);
+        lhash_.push_back(hashes[i]);
+        lcount_.push_back(0);
+        lplace_.push_back(static_cast<int32_t>(p));
+        break;
+      }
+      if (lkeys_[l] == key) break;
+      p = (p + 1) & mask;
+    }
+    occ_[i] = l;
+    ++lcount_[l];
+  }
+  for (int32_t p : lplace_) ltable_[p] = -1;
+}
+
+// Finds (or adds) each distinct key in the key table and snapshots its state into local_.
+void Engine::Snapshot() {
+  const int64_t unique = static_cast<int64_t>(lkeys_.size());
+  lkidx_.resize(unique);
+  for (int64_t l = 0; l < unique; ++l) {
+    if (l + kAhead < unique) key_map_.PrefetchHashed(lhash_[l + kAhead]);
+    const int32_t found = key_map_.FindHashed(lkeys_[l], lhash_[l]);
+    lkidx_[l] = found >= 0 ? found : InternNew(lkeys_[l]);
+  }
+  local_.resize(unique);
+  for (int64_t l = 0; l < unique; ++l) {
+    if (l + kAhead < unique) __builtin_prefetch(&keys_[lkidx_[l + kAhead]]);
+    const KeyState& ks = keys_[lkidx_[l]];
+    local_[l] = LocalKey{lkeys_[l], ks.holders, 0,        0,       lkidx_[l], lcount_[l],
+                         ks.version, 0,         ks.entry, ks.slot, ks.owner,  ks.touched};
+  }
+}
+
 void Engine::BuildWorkerKeys(const int64_t* samples) {
   order_.clear();
   const int64_t base = cfg_.cache_capacity + (step_ % cfg_.staging_regions) * staging_size_;
-  occ_pos_.resize(static_cast<size_t>(n_) * b_ * f_);
+  const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
   for (int32_t w = 0; w < n_; ++w) {
     std::vector<WorkerKey>& wk = wkeys_[w];
     wk.clear();
     const uint64_t bit = 1ULL << w;
     Directory& dir = dirs_[w];
     int32_t staged = 0;
-    const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
-    int32_t* pos_out = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
+    int64_t* occ_out = nullptr;  // (B, F) read slot of every occurrence, when emitting
+    if (cfg_.emit_plans) {
+      std::vector<int64_t>& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);
+      o.resize(static_cast<size_t>(b_) * f_);
+      occ_out = o.data();
+    }
     for (int32_t j = 0; j < b_; ++j) {
-      if (herald && j + 2 < b_) {  // the directory entries of held rows, for their slots
-        const int32_t* ahead = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j + 2] * f_;
-        for (int32_t f = 0; f < f_; ++f) {
-          const LocalKey& la = local_[ahead[f]];
-          if ((la.holders >> w) & 1) dir.PrefetchEntry(la.entry);
-        }
-      }
       const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
       for (int32_t f = 0; f < f_; ++f) {
         LocalKey& lk = local_[row[f]];
         if (!(lk.users & bit)) {
           if (lk.users == 0) order_.push_back(row[f]);
           lk.users |= bit;
-          lk.pos = static_cast<int32_t>(wk.size());
           int32_t e = -1;
           if ((lk.holders >> w) & 1) e = herald ? lk.entry : dir.Find(lk.key);
-          int32_t slot = e >= 0 ? dir.at(e).slot : static_cast<int32_t>(base + staged++);
+          // Herald's key table knows the slot of the only copy; het asks the directory.
+          int32_t slot = e < 0 ? static_cast<int32_t>(base + staged++)
+                               : (herald ? lk.slot : dir.at(e).slot);
+          lk.read_slot = slot;
           wk.push_back(WorkerKey{row[f], slot, e});
         }
-        pos_out[j * f_ + f] = lk.pos;
+        if (occ_out != nullptr) occ_out[j * f_ + f] = lk.read_slot;
       }
     }
     if (cfg_.emit_plans) {
@@ -123,16 +159,6 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
         s.push_back(x.slot);
       }
     }
-  }
-}
-
-void Engine::EmitOccurrenceSlots() {
-  for (int32_t w = 0; w < n_; ++w) {
-    std::vector<int64_t>& out = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);
-    const int32_t* pos = occ_pos_.data() + static_cast<size_t>(w) * b_ * f_;
-    const std::vector<WorkerKey>& wk = wkeys_[w];
-    out.resize(static_cast<size_t>(b_) * f_);
-    for (size_t i = 0; i < out.size(); ++i) out[i] = wk[pos[i]].slot;
   }
 }
 

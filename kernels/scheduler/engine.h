@@ -16,19 +16,18 @@ namespace sched {
 
 // Per-key facts shared by all workers (32 bytes; versions stay below 2**31).
 struct KeyState {
-  int64_t key = 0;
   uint64_t holders = 0;  // workers whose directory holds the key
   int32_t version = 0;   // updates applied (ps, herald) or PS clock (het)
-  int32_t stamp = -1;    // step (mod 2**31) for which `local` is valid
-  int32_t local = -1;    // index of the key among the current step's unique keys
   int32_t entry = -1;    // herald: directory entry of the only holder (at most one), or -1
+  int32_t slot = kPending;  // herald: cache slot of that entry (assigned at the end of a step)
   int32_t applied = 0;   // het: PS updates applied (steps with at least one push)
   int8_t owner = -1;     // worker owning it dirty, or -1 (the PS)
   bool touched = false;
 };
 
 // One unique key of the current step (dense, in order of first occurrence in the batch), with a
-// snapshot of its KeyState at step start, so the step's passes read a small contiguous array.
+// snapshot of its KeyState at step start, so the step's passes read a small contiguous array
+// (64 bytes).
 struct LocalKey {
   int64_t key;
   uint64_t holders;      // snapshot
@@ -37,8 +36,9 @@ struct LocalKey {
   int32_t kidx;
   int32_t count;         // occurrences in the global batch
   int32_t version;       // snapshot
-  int32_t pos;           // position in the list of the worker being built
+  int32_t read_slot;     // slot the worker being built reads it at
   int32_t entry;         // snapshot (herald)
+  int32_t slot;          // snapshot (herald): cache slot of `entry`
   int8_t owner;          // snapshot
   bool touched;          // snapshot
 };
@@ -78,6 +78,8 @@ class Engine {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
   int32_t InternNew(int64_t key);  // adds a key seen for the first time
+  void Dedup(const int64_t* keys);  // fills occ_, lkeys_, lcount_
+  void Snapshot();                  // fills local_ from lkeys_, lcount_ and the key table
   void Allocate(int64_t* samples_out);
   void AllocateGreedy(int64_t* samples_out);
   void AllocateGrouped(int64_t* samples_out);
@@ -85,7 +87,6 @@ class Engine {
   void PlanPs();
   void PlanHet();
   void PlanHerald();
-  void EmitOccurrenceSlots();
   void Add(int32_t w, int32_t list, int64_t v) {
     if (cfg_.emit_plans) L(w, list).push_back(v);
   }
@@ -102,9 +103,13 @@ class Engine {
   std::vector<LocalKey> local_;     // the step's unique keys
   std::vector<int32_t> occ_;        // (G, F) local key index of every occurrence
   std::vector<int32_t> pushed_;        // het: key indices pushed at this step
-  std::vector<int32_t> scratch_kidx_;
-  std::vector<uint64_t> scratch_hash_;  // (G, F) key table index of every occurrence
-  std::vector<int32_t> occ_pos_;    // (N, B*F) position of each occurrence in its worker's list
+  std::vector<int32_t> ltable_;     // open addressing over the step's keys: local index or -1
+  std::vector<int64_t> lkeys_;      // key of each local index
+  std::vector<uint64_t> lhash_;     // hash of each local key
+  std::vector<int32_t> lcount_;     // occurrences of each local key
+  std::vector<int32_t> lplace_;     // ltable_ position of each local key (to clear it)
+  std::vector<int32_t> lkidx_;      // key table index of each local key
+  std::vector<uint64_t> scratch_hash_;  // (G, F) hash of every occurrence
   std::vector<int32_t> order_;      // local indices, first occurrence, worker-major
   std::vector<std::vector<WorkerKey>> wkeys_;
   std::vector<int64_t> samples_;    // (N, B)

@@ -15,20 +15,15 @@ constexpr size_t kAhead = 8;  // prefetch distance of the loops below
 
 void Engine::PlanHerald() {
   const size_t unique = order_.size();
-  // 1. Flush dirty rows that another worker reads at this step.
-  // Herald keeps at most one copy of a row, so KeyState::entry locates it without a lookup.
+  // 1. Flush dirty rows that another worker reads at this step. Herald keeps at most one copy
+  // of a row, and the key table snapshot has its slot. The flushed copy is dropped in 3b below
+  // (the key is shared, or private to another worker), so its dirty bit needs no update.
   for (size_t i = 0; i < unique; ++i) {
-    if (i + kAhead < unique) {
-      const LocalKey& ahead = local_[order_[i + kAhead]];
-      if (ahead.owner >= 0) dirs_[ahead.owner].PrefetchEntry(ahead.entry);
-    }
     const LocalKey& lk = local_[order_[i]];
     if (lk.owner >= 0 && lk.users != (1ULL << lk.owner)) {
-      DirEntry& d = dirs_[lk.owner].at(lk.entry);
       Add(lk.owner, HERALD_SCHED_FLUSH_KEYS, lk.key);
-      Add(lk.owner, HERALD_SCHED_FLUSH_SLOTS, d.slot);
+      Add(lk.owner, HERALD_SCHED_FLUSH_SLOTS, lk.slot);
       ++traffic_.flush_rows;
-      d.dirty = false;
     }
   }
   // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
@@ -64,9 +59,7 @@ void Engine::PlanHerald() {
       const LocalKey& ahead = local_[order_[i + kAhead]];
       __builtin_prefetch(&keys_[ahead.kidx]);
       if (ahead.holders != 0 && ahead.holders != ahead.users) {
-        Directory& dir = dirs_[__builtin_ctzll(ahead.holders)];
-        dir.PrefetchKey(ahead.key);
-        dir.PrefetchEntry(ahead.entry);
+        dirs_[__builtin_ctzll(ahead.holders)].PrefetchEntry(ahead.entry);
       }
     }
     const LocalKey& lk = local_[order_[i]];
@@ -94,11 +87,7 @@ void Engine::PlanHerald() {
         const WorkerKey& y = wk[i + kAhead];
         const LocalKey& ly = local_[y.local];
         if (ly.users == bit) {
-          if (y.entry >= 0) {
-            dir.PrefetchEntry(y.entry);
-          } else {
-            dir.PrefetchKey(ly.key);
-          }
+          if (y.entry >= 0) dir.PrefetchEntry(y.entry);
           __builtin_prefetch(&keys_[ly.kidx]);
         }
       }
@@ -107,10 +96,12 @@ void Engine::PlanHerald() {
       if (lk.users != bit) continue;
       // A private key's entry survived step 3b (only other workers' copies are dropped).
       const int32_t e = dir.TouchKnown(x.entry, lk.key, lk.kidx, step_, x.slot);
-      dir.at(e).dirty = true;
+      DirEntry& d = dir.at(e);
+      d.dirty = true;
       KeyState& ks = keys_[lk.kidx];
       ks.holders = bit;
       ks.entry = e;
+      ks.slot = d.slot;  // kPending for a new row until AssignPending below
     }
     dir.EvictToCapacity([&](const DirEntry& d) {
       KeyState& ks = keys_[d.kidx];
@@ -125,6 +116,7 @@ void Engine::PlanHerald() {
       }
     });
     dir.AssignPending([&](const DirEntry& d) {
+      keys_[d.kidx].slot = d.slot;
       Add(w, HERALD_SCHED_INSTALL_KEYS, d.key);
       Add(w, HERALD_SCHED_INSTALL_SRC, d.staging);
       Add(w, HERALD_SCHED_INSTALL_DST, d.slot);
