@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import keras
 import tensorflow as tf
 
+from herald_tf.keras.compat import keras
 from herald_tf.keras.runtime import WorkerRuntime
 
 

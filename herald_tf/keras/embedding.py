@@ -1,4 +1,4 @@
-"""``HeraldEmbedding``: a Keras 3 embedding layer over int64 keys, trained by herald's sparse path.
+"""``HeraldEmbedding``: a Keras embedding layer over int64 keys, trained by herald's sparse path.
 
 The layer reads like ``keras.layers.Embedding`` but its rows are not Keras-trained weights: they
 live in slot storage (a non-trainable variable) and are updated by herald's fused sparse
@@ -7,17 +7,20 @@ optimizer (the same kernel the parameter server runs), driven by ``HeraldModel.t
 Mode ``local`` is the single-process reference of DESIGN §2a: an in-process table with keys
 mapped to slots by a hash table, rows created on first touch with the deterministic initializer.
 ``evaluate``/``predict`` read the table and create no rows: unseen keys get their initial value.
+
+The layer is a Keras 3 layer, or a tf-keras one when ``TF_USE_LEGACY_KERAS=1`` (``compat``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from herald_tf import ops
 from herald_tf.config import Combiner, InitializerConfig, OptimizerConfig, TableConfig
+from herald_tf.keras import compat
+from herald_tf.keras.compat import keras
 from herald_tf.keras.runtime import current_runtime
 
 _MODES = ("local", "ps", "het", "herald")
@@ -151,7 +154,7 @@ class HeraldEmbedding(keras.layers.Layer):
         new = slots < 0
         new_keys = tf.boolean_mask(unique_keys, new)
         count = tf.size(new_keys, out_type=tf.int64)
-        first = self.rows_used.value
+        first = compat.tf_variable(self.rows_used)
         tf.debugging.assert_less_equal(
             first + count, tf.constant(self.capacity, tf.int64),
             message=f"HeraldEmbedding '{self.name}' is full: more distinct keys than its capacity "

@@ -1,20 +1,21 @@
-"""``HeraldModel``: a Keras 3 model whose ``train_step`` also trains ``HeraldEmbedding`` tables.
+"""``HeraldModel``: a Keras model whose ``train_step`` also trains ``HeraldEmbedding`` tables.
 
 Dense weights are trained by the Keras optimizer given to ``compile`` as usual; every
 ``HeraldEmbedding``'s rows are trained by herald's sparse optimizer from the deduplicated
 gradient of its storage (DESIGN §2a "Reference"). Use it like ``keras.Model`` (functional or
 subclassed); ``fit``, ``evaluate``, ``predict``, callbacks and ``steps_per_execution`` work as
-usual.
+usual, under Keras 3 and under tf-keras (``TF_USE_LEGACY_KERAS=1``; see ``compat``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from herald_tf.dense.types import DenseSync
+from herald_tf.keras import compat
+from herald_tf.keras.compat import keras
 from herald_tf.keras.embedding import HeraldEmbedding
 from herald_tf.keras.runtime import STEP_FEATURE, py_step
 
@@ -45,12 +46,12 @@ def check_supported(model: keras.Model, optimizer: Any) -> None:
                 "herald_tf does not support weight decay on embedding tables yet. Received: "
                 f"weight_decay={opt.weight_decay}"
             )
-        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+        if compat.is_loss_scale_optimizer(opt):
             raise ValueError("herald_tf does not support mixed precision (loss scaling) yet.")
-    if keras.config.dtype_policy().name != "float32":
+    if compat.dtype_policy_name() != "float32":
         raise ValueError(
             "herald_tf does not support mixed precision yet. Received: dtype policy "
-            f"{keras.config.dtype_policy().name}"
+            f"{compat.dtype_policy_name()}"
         )
 
 
@@ -92,19 +93,14 @@ class HeraldModel(keras.Model):
             # its py_functions are stateful, so the graph keeps them in program order.
             x, step = _split_step(x)
             py_step(runtime.begin_step, step)
+        storages = [compat.tf_variable(table.storage) for table in tables]
         with tf.GradientTape() as tape:
-            for table in tables:
-                tape.watch(table.storage.value)
+            for storage in storages:
+                tape.watch(storage)
             y_pred = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                     training=True)
-            self._loss_tracker.update_state(
-                keras.src.losses.loss.unscale_loss_for_distribution(loss),
-                sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
-            )
-            scaled = self.optimizer.scale_loss(loss)
+            loss = compat.compute_loss(self, x, y, y_pred, sample_weight)
+            scaled = compat.scale_loss(self.optimizer, loss)
         dense = self.trainable_weights
-        storages = [table.storage.value for table in tables]
         grads = tape.gradient(scaled, dense + storages)
         if self.dense_sync is not None:
             grads = self.dense_sync.sync_gradients(grads, num_dense=len(dense))
@@ -145,9 +141,11 @@ class HeraldModel(keras.Model):
         return tensor
 
     def _distributable(self, logs: dict[str, Any]) -> dict[str, Any]:
-        # Keras reduces each log over workers with strategy.reduce("MEAN", v, axis=0), which
-        # needs a batch axis under MultiWorkerMirroredStrategy: give scalars one.
-        if isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras 3 reduces each log over workers with strategy.reduce("MEAN", v, axis=0), which
+        # needs a batch axis under MultiWorkerMirroredStrategy: give scalars one (tf-keras sums
+        # scalars with axis=None).
+        if not compat.LEGACY_KERAS and isinstance(self.distribute_strategy,
+                                                  tf.distribute.MultiWorkerMirroredStrategy):
             return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
         return logs
 
@@ -169,8 +167,8 @@ class HeraldModel(keras.Model):
         runtime.flush_dirty()
         if self.dense_sync is not None:
             self.dense_sync.barrier()
-        elif isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            strategy = self._distribute_strategy
+        elif isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            strategy = self.distribute_strategy
             strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:

@@ -8,6 +8,10 @@ Both train the same model on the same global batches (deterministic data): the r
 batch size G = N * B in ``local`` mode, each worker with its B samples of every global batch
 through the PS. Outputs: the dense weights (npz); embedding rows are read from the PS by the
 test after the workers exit.
+
+With ``TF_USE_LEGACY_KERAS=1`` in the environment, ``wdl`` is built from ``tf.keras`` (tf-keras)
+layers instead of the Keras 3 models of ``examples/ctr/models.py``; the reference stays the
+Keras 3 one (the tests start it without the variable).
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ def make_data(steps: int, global_batch: int, seed: int = 0) -> dict[str, np.ndar
 def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execution: int = 3,
                 dense_sync=None):
     """The CTR model ``name`` with small layers, compiled with a dense SGD optimizer."""
+    from herald_tf.keras import compat
+
+    if compat.LEGACY_KERAS:
+        return build_tf_keras_model(name, optimizer, capacity, steps_per_execution, dense_sync)
     import keras
 
     from examples.ctr.models import MODELS
@@ -59,8 +67,42 @@ def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execu
     return model
 
 
+def build_tf_keras_model(name: str, optimizer: str, capacity: int = 1000,
+                         steps_per_execution: int = 3, dense_sync=None):
+    """``wdl`` as an ordinary ``tf.keras`` (tf-keras) functional model: the same layers, names
+    and initializers as ``examples.ctr.models.wdl`` (tf-keras' seeded Glorot draws the same
+    numbers as Keras 3's), so it trains to the Keras 3 reference."""
+    import tensorflow as tf
+
+    from herald_tf import InitializerConfig, OptimizerConfig
+    from herald_tf.keras import HeraldEmbedding, HeraldModel
+
+    if name != "wdl":
+        raise ValueError(f"Expected --model wdl under tf-keras. Received: {name}")
+    k = tf.keras
+    opt = OptimizerConfig.from_dict(OPTIMIZERS[optimizer])
+    init = InitializerConfig("uniform", -0.05, 0.05)
+    keys = k.Input((FIELDS,), dtype="int64", name="categorical")
+    numeric = k.Input((DENSE,), name="dense")
+    deep = HeraldEmbedding(DIM, capacity=capacity, combiner="none", optimizer=opt,
+                           initializer=init, seed=1, name="deep_embedding")(keys)
+    wide = HeraldEmbedding(1, capacity=capacity, combiner="sum", optimizer=opt,
+                           initializer=init, seed=2, name="wide_embedding")(keys)
+    x = k.layers.Concatenate()([k.layers.Flatten()(deep), numeric])
+    x = k.layers.Dense(8, activation="relu", name="deep_0",
+                       kernel_initializer=k.initializers.GlorotUniform(10))(x)
+    logit = k.layers.Dense(1, name="logit", kernel_initializer=k.initializers.GlorotUniform(20))(x)
+    out = k.layers.Activation("sigmoid", name="ctr")(k.layers.Add()([logit, wide]))
+    model = HeraldModel({"categorical": keys, "dense": numeric}, out, name="wdl")
+    model.compile(k.optimizers.SGD(0.05), "binary_crossentropy",
+                  steps_per_execution=steps_per_execution, dense_sync=dense_sync)
+    return model
+
+
 def dense_weights(model) -> dict[str, np.ndarray]:
-    return {w.path: np.asarray(w.numpy()) for w in model.trainable_weights}
+    # Keras 3 names a weight by its path ("logit/kernel"); tf-keras by its variable name.
+    return {getattr(w, "path", None) or w.name.split(":")[0]: np.asarray(w.numpy())
+            for w in model.trainable_weights}
 
 
 def run_reference(args: argparse.Namespace) -> None:
@@ -116,6 +158,12 @@ def crash_callback():
     return CrashAfter
 
 
+def _steps_of_distributed_dataset(args: argparse.Namespace) -> dict[str, int]:
+    from herald_tf.keras import compat
+
+    return {"steps_per_epoch": args.steps - args.resume_step} if compat.LEGACY_KERAS else {}
+
+
 def run_worker(args: argparse.Namespace) -> None:
     os.environ["TF_CONFIG"] = args.tf_config or ""
     import keras
@@ -167,8 +215,9 @@ def run_worker(args: argparse.Namespace) -> None:
             # Keras' multi-step loop fails under MultiWorkerMirroredStrategy (HeraldModel).
             model = build_model(args.model, args.optimizer, steps_per_execution=1)
             resume(model, runtime, args)
+        # tf-keras needs the number of steps of a distributed dataset (Keras 3 runs it out).
         model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
-                  callbacks=callbacks)
+                  callbacks=callbacks, **_steps_of_distributed_dataset(args))
     stats = runtime.stats()  # the plans' traffic, before the final flush of owned rows
     runtime.flush_dirty()
     if args.export:

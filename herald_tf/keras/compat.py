@@ -1,0 +1,87 @@
+"""The one place that knows which Keras herald_tf's layer and model run on.
+
+TensorFlow routes ``tf.keras`` to tf-keras (Keras 2) when ``TF_USE_LEGACY_KERAS`` is ``1``,
+``true`` or ``True`` at import, and to Keras 3 otherwise; herald_tf decides the same way, once,
+when this module is imported, so that ``HeraldEmbedding`` and ``HeraldModel`` subclass the
+classes a user's ``tf.keras`` model is made of. Everything that differs between the two is a
+function here; the layer and the model have one implementation.
+
+tf-keras 2.21 is installed with ``pip install --no-deps tf-keras==2.21.0`` (its dependencies
+would pull the full TensorFlow wheel over tensorflow-cpu; ``make setup`` does this).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tensorflow as tf
+
+#: TensorFlow's own switch (tensorflow/__init__.py and its Keras lazy loader read it the same way).
+LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
+
+#: True when ``tf.keras`` is tf-keras (Keras 2) in this process.
+LEGACY_KERAS = os.environ.get(LEGACY_KERAS_VAR) in ("1", "true", "True")
+
+if LEGACY_KERAS:
+    try:
+        import tf_keras as keras
+    except ImportError as e:  # TensorFlow itself fails the same way on first use of tf.keras
+        raise ImportError(
+            f"{LEGACY_KERAS_VAR} is set, so tf.keras is tf-keras, but tf_keras is not installed. "
+            "Install it with `pip install --no-deps tf-keras==2.21.0` (without --no-deps it "
+            f"pulls the full TensorFlow wheel), or unset {LEGACY_KERAS_VAR} to use Keras 3."
+        ) from e
+else:
+    import keras
+
+__all__ = [
+    "LEGACY_KERAS",
+    "compute_loss",
+    "dtype_policy_name",
+    "is_loss_scale_optimizer",
+    "keras",
+    "scale_loss",
+    "tf_variable",
+]
+
+
+def tf_variable(variable: Any) -> Any:
+    """The TensorFlow variable behind a layer weight (what ``GradientTape`` watches and TF ops
+    read): Keras 3 wraps it (``.value``); tf-keras weights are tf.Variables (or tf.distribute
+    variables) themselves."""
+    return variable if LEGACY_KERAS else variable.value
+
+
+def compute_loss(model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> tf.Tensor:
+    """The training loss of one step (scaled for tf.distribute as the optimizer expects), with
+    the model's loss metric updated as its own ``train_step`` would."""
+    if LEGACY_KERAS:  # the compiled loss tracks the loss metric itself
+        return model.compute_loss(x, y, y_pred, sample_weight)
+    from keras.src.losses.loss import unscale_loss_for_distribution
+
+    loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                              training=True)
+    model._loss_tracker.update_state(unscale_loss_for_distribution(loss),
+                                     sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+    return loss
+
+
+def scale_loss(optimizer: Any, loss: tf.Tensor) -> tf.Tensor:
+    """The loss to differentiate: Keras 3 optimizers may scale it (loss scaling); tf-keras'
+    LossScaleOptimizer is refused at compile, so nothing scales it there."""
+    return loss if LEGACY_KERAS else optimizer.scale_loss(loss)
+
+
+def dtype_policy_name() -> str:
+    """Name of the global dtype policy (``float32`` unless mixed precision is on)."""
+    if LEGACY_KERAS:
+        return keras.mixed_precision.global_policy().name
+    return keras.config.dtype_policy().name
+
+
+def is_loss_scale_optimizer(optimizer: Any) -> bool:
+    """True for the Keras in use's loss-scaling (mixed precision) optimizer wrapper."""
+    wrapper = (keras.mixed_precision.LossScaleOptimizer if LEGACY_KERAS
+               else keras.optimizers.LossScaleOptimizer)
+    return isinstance(optimizer, wrapper)
