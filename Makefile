@@ -17,7 +17,7 @@ $(VENV)/.herald-horovod: $(STAMP) tools/install_horovod.sh
 	tools/install_horovod.sh $(VENV)
 	touch $@
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
@@ -26,6 +26,7 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 NATIVE_SOURCES := $(shell find kernels ops -name '*.cc' -o -name '*.h' 2>/dev/null) BUILD WORKSPACE tools/herald.bzl

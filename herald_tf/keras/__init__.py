@@ -1,4 +1,9 @@
-"""Keras integration: the ``HeraldEmbedding`` layer and ``HeraldModel``."""
+"""Keras integration: the ``HeraldEmbedding`` layer and ``HeraldModel``.
+
+They are Keras 3 classes, or tf-keras (Keras 2) ones when ``TF_USE_LEGACY_KERAS=1`` is set
+before TensorFlow is imported, decided once at import as TensorFlow decides what ``tf.keras``
+is (``herald_tf.keras.compat``).
+"""
 
 from herald_tf.keras.embedding import HeraldEmbedding
 from herald_tf.keras.model import HeraldModel, herald_embeddings
