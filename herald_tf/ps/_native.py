@@ -14,9 +14,10 @@ import functools
 import numpy as np
 
 from herald_tf import _core
+from herald_tf.config import OptimizerConfig
 from herald_tf.errors import InvalidArgumentError, LibraryNotFoundError
 
-PS_API_VERSION = 2
+PS_API_VERSION = 3
 
 _I64P = ctypes.POINTER(ctypes.c_int64)
 _U8P = ctypes.POINTER(ctypes.c_uint8)
@@ -58,6 +59,10 @@ class _Api:
                                  _I64P, _STATUS)
         self.find_non_finite = fn("herald_ps_find_non_finite", ctypes.c_int,
                                   ctypes.POINTER(ctypes.c_float), _I64, _I64P, _STATUS)
+        f32p = ctypes.POINTER(ctypes.c_float)
+        self.apply_rows = fn("herald_ps_apply_rows", ctypes.c_int,
+                             ctypes.c_void_p, f32p, f32p, _I64P, _I64, _I64,
+                             _I64P, _I64, f32p, _STATUS)
 
 
 @functools.cache
@@ -149,3 +154,28 @@ def find_non_finite(values: np.ndarray) -> int:
     _core.check_status(api().find_non_finite(_p(values, ctypes.c_float), values.size,
                                        ctypes.byref(bad), ctypes.byref(st)), st)
     return int(bad.value)
+
+
+def apply_rows(config: OptimizerConfig, values: np.ndarray, state: np.ndarray,
+               versions: np.ndarray, rows: np.ndarray, grads: np.ndarray,
+               learning_rate: float) -> None:
+    """Applies validated gradients in place: ``grads[k]`` to row ``rows[k]`` (versions += 1).
+
+    For gradients the PS checked on arrival: ``rows`` distinct, ``grads`` finite (not re-checked;
+    ``_core.sparse_apply`` is the checking variant). ``values``/``state``/``versions`` are a
+    table's C-contiguous storage; rows are range-checked before anything changes.
+    """
+    rows = _core.ids_array(rows, "rows")
+    grads = np.ascontiguousarray(grads, dtype=np.float32)
+    dim = values.shape[1]
+    if grads.shape != (rows.shape[0], dim):
+        raise InvalidArgumentError(f"Expected gradients of shape ({rows.shape[0]}, {dim}). "
+                                   f"Received: {grads.shape}")
+    params = _core.optimizer_params(config, learning_rate)
+    st = _core.Status()
+    width = state.shape[1] if state.ndim == 2 else 0
+    _core.check_status(api().apply_rows(
+        ctypes.byref(params), _p(values, ctypes.c_float),
+        _p(state, ctypes.c_float) if width else None, _p(versions, ctypes.c_int64),
+        values.shape[0], dim, _p(rows, ctypes.c_int64), rows.shape[0],
+        _p(grads, ctypes.c_float), ctypes.byref(st)), st)

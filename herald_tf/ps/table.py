@@ -15,7 +15,7 @@ import numpy as np
 from herald_tf import _core
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps._native import KeyIndex, find_duplicate, find_non_finite
+from herald_tf.ps._native import KeyIndex, apply_rows, find_duplicate, find_non_finite
 from herald_tf.ps.errors import FailedPreconditionError
 
 
@@ -197,13 +197,13 @@ class TableShard:
             return 0
         rows = self._rows_creating(all_keys)
         opt = self.config.optimizer
-        if distinct:
+        if distinct:  # the parts as validated on arrival (distinct keys, finite): no re-check
             start = 0
             for g in grads:
                 n = g.shape[0]
                 if n:
-                    _core.sparse_apply(opt, self.values, self.state, self.versions,
-                                       rows[start:start + n], g, learning_rate=learning_rate)
+                    apply_rows(opt, self.values, self.state, self.versions,
+                               rows[start:start + n], g, learning_rate)
                 start += n
             return int(rows.shape[0])
         unique_rows, inverse = np.unique(rows, return_inverse=True)

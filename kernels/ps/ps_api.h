@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "kernels/core/optimizer.h"
 #include "kernels/core/status.h"
 
 #ifdef __cplusplus
@@ -19,7 +20,7 @@ extern "C" {
 #endif
 
 // Version of this ABI; bump on any incompatible change. Checked by herald_tf/ps/_native.py.
-#define HERALD_PS_API_VERSION 2
+#define HERALD_PS_API_VERSION 3
 int herald_ps_api_version(void);
 
 typedef struct HeraldKeyIndex HeraldKeyIndex;  // opaque
@@ -60,6 +61,15 @@ int herald_ps_find_duplicate(const int64_t* keys /* (n) */, int64_t n, int64_t* 
 // finite, written to *first_bad. A bit test per value, no allocation.
 int herald_ps_find_non_finite(const float* values /* (n) */, int64_t n, int64_t* first_bad,
                               HeraldStatus* status);
+
+// Applies grads[k] to row rows[k] with herald::ApplyRow (versions[rows[k]] += 1), for gradients
+// the PS validated on arrival: rows must be distinct and gradients finite (not re-checked here;
+// herald_cpu_sparse_apply is the checking variant). Rows are range-checked before any change.
+int herald_ps_apply_rows(const HeraldOptimizerParams* params, float* values /* (num_rows, dim) */,
+                         float* state /* (num_rows, StateWidth) or NULL for SGD */,
+                         int64_t* versions /* (num_rows) */, int64_t num_rows, int64_t dim,
+                         const int64_t* rows /* (n) */, int64_t n,
+                         const float* grads /* (n, dim) */, HeraldStatus* status);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,0 +1,54 @@
+// Optimizer apply of validated push gradients on a PS table shard (see ps_api.h). The math is
+// herald::ApplyRow, the code every party runs; unlike herald_cpu_sparse_apply it does not
+// re-check distinctness and finiteness, which the PS checked on arrival (twice the time here).
+#include <stdint.h>
+
+#include "kernels/core/optimizer.h"
+#include "kernels/ps/ps_api.h"
+
+using herald::SetOk;
+using herald::SetStatus;
+
+extern "C" {
+
+int herald_ps_apply_rows(const HeraldOptimizerParams* params, float* values, float* state,
+                         int64_t* versions, int64_t num_rows, int64_t dim, const int64_t* rows,
+                         int64_t n, const float* grads, HeraldStatus* status) {
+  if (params == nullptr || !herald::IsValidOptimizerKind(params->kind)) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected optimizer kind in {0: sgd, 1: adagrad, 2: adam}. Received: %d",
+                     params ? params->kind : -1);
+  }
+  if (num_rows < 0 || dim <= 0 || n < 0) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected num_rows >= 0, dim > 0 and n >= 0. Received: num_rows=%lld, "
+                     "dim=%lld, n=%lld",
+                     static_cast<long long>(num_rows), static_cast<long long>(dim),
+                     static_cast<long long>(n));
+  }
+  const int64_t width = herald::StateWidth(params->kind, dim);
+  if (n > 0 && (values == nullptr || versions == nullptr || rows == nullptr ||
+                grads == nullptr || (width > 0 && state == nullptr))) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected values, versions, rows, gradients%s. Received: NULL",
+                     width > 0 ? " and optimizer state" : "");
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    if (rows[k] < 0 || rows[k] >= num_rows) {
+      return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                       "Expected rows in [0, %lld). Received: %lld at position %lld",
+                       static_cast<long long>(num_rows), static_cast<long long>(rows[k]),
+                       static_cast<long long>(k));
+    }
+  }
+  const HeraldOptimizerParams p = *params;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t r = rows[k];
+    herald::ApplyRow(p, values + r * dim, width > 0 ? state + r * width : nullptr, versions[r],
+                     grads + k * dim, dim);
+    versions[r] += 1;
+  }
+  return SetOk(status);
+}
+
+}  // extern "C"
