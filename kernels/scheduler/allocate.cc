@@ -9,10 +9,18 @@ namespace sched {
 void Engine::Allocate(int64_t* out) {
   switch (cfg_.allocation) {
     case HERALD_SCHED_ALLOC_GREEDY:
-      AllocateGreedy(out);
+      if (LanesFit()) {
+        AllocateGreedyLanes(out);
+      } else {
+        AllocateGreedy(out);
+      }
       return;
     case HERALD_SCHED_ALLOC_GROUPED:
-      AllocateGrouped(out);
+      if (LanesFit()) {
+        AllocateGroupedLanes(out);
+      } else {
+        AllocateGrouped(out);
+      }
       return;
     default:
       for (int64_t i = 0; i < static_cast<int64_t>(n_) * b_; ++i) out[i] = i;

@@ -22,6 +22,10 @@ Engine::Engine(const HeraldSchedConfig& config)
   wkeys_.resize(n_);
   lists_.resize(static_cast<size_t>(n_) * HERALD_SCHED_NUM_LISTS);
   keys_.reserve(1 << 16);
+  for (uint32_t m = 0; m < 256; ++m) {
+    spread_[m] = 0;
+    for (int32_t w = 0; w < 8; ++w) spread_[m] |= static_cast<uint64_t>((m >> w) & 1) << (8 * w);
+  }
 }
 
 int32_t Engine::InternNew(int64_t key) {

@@ -83,6 +83,12 @@ class Engine {
   void Allocate(int64_t* samples_out);
   void AllocateGreedy(int64_t* samples_out);
   void AllocateGrouped(int64_t* samples_out);
+  // The same allocators with one byte per worker in a uint64 (allocate_lanes.cc): N <= 8 and
+  // scores below 256 (F <= 63).
+  bool LanesFit() const { return n_ <= 8 && f_ <= 63; }
+  void AllocateGreedyLanes(int64_t* samples_out);
+  void AllocateGroupedLanes(int64_t* samples_out);
+  int32_t BestLane(uint64_t lanes, const int32_t* count) const;
   void BuildWorkerKeys(const int64_t* samples);
   void PlanPs();
   void PlanHet();
@@ -111,6 +117,15 @@ class Engine {
   std::vector<int32_t> lkidx_;      // key table index of each local key
   std::vector<uint64_t> scratch_hash_;  // (G, F) hash of every occurrence
   std::vector<int32_t> order_;      // local indices, first occurrence, worker-major
+  std::vector<uint64_t> lane_score_;   // greedy lanes: score byte lanes of each local key
+  struct LaneKey {                     // grouped lanes: worker masks of a local key (N <= 8)
+    uint8_t users;       // workers given a sample with it so far
+    uint8_t held;        // holders and owner
+    uint8_t pull;        // pull cost (0, 1 or 3)
+    uint8_t group_mask;  // 0xff when the key groups (2..16 occurrences), else 0
+  };
+  std::vector<LaneKey> lane_keys_;
+  uint64_t spread_[256];  // spread_[m]: byte w is bit w of m
   std::vector<std::vector<WorkerKey>> wkeys_;
   std::vector<int64_t> samples_;    // (N, B)
   std::vector<std::vector<int64_t>> lists_;
