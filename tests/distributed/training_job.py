@@ -124,6 +124,7 @@ def run_reference(args: argparse.Namespace) -> None:
         out[f"rows/{layer.table.name}"] = layer.storage.numpy()[slots]
         out[f"versions/{layer.table.name}"] = layer.versions.numpy()[slots]
     out["keys"] = keys
+    out["keras"] = _keras_name()
     np.savez(args.out, **out)
     if args.export:
         from herald_tf.keras.export import export_for_serving
@@ -156,6 +157,12 @@ def crash_callback():
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return CrashAfter
+
+
+def _keras_name() -> np.ndarray:
+    from herald_tf.keras import compat
+
+    return np.array("tf_keras" if compat.LEGACY_KERAS else "keras3")
 
 
 def _steps_of_distributed_dataset(args: argparse.Namespace) -> dict[str, int]:
@@ -235,6 +242,7 @@ def run_worker(args: argparse.Namespace) -> None:
     runtime.close()
     out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
     out["stats"] = np.array(json.dumps(stats))
+    out["keras"] = _keras_name()
     if args.mode == "allreduce":  # the rows live in every replica, not on the PS
         keys = np.unique(data["categorical"])
         for layer in runtime.tables:
