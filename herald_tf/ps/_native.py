@@ -17,7 +17,7 @@ from herald_tf import _core
 from herald_tf.config import OptimizerConfig
 from herald_tf.errors import InvalidArgumentError, LibraryNotFoundError
 
-PS_API_VERSION = 3
+PS_API_VERSION = 4
 
 _I64P = ctypes.POINTER(ctypes.c_int64)
 _U8P = ctypes.POINTER(ctypes.c_uint8)
@@ -63,6 +63,12 @@ class _Api:
         self.apply_rows = fn("herald_ps_apply_rows", ctypes.c_int,
                              ctypes.c_void_p, f32p, f32p, _I64P, _I64, _I64,
                              _I64P, _I64, f32p, _STATUS)
+        self.partition = fn("herald_ps_partition", ctypes.c_int, _I64P, _I64, _I64, _I64P, _I64P,
+                            _STATUS)
+        self.gather_rows_checked = fn("herald_ps_gather_rows_checked", ctypes.c_int, f32p, _I64,
+                                      _I64, _I64P, _I64, f32p, _I64P, _STATUS)
+        self.recv_rows = fn("herald_ps_recv_rows", ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                            _I64, _I64, _I64P, _I64, _I64, ctypes.POINTER(ctypes.c_int), _STATUS)
 
 
 @functools.cache
@@ -179,3 +185,48 @@ def apply_rows(config: OptimizerConfig, values: np.ndarray, state: np.ndarray,
         _p(state, ctypes.c_float) if width else None, _p(versions, ctypes.c_int64),
         values.shape[0], dim, _p(rows, ctypes.c_int64), rows.shape[0],
         _p(grads, ctypes.c_float), ctypes.byref(st)), st)
+
+
+def partition(keys: np.ndarray, num_shards: int) -> list[np.ndarray]:
+    """``herald_tf.ps.sharding.split_by_shard`` in one C++ pass: each shard's key positions."""
+    keys = _keys(keys)
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    offsets = np.empty(num_shards + 1, dtype=np.int64)
+    st = _core.Status()
+    _core.check_status(api().partition(_p(keys, ctypes.c_int64), keys.shape[0], num_shards,
+                                       _p(order, ctypes.c_int64), _p(offsets, ctypes.c_int64),
+                                       ctypes.byref(st)), st)
+    return [order[offsets[s]:offsets[s + 1]] for s in range(num_shards)]
+
+
+def gather_rows_checked(rows: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, int]:
+    """(``rows[positions]``, flat index in it of the first NaN/Inf or -1), in one pass."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    positions = _core.ids_array(positions, "positions")
+    out = np.empty((positions.shape[0], rows.shape[1]), dtype=np.float32)
+    bad = ctypes.c_int64(-1)
+    st = _core.Status()
+    _core.check_status(api().gather_rows_checked(
+        _p(rows, ctypes.c_float), rows.shape[0], rows.shape[1], _p(positions, ctypes.c_int64),
+        positions.shape[0], _p(out, ctypes.c_float), ctypes.byref(bad), ctypes.byref(st)), st)
+    return out, int(bad.value)
+
+
+def recv_rows(fd: int, out: np.ndarray, positions: np.ndarray, timeout_s: float | None) -> int:
+    """Receives ``len(positions)`` rows from socket ``fd`` into ``out[positions]`` (readv).
+
+    ``out`` is C-contiguous; each row is ``out.strides[0]`` bytes on the wire. Returns 0 when all
+    arrived, -1 when the peer closed, else an errno (``errno.ETIMEDOUT`` after ``timeout_s``
+    without data); the connection is unusable after a non-zero result.
+    """
+    if not out.flags.c_contiguous or not out.flags.writeable or out.ndim < 1:
+        raise InvalidArgumentError("Expected a C-contiguous writeable output array.")
+    positions = _core.ids_array(positions, "positions")
+    io_error = ctypes.c_int(0)
+    st = _core.Status()
+    timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
+    _core.check_status(api().recv_rows(
+        fd, out.ctypes.data, out.shape[0], out.strides[0] if out.shape[0] else 1,
+        _p(positions, ctypes.c_int64), positions.shape[0], timeout_ms, ctypes.byref(io_error),
+        ctypes.byref(st)), st)
+    return int(io_error.value)

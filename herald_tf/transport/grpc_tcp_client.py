@@ -10,15 +10,15 @@ pull or push travel differs. Each shard's data port is asked for over gRPC (cont
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from herald_tf.ps.errors import FailedPreconditionError
+from herald_tf.ps.errors import FailedPreconditionError, UnavailableError
 from herald_tf.transport.grpc_client import GrpcTransport
-from herald_tf.transport.sharded import PullPart
-from herald_tf.transport.tcp_data import PULL, PUSH, DataPlaneClient
+from herald_tf.transport.sharded import ShardSink
+from herald_tf.transport.tcp_data import PULL, PUSH, DataPlaneClient, recv_rows_into
 
 
 def _host(address: str) -> str:
@@ -56,7 +56,7 @@ class GrpcTcpTransport(GrpcTransport):
 
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None, sink: Callable[[PullPart], None]) -> None:
+                    timeout: float | None, sink: ShardSink) -> None:
         arrays = [("keys", keys)]
         if have is not None:
             arrays.append(("have_versions", have))
@@ -64,17 +64,37 @@ class GrpcTcpTransport(GrpcTransport):
             arrays.append(("min_versions", need))
         client = self._data_plane(shard)
         self.counters.add(keys=keys.nbytes, control=sum(a.nbytes for _, a in arrays[1:]))
+
+        def check(r: dict[str, np.ndarray], m: int) -> None:
+            versions, positions, state = r.get("versions"), r.get("positions"), r.get("state")
+            if versions is None or versions.shape[0] != m or (have is not None) != (
+                    positions is not None) or with_state != (state is not None) or (
+                    positions is not None and positions.shape[0] != m):
+                raise UnavailableError(f"Expected a complete pull reply from shard {shard}. "
+                                       f"Received: arrays {sorted(r)} for {m} rows")
+            self.counters.add(pulled_rows=sum(a.nbytes for a in r.values()))
+
+        def receive_values(r: dict[str, np.ndarray], sock: Any, dtype: np.dtype,
+                           shape: tuple[int, ...]) -> None:
+            # the values come last: straight into the pull's output, in request order
+            check(r, shape[0])
+            positions = r.get("positions")
+            out, dest = sink.place(
+                positions if positions is not None else np.arange(shape[0], dtype=np.int64),
+                r.get("state"), r["versions"], shape[1])
+            if out.shape[1] != shape[1] or dtype != out.dtype:
+                raise UnavailableError(f"Expected rows of width {out.shape[1]} from shard "
+                                       f"{shard}. Received: {shape[1]}")
+            recv_rows_into(sock, out, dest)
+            self.counters.add(pulled_rows=dtype.itemsize * shape[0] * shape[1])
+
         _, r = client.call(PULL, {"table": table, "with_state": with_state,
-                                  "timeout_s": timeout or 0.0}, arrays, self._deadline(timeout))
-        values, versions = r["values"], r["versions"]
-        positions = r.get("positions")
-        state = r.get("state") if with_state else None
-        self.counters.add(pulled_rows=values.nbytes + versions.nbytes
-                          + (positions.nbytes if have is not None else 0)
-                          + (state.nbytes if state is not None else 0))
-        if positions is None:  # every row came back, in request order
-            positions = np.arange(versions.shape[0], dtype=np.int64)
-        sink((positions, values, state, versions))
+                                  "timeout_s": timeout or 0.0}, arrays, self._deadline(timeout),
+                           last=receive_values)
+        if "values" in r:  # no rows: the empty arrays still tell the sink the widths
+            check(r, r["values"].shape[0])
+            sink((r.get("positions", np.arange(0, dtype=np.int64)), r["values"],
+                  r.get("state"), r["versions"]))
 
     def _push_shard(self, shard: int, step: int, rank: int,
                     entries: list[tuple[str, np.ndarray, np.ndarray, float]],

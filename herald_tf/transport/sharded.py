@@ -1,17 +1,16 @@
 """Splitting requests over shards, parallel sends, merging, retries and fault injection.
 
 ``ShardedTransport`` implements the ``Transport`` contract on top of five per-shard calls that a
-concrete transport provides (gRPC in grpc_client.py, in-process in local.py). Keys are split with
-``herald_tf.ps.sharding.split_by_shard`` (vectorised), the per-shard calls run in parallel on a
-thread pool, and replies are scattered back into request order. Idempotent calls (pull,
-versions, flush, control reads) are retried on ``UnavailableError`` with exponential backoff;
-pushes and checkpoint/restore control calls never are.
+concrete transport provides (gRPC in grpc_client.py, in-process in local.py). Keys are split by
+``herald_tf.ps.sharding.shard_of`` (in C++: ``_native.partition``), the per-shard calls run in
+parallel on a thread pool, and replies are scattered back into request order. Idempotent calls
+(pull, versions, flush, control reads) are retried on ``UnavailableError`` with exponential
+backoff; pushes and checkpoint/restore control calls never are.
 """
 
 from __future__ import annotations
 
 import abc
-import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,9 +21,8 @@ import numpy as np
 
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps._native import find_duplicate, find_non_finite
+from herald_tf.ps._native import find_duplicate, find_non_finite, gather_rows_checked, partition
 from herald_tf.ps.errors import UnavailableError
-from herald_tf.ps.sharding import split_by_shard
 from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, PullRows, Transport
 
 #: Control ops that are safe to repeat.
@@ -60,23 +58,49 @@ class _PullSink:
                 self.state = alloc((self.n, width), np.float32) if self.with_state else None
                 self.values = alloc((self.n, dim), np.float32)
 
-    def add(self, shard_positions: np.ndarray, part: PullPart) -> None:
-        """Scatters one chunk (positions relative to the shard's keys) into request order."""
-        p, v, st, ver = part
+    def place(self, shard_positions: np.ndarray, p: np.ndarray, st: np.ndarray | None,
+              ver: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stores a chunk's versions and state; returns (the values array, destination rows).
+
+        ``p`` are positions relative to the shard's keys. The caller writes the chunk's values
+        to ``values[dest]`` (a transport may receive them there directly).
+        """
         if self.values is None:
-            self._allocate(v.shape[1], st.shape[1] if st is not None else 0)
+            self._allocate(dim, st.shape[1] if st is not None else 0)
         dest = shard_positions[p]
-        self.values[dest] = v
         self.versions[dest] = ver
         if self.filtered:
             self.received[dest] = True
         if self.state is not None and st is not None:
             self.state[dest] = st
+        return self.values, dest
+
+    def add(self, shard_positions: np.ndarray, part: PullPart) -> None:
+        """Scatters one chunk (positions relative to the shard's keys) into request order."""
+        p, v, st, ver = part
+        values, dest = self.place(shard_positions, p, st, ver, v.shape[1])
+        values[dest] = v
 
     def result(self) -> PullRows:
         if self.values is None:  # no key at all
             self._allocate(0, 0)
         return PullRows(self.values, self.versions, self.state, self.received)
+
+
+class ShardSink:
+    """Where one shard's pull reply goes: ``sink(part)`` scatters a chunk into request order;
+    ``sink.place(...)`` (see ``_PullSink.place``) lets a transport receive values in place."""
+
+    def __init__(self, pull: _PullSink, shard_positions: np.ndarray) -> None:
+        self._pull = pull
+        self._positions = shard_positions
+
+    def __call__(self, part: PullPart) -> None:
+        self._pull.add(self._positions, part)
+
+    def place(self, p: np.ndarray, st: np.ndarray | None, ver: np.ndarray,
+              dim: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._pull.place(self._positions, p, st, ver, dim)
 
 
 def _take_rows(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -112,6 +136,11 @@ def _versions(v: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
     return np.ascontiguousarray(v)
 
 
+def _non_finite(what: str, table: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"Expected finite {what} for table '{table}'. Received: a non-finite value")
+
+
 class ShardedTransport(Transport):
     """Common client logic; subclasses implement the ``_*_shard`` calls and count bytes."""
 
@@ -134,7 +163,7 @@ class ShardedTransport(Transport):
     @abc.abstractmethod
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
-                    timeout: float | None, sink: Callable[[PullPart], None]) -> None:
+                    timeout: float | None, sink: ShardSink) -> None:
         """Pulls from one shard, handing each reply chunk to ``sink`` as it arrives."""
 
     @abc.abstractmethod
@@ -179,12 +208,12 @@ class ShardedTransport(Transport):
 
     def _pull_call(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                    need: np.ndarray | None, with_state: bool, timeout: float | None,
-                   sink: Callable[[PullPart], None]) -> Callable[[], None]:
+                   sink: ShardSink) -> Callable[[], None]:
         return lambda: self._pull_shard(shard, table, keys, have, need, with_state, timeout,
                                         sink)
 
     def _check_rows(self, table: str, keys: np.ndarray, rows: np.ndarray, what: str,
-                    state: bool = False) -> None:
+                    state: bool = False, finite: bool = True) -> None:
         """Checks a push/flush before anything is sent, so no shard records part of a bad one.
 
         Table and width are checked against the configs given to ``connect`` (when it was
@@ -201,9 +230,8 @@ class ShardedTransport(Transport):
                 raise InvalidArgumentError(
                     f"Expected {what} of table '{table}' with shape ({keys.shape[0]}, {width}). "
                     f"Received: shape={rows.shape}")
-        if find_non_finite(rows) >= 0:
-            raise InvalidArgumentError(
-                f"Expected finite {what} for table '{table}'. Received: a non-finite value")
+        if finite and find_non_finite(rows) >= 0:
+            raise _non_finite(what, table)
         dup = find_duplicate(keys)
         if dup is not None:
             raise InvalidArgumentError(
@@ -211,7 +239,8 @@ class ShardedTransport(Transport):
                 f"per key first). Received: key {int(keys[dup[0]])} at positions {dup}")
 
     def _split(self, keys: np.ndarray) -> list[np.ndarray]:
-        return split_by_shard(keys, self.num_shards)
+        """Positions of each shard's keys: ``split_by_shard`` in one C++ pass."""
+        return partition(keys, self.num_shards)
 
     # -- Transport -----------------------------------------------------------------------------
 
@@ -227,7 +256,7 @@ class ShardedTransport(Transport):
         futures = [self._submit("pull", self._pull_call(
             s, table, keys[pos], None if have is None else have[pos],
             None if need is None else need[pos], with_state, timeout,
-            functools.partial(sink.add, pos)), idempotent=True)
+            ShardSink(sink, pos)), idempotent=True)
             for s, pos in enumerate(parts)]
         return Handle(futures, lambda _: sink.result())
 
@@ -244,10 +273,13 @@ class ShardedTransport(Transport):
                     f"Expected a learning rate for every pushed table. Received: none for "
                     f"'{table}'")
             lr = float(learning_rates[table])
-            self._check_rows(table, k, g, "gradients")
+            self._check_rows(table, k, g, "gradients", finite=False)
             for s, pos in enumerate(self._split(k)):
                 if pos.shape[0]:
-                    per_shard[s].append((table, k[pos], _take_rows(g, pos), lr))
+                    rows, bad = gather_rows_checked(g, pos)  # the finite check, same pass
+                    if bad >= 0:
+                        raise _non_finite("gradients", table)
+                    per_shard[s].append((table, k[pos], rows, lr))
         futures = [self._submit("push", (
             lambda s=s, e=entries: self._push_shard(s, step, rank, e, wait_applied, timeout)),
             idempotent=False) for s, entries in enumerate(per_shard)]

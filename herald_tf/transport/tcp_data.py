@@ -28,18 +28,21 @@ server cannot parse is answered with an error and the connection is closed.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
+import os
 import socket
 import ssl
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from herald_tf.errors import HeraldError, InvalidArgumentError
+from herald_tf.ps._native import recv_rows
 from herald_tf.ps.errors import (
     ERROR_BY_GRPC_CODE,
     DeadlineExceededError,
@@ -63,7 +66,11 @@ CONNECT_TIMEOUT_S = 10.0
 DTYPES = {"i8": np.dtype("<i8"), "f4": np.dtype("<f4")}
 _CODES = {v.str: k for k, v in DTYPES.items()}
 
+#: Chunk of rows received through TLS before they are scattered (stays in a core's L2 cache).
+STREAM_CHUNK_BYTES = 512 << 10
+
 Arrays = dict[str, np.ndarray]
+LastArray = Callable[[Arrays, socket.socket, np.dtype, tuple[int, ...]], None]
 
 
 class FrameError(InvalidArgumentError):
@@ -101,8 +108,14 @@ def _spec(item: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
 
 
 def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
-               max_payload: int = MAX_PAYLOAD_BYTES) -> tuple[int, dict[str, Any], Arrays]:
-    """Receives one frame: (kind or status, meta, arrays received straight into numpy)."""
+               max_payload: int = MAX_PAYLOAD_BYTES, last: LastArray | None = None
+               ) -> tuple[int, dict[str, Any], Arrays]:
+    """Receives one frame: (kind or status, meta, arrays received straight into numpy).
+
+    With ``last``, the frame's last array, when 2-D and not empty, is received by
+    ``last(arrays received before it, sock, dtype, shape)`` instead (a pull's rows go straight
+    to their places in request order) and is not returned.
+    """
     header = bytearray(HEADER.size)
     _recv_exact(sock, memoryview(header))
     magic, kind, meta_bytes, payload = HEADER.unpack(header)
@@ -124,12 +137,38 @@ def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
         raise FrameError(f"Expected distinct arrays of {payload} payload bytes in all. "
                          f"Received: {len(specs)} arrays of {sum(sizes)} bytes")
     arrays: Arrays = {}
-    for (name, dtype, shape), size in zip(specs, sizes, strict=True):
+    for i, ((name, dtype, shape), size) in enumerate(zip(specs, sizes, strict=True)):
+        if last is not None and i == len(specs) - 1 and len(shape) == 2 and size:
+            last(arrays, sock, dtype, shape)
+            continue
         a = np.empty(shape, dtype=dtype)
         if size:
             _recv_exact(sock, memoryview(a).cast("B"))
         arrays[name] = a
     return kind, meta, arrays
+
+
+def recv_rows_into(sock: socket.socket, out: np.ndarray, dest: np.ndarray) -> None:
+    """Receives ``len(dest)`` rows of ``out``'s row size into ``out[dest]``.
+
+    On a plain socket the kernel copies each row to its place (``readv``, in C++); through TLS
+    the rows arrive in cache-sized chunks that are scattered at once.
+    """
+    if not isinstance(sock, ssl.SSLSocket):
+        timeout = sock.gettimeout()
+        err = recv_rows(sock.fileno(), out, dest, timeout)
+        if err == errno.ETIMEDOUT:
+            raise TimeoutError(f"no data within {timeout} s")
+        if err:
+            raise ConnectionError("the peer closed the data-plane connection" if err < 0
+                                  else os.strerror(err))
+        return
+    per = max(1, STREAM_CHUNK_BYTES // max(1, out.strides[0]))
+    scratch = np.empty((min(per, dest.shape[0]),) + out.shape[1:], dtype=out.dtype)
+    for begin in range(0, dest.shape[0], per):
+        chunk = scratch[:min(per, dest.shape[0] - begin)]
+        _recv_exact(sock, memoryview(chunk).cast("B"))
+        out[dest[begin:begin + chunk.shape[0]]] = chunk
 
 
 def _field(meta: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
@@ -241,12 +280,12 @@ class DataPlaneServer:
                 raise InvalidArgumentError("Expected 'keys' in a data-plane pull.")
             r = self.store.pull(_field(meta, "table", str), arrays["keys"], have, need,
                                 _field(meta, "with_state", bool, False), timeout)
-            reply = [("values", r.values), ("versions", r.versions)]
+            reply = [("versions", r.versions)]
             if have is not None:  # positions travel only when rows may have been skipped
                 reply.append(("positions", r.positions))
             if r.state is not None:
                 reply.append(("state", r.state))
-            return {}, reply
+            return {}, [*reply, ("values", r.values)]  # values last: clients stream them
         if kind == PUSH:
             entries = []
             for i, item in enumerate(_field(meta, "entries", list, [])):
@@ -301,7 +340,7 @@ class DataPlaneClient:
             raise
 
     def call(self, kind: int, meta: Mapping[str, Any], arrays: Sequence[tuple[str, np.ndarray]],
-             timeout: float) -> tuple[dict[str, Any], Arrays]:
+             timeout: float, last: LastArray | None = None) -> tuple[dict[str, Any], Arrays]:
         """Sends one request and returns the reply; raises the server's error class.
 
         A lost or broken connection raises ``UnavailableError`` (the caller retries idempotent
@@ -320,7 +359,7 @@ class DataPlaneClient:
         try:
             sock.settimeout(timeout)
             send_frame(sock, kind, meta, arrays)
-            status, reply_meta, reply = recv_frame(sock)
+            status, reply_meta, reply = recv_frame(sock, last=last)
         except TimeoutError:
             sock.close()
             raise DeadlineExceededError(f"data-plane call to {where} got no reply within "

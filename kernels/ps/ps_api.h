@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 // Version of this ABI; bump on any incompatible change. Checked by herald_tf/ps/_native.py.
-#define HERALD_PS_API_VERSION 3
+#define HERALD_PS_API_VERSION 4
 int herald_ps_api_version(void);
 
 typedef struct HeraldKeyIndex HeraldKeyIndex;  // opaque
@@ -70,6 +70,31 @@ int herald_ps_apply_rows(const HeraldOptimizerParams* params, float* values /* (
                          int64_t* versions /* (num_rows) */, int64_t num_rows, int64_t dim,
                          const int64_t* rows /* (n) */, int64_t n,
                          const float* grads /* (n, dim) */, HeraldStatus* status);
+
+// Client-side row movement of the transport (kernels/ps/shard_rows.cc).
+
+// Stable partition of keys by shard: shard(key) = Mix64(uint64(key) ^ 0x5348415244484552) mod
+// num_shards (herald_tf/ps/sharding.py). order[offsets[s]:offsets[s + 1]] = positions of shard s's
+// keys, increasing.
+int herald_ps_partition(const int64_t* keys /* (n) */, int64_t n, int64_t num_shards,
+                        int64_t* order /* (n) */, int64_t* offsets /* (num_shards + 1) */,
+                        HeraldStatus* status);
+
+// out[k] = src[positions[k]] (rows of `width` floats) and *first_bad = flat index in `out` of the
+// first NaN/Inf, or -1: the gather and the finite check of a push in one pass over the rows.
+int herald_ps_gather_rows_checked(const float* src /* (src_rows, width) */, int64_t src_rows,
+                                  int64_t width, const int64_t* positions /* (n) */, int64_t n,
+                                  float* out /* (n, width) */, int64_t* first_bad,
+                                  HeraldStatus* status);
+
+// Receives n rows of `row_bytes` from socket `fd` straight into out[positions[k]] (readv), so a
+// pull reply lands in request order without a second copy. Waits up to timeout_ms (< 0: no
+// limit) for each piece of data. I/O outcome in *io_error: 0 all received, -1 the peer closed,
+// ETIMEDOUT, or the errno of a failed call (the connection is then unusable). Positions are
+// range-checked before anything is read.
+int herald_ps_recv_rows(int fd, char* out /* (out_rows, row_bytes) */, int64_t out_rows,
+                        int64_t row_bytes, const int64_t* positions /* (n) */, int64_t n,
+                        int64_t timeout_ms, int* io_error, HeraldStatus* status);
 
 #ifdef __cplusplus
 }  // extern "C"

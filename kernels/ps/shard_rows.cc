@@ -1,0 +1,162 @@
+// Client-side row movement of the PS transport (see ps_api.h): the stable key -> shard partition
+// (herald_tf/ps/sharding.py defines the function), a gather of rows that also finds non-finite
+// values in the same pass, and a socket receive that lands rows straight at their places.
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include <vector>
+
+#include "kernels/core/initializer.h"
+#include "kernels/ps/ps_api.h"
+
+using herald::SetOk;
+using herald::SetStatus;
+
+namespace {
+
+constexpr uint64_t kShardSalt = 0x5348415244484552ULL;  // "SHARDHER", as sharding.py
+
+bool IsNonFinite(float v) {
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof(bits));
+  return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+}  // namespace
+
+extern "C" {
+
+int herald_ps_partition(const int64_t* keys, int64_t n, int64_t num_shards, int64_t* order,
+                        int64_t* offsets, HeraldStatus* status) {
+  if (n < 0 || num_shards <= 0 || offsets == nullptr || (n > 0 && (keys == nullptr ||
+                                                                    order == nullptr))) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected keys, n >= 0, num_shards > 0 and output buffers. Received: "
+                     "n=%lld, num_shards=%lld",
+                     static_cast<long long>(n), static_cast<long long>(num_shards));
+  }
+  std::vector<int32_t> shard_of;
+  try {
+    shard_of.resize(static_cast<size_t>(n));
+  } catch (...) {
+    return SetStatus(status, HERALD_INTERNAL, "Out of memory partitioning %lld keys",
+                     static_cast<long long>(n));
+  }
+  for (int64_t s = 0; s <= num_shards; ++s) offsets[s] = 0;
+  const uint64_t shards = static_cast<uint64_t>(num_shards);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t h = herald::Mix64(static_cast<uint64_t>(keys[i]) ^ kShardSalt);
+    const int32_t s = static_cast<int32_t>(h % shards);
+    shard_of[i] = s;
+    ++offsets[s + 1];
+  }
+  for (int64_t s = 0; s < num_shards; ++s) offsets[s + 1] += offsets[s];
+  std::vector<int64_t> next(offsets, offsets + num_shards);
+  for (int64_t i = 0; i < n; ++i) order[next[shard_of[i]]++] = i;
+  return SetOk(status);
+}
+
+int herald_ps_gather_rows_checked(const float* src, int64_t src_rows, int64_t width,
+                                  const int64_t* positions, int64_t n, float* out,
+                                  int64_t* first_bad, HeraldStatus* status) {
+  if (src_rows < 0 || width < 0 || n < 0 || first_bad == nullptr ||
+      (n > 0 && width > 0 && (src == nullptr || positions == nullptr || out == nullptr))) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected rows, positions and outputs with n, width >= 0. Received: "
+                     "n=%lld, width=%lld",
+                     static_cast<long long>(n), static_cast<long long>(width));
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    if (positions[k] < 0 || positions[k] >= src_rows) {
+      return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                       "Expected positions in [0, %lld). Received: %lld at %lld",
+                       static_cast<long long>(src_rows), static_cast<long long>(positions[k]),
+                       static_cast<long long>(k));
+    }
+  }
+  *first_bad = -1;
+  for (int64_t k = 0; k < n; ++k) {
+    const float* row = src + positions[k] * width;
+    float* dst = out + k * width;
+    uint32_t any = 0;
+    for (int64_t j = 0; j < width; ++j) {
+      dst[j] = row[j];
+      any |= static_cast<uint32_t>(IsNonFinite(row[j]));
+    }
+    if (any && *first_bad < 0) {
+      for (int64_t j = 0; j < width; ++j) {
+        if (IsNonFinite(row[j])) {
+          *first_bad = k * width + j;
+          break;
+        }
+      }
+    }
+  }
+  return SetOk(status);
+}
+
+int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
+                        const int64_t* positions, int64_t n, int64_t timeout_ms, int* io_error,
+                        HeraldStatus* status) {
+  if (fd < 0 || out_rows < 0 || row_bytes <= 0 || n < 0 || io_error == nullptr ||
+      (n > 0 && (out == nullptr || positions == nullptr))) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected a socket, an output and positions. Received: fd=%d, n=%lld", fd,
+                     static_cast<long long>(n));
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    if (positions[k] < 0 || positions[k] >= out_rows) {
+      return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                       "Expected positions in [0, %lld). Received: %lld at %lld",
+                       static_cast<long long>(out_rows), static_cast<long long>(positions[k]),
+                       static_cast<long long>(k));
+    }
+  }
+  *io_error = 0;
+  constexpr int kBatch = 512;  // iovecs per readv (IOV_MAX is 1024 on Linux)
+  struct iovec iov[kBatch];
+  int64_t row = 0;     // next row to complete
+  int64_t offset = 0;  // bytes of that row already received
+  while (row < n) {
+    int count = 0;
+    for (int64_t k = row; k < n && count < kBatch; ++k, ++count) {
+      const int64_t skip = k == row ? offset : 0;
+      iov[count].iov_base = out + positions[k] * row_bytes + skip;
+      iov[count].iov_len = static_cast<size_t>(row_bytes - skip);
+    }
+    const ssize_t got = readv(fd, iov, count);
+    if (got > 0) {
+      const int64_t received = got + offset;
+      row += received / row_bytes;
+      offset = received % row_bytes;
+      continue;
+    }
+    if (got == 0) {
+      *io_error = -1;  // the peer closed the connection
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      *io_error = errno;
+      break;
+    }
+    struct pollfd p = {fd, POLLIN, 0};
+    const int wait_ms = timeout_ms < 0 || timeout_ms > INT_MAX ? -1 : static_cast<int>(timeout_ms);
+    const int ready = poll(&p, 1, wait_ms);
+    if (ready == 0) {
+      *io_error = ETIMEDOUT;
+      break;
+    }
+    if (ready < 0 && errno != EINTR) {
+      *io_error = errno;
+      break;
+    }
+  }
+  return SetOk(status);
+}
+
+}  // extern "C"
