@@ -136,6 +136,15 @@ def _versions(v: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
     return np.ascontiguousarray(v)
 
 
+def _check_distinct(table: str, keys: np.ndarray, positions: np.ndarray | None = None) -> None:
+    dup = find_duplicate(keys)
+    if dup is not None:
+        at = dup if positions is None else (int(positions[dup[0]]), int(positions[dup[1]]))
+        raise InvalidArgumentError(
+            f"Expected distinct keys in a push or flush of table '{table}' (sum gradients "
+            f"per key first). Received: key {int(keys[dup[0]])} at positions {at}")
+
+
 def _non_finite(what: str, table: str) -> InvalidArgumentError:
     return InvalidArgumentError(
         f"Expected finite {what} for table '{table}'. Received: a non-finite value")
@@ -157,6 +166,8 @@ class ShardedTransport(Transport):
         self._tables: dict[str, TableConfig] = {}
         self._pool = ThreadPoolExecutor(max_workers=threads or max(16, 8 * num_shards),
                                         thread_name_prefix="herald-transport")
+        # a push's per-shard checks and copies; apart from _pool, which waiting pulls may fill
+        self._prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-prep")
 
     # -- per-shard calls -----------------------------------------------------------------------
 
@@ -213,11 +224,12 @@ class ShardedTransport(Transport):
                                         sink)
 
     def _check_rows(self, table: str, keys: np.ndarray, rows: np.ndarray, what: str,
-                    state: bool = False, finite: bool = True) -> None:
+                    state: bool = False, contents: bool = True) -> None:
         """Checks a push/flush before anything is sent, so no shard records part of a bad one.
 
         Table and width are checked against the configs given to ``connect`` (when it was
-        called on this transport); every shard re-validates on arrival.
+        called on this transport); every shard re-validates on arrival. ``contents``: also
+        check that the rows are finite and the keys distinct (push does it per shard).
         """
         cfg = self._tables.get(table)
         if self._tables and cfg is None:
@@ -230,13 +242,22 @@ class ShardedTransport(Transport):
                 raise InvalidArgumentError(
                     f"Expected {what} of table '{table}' with shape ({keys.shape[0]}, {width}). "
                     f"Received: shape={rows.shape}")
-        if finite and find_non_finite(rows) >= 0:
+        if not contents:
+            return
+        if find_non_finite(rows) >= 0:
             raise _non_finite(what, table)
-        dup = find_duplicate(keys)
-        if dup is not None:
-            raise InvalidArgumentError(
-                f"Expected distinct keys in a push or flush of table '{table}' (sum gradients "
-                f"per key first). Received: key {int(keys[dup[0]])} at positions {dup}")
+        _check_distinct(table, keys)
+
+    def _push_part(self, table: str, keys: np.ndarray, grads: np.ndarray,
+                   pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One shard's (keys, gradients) of a push, checked: distinct keys (a key repeats only
+        within its shard), finite gradients (checked while gathering them)."""
+        shard_keys = keys[pos]
+        _check_distinct(table, shard_keys, pos)
+        rows, bad = gather_rows_checked(grads, pos)
+        if bad >= 0:
+            raise _non_finite("gradients", table)
+        return shard_keys, rows
 
     def _split(self, keys: np.ndarray) -> list[np.ndarray]:
         """Positions of each shard's keys: ``split_by_shard`` in one C++ pass."""
@@ -273,13 +294,15 @@ class ShardedTransport(Transport):
                     f"Expected a learning rate for every pushed table. Received: none for "
                     f"'{table}'")
             lr = float(learning_rates[table])
-            self._check_rows(table, k, g, "gradients", finite=False)
-            for s, pos in enumerate(self._split(k)):
-                if pos.shape[0]:
-                    rows, bad = gather_rows_checked(g, pos)  # the finite check, same pass
-                    if bad >= 0:
-                        raise _non_finite("gradients", table)
-                    per_shard[s].append((table, k[pos], rows, lr))
+            self._check_rows(table, k, g, "gradients", contents=False)
+            parts = [(s, pos) for s, pos in enumerate(self._split(k)) if pos.shape[0]]
+            # every shard's part is checked and copied (on 2 threads) before anything is sent
+            done = [self._prep_pool.submit(self._push_part, table, k, g, pos)
+                    for _, pos in parts[1:]]
+            checked = [self._push_part(table, k, g, parts[0][1])] if parts else []
+            checked += [f.result() for f in done]
+            for (s, _), (shard_keys, rows) in zip(parts, checked, strict=True):
+                per_shard[s].append((table, shard_keys, rows, lr))
         futures = [self._submit("push", (
             lambda s=s, e=entries: self._push_shard(s, step, rank, e, wait_applied, timeout)),
             idempotent=False) for s, entries in enumerate(per_shard)]
@@ -343,3 +366,4 @@ class ShardedTransport(Transport):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._prep_pool.shutdown(wait=False, cancel_futures=True)
