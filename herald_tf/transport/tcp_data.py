@@ -354,6 +354,8 @@ class DataPlaneClient:
         if sock is None:
             try:
                 sock = self._connect()
+            except HeraldError:  # the server's refusal (UnauthenticatedError is an OSError)
+                raise
             except (OSError, FrameError) as e:
                 raise UnavailableError(f"data-plane connection to {where} failed: {e}") from None
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from herald_tf import _core
 from herald_tf.config import OptimizerConfig, TableConfig
@@ -19,9 +20,10 @@ THREADS, STEPS, KEYS, DIM = 8, 25, 100, 4
 CFG = TableConfig("t", DIM, seed=5, optimizer=OptimizerConfig("sgd", learning_rate=1.0))
 
 
-def test_eight_threads_lose_no_update(ps_cluster) -> None:
+@pytest.mark.parametrize("kind", ["grpc", "grpc+tcp"])
+def test_eight_threads_lose_no_update(ps_cluster, kind: str) -> None:
     cluster = ps_cluster(2, num_workers=THREADS)
-    transport = cluster.transport()
+    transport = cluster.transport(kind)
     transport.connect([CFG], num_workers=THREADS)
     rng = np.random.default_rng(3)
     chosen = {(t, w): np.unique(rng.integers(0, KEYS, 20)).astype(np.int64)

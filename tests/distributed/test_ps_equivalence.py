@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 from ps_model import NumpyTable
 from reference import assert_close
 
@@ -58,8 +59,8 @@ def plan() -> tuple[dict, dict]:
     return work, expected
 
 
-def worker(cluster, rank: int, work: dict, expected: dict, errors: list) -> None:
-    transport = cluster.transport()
+def worker(cluster, kind: str, rank: int, work: dict, expected: dict, errors: list) -> None:
+    transport = cluster.transport(kind)
     try:
         transport.connect(TABLES, num_workers=WORKERS, rank=rank)
         handles = []
@@ -90,18 +91,19 @@ def worker(cluster, rank: int, work: dict, expected: dict, errors: list) -> None
         errors.append(e)
 
 
-def test_three_servers_three_workers_match_numpy_model(ps_cluster) -> None:
+@pytest.mark.parametrize("kind", ["grpc", "grpc+tcp"])
+def test_three_servers_three_workers_match_numpy_model(ps_cluster, kind: str) -> None:
     cluster = ps_cluster(3)
     work, expected = plan()
     errors: list = []
-    threads = [threading.Thread(target=worker, args=(cluster, r, work, expected, errors))
+    threads = [threading.Thread(target=worker, args=(cluster, kind, r, work, expected, errors))
                for r in range(WORKERS)]
     for th in threads:
         th.start()
     for th in threads:
         th.join(timeout=120)
     assert not errors, errors[0]
-    check = cluster.transport()
+    check = cluster.transport(kind)
     health = check.health()
     assert [h["applied_step"] for h in health] == [STEPS - 1] * 3
     keys = np.concatenate([np.arange(KEY_SPACE), PRIVATE_BASE + np.arange(8)]).astype(np.int64)

@@ -48,13 +48,14 @@ def rows(transport):
     return r.values, r.state, r.versions
 
 
-def test_bad_requests_fail_alone_and_change_nothing(ps_cluster) -> None:
+@pytest.mark.parametrize("kind", ["grpc", "grpc+tcp"])
+def test_bad_requests_fail_alone_and_change_nothing(ps_cluster, kind: str) -> None:
     cluster = ps_cluster(2)
-    good = cluster.transport()
+    good = cluster.transport(kind)
     good.connect([CFG], num_workers=2)
     train(good, range(2))
     before = rows(good)
-    bad = cluster.transport(retries=0)
+    bad = cluster.transport(kind, retries=0)
     stop = threading.Event()
     served = [0]
 
@@ -120,9 +121,10 @@ def test_bad_requests_fail_alone_and_change_nothing(ps_cluster) -> None:
     assert sum(s["errors"] for s in good.stats()) >= len(raw) + 6
 
 
-def test_wrong_token_is_refused(ps_cluster) -> None:
+@pytest.mark.parametrize("kind", ["grpc", "grpc+tcp"])
+def test_wrong_token_is_refused(ps_cluster, kind: str) -> None:
     cluster = ps_cluster(2)
-    t = make_transport("grpc", addresses=cluster.addresses, token="wrong", retries=0)
+    t = make_transport(kind, addresses=cluster.addresses, token="wrong", retries=0)
     try:
         with pytest.raises(UnauthenticatedError):
             t.health()

@@ -1,0 +1,84 @@
+"""kernels/ps row movement: partition, checked gather, validated apply, receive in place."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from herald_tf import _core
+from herald_tf.config import OptimizerConfig
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps import _native
+from herald_tf.ps.sharding import split_by_shard
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 7, 32])
+def test_partition_equals_the_python_sharding(shards: int) -> None:
+    keys = np.random.default_rng(shards).integers(-2**63, 2**63 - 1, 5000, dtype=np.int64)
+    for a, b in zip(_native.partition(keys, shards), split_by_shard(keys, shards), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checked_gather_finds_the_first_non_finite_value() -> None:
+    rows = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    pos = np.array([4, 9, 9, 0, 49], np.int64)
+    out, bad = _native.gather_rows_checked(rows, pos)
+    np.testing.assert_array_equal(out, rows[pos])
+    assert bad == -1
+    rows[9, 2] = np.nan
+    rows[49, 0] = np.inf
+    assert _native.gather_rows_checked(rows, pos)[1] == 1 * 6 + 2
+    with pytest.raises(InvalidArgumentError, match="positions"):
+        _native.gather_rows_checked(rows, np.array([50], np.int64))
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adagrad", "adam"])
+def test_apply_rows_equals_sparse_apply(opt: str) -> None:
+    cfg = OptimizerConfig(opt, learning_rate=0.3)
+    rng = np.random.default_rng(1)
+    width = cfg.state_width_per_dim * 8
+    table = (rng.normal(size=(40, 8)).astype(np.float32),
+             np.abs(rng.normal(size=(40, width))).astype(np.float32),
+             rng.integers(0, 4, 40).astype(np.int64))
+    rows = rng.permutation(40)[:25].astype(np.int64)
+    grads = rng.normal(size=(25, 8)).astype(np.float32)
+    a = tuple(x.copy() for x in table)
+    b = tuple(x.copy() for x in table)
+    _core.sparse_apply(cfg, *a, rows, grads, learning_rate=0.1)
+    _native.apply_rows(cfg, *b, rows, grads, 0.1)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(InvalidArgumentError, match="rows in"):
+        _native.apply_rows(cfg, *b, np.array([3, 40], np.int64), grads[:2], 0.1)
+    for x, y in zip(a, b, strict=True):  # refused before any change
+        np.testing.assert_array_equal(x, y)
+
+
+def test_recv_rows_lands_rows_at_their_places_across_partial_reads() -> None:
+    n, width = 3000, 24
+    rows = np.random.default_rng(2).normal(size=(n, width)).astype(np.float32)
+    dest = np.random.default_rng(3).permutation(n + 5)[:n].astype(np.int64)
+    out = np.zeros((n + 5, width), np.float32)
+    a, b = socket.socketpair()
+    data = rows.tobytes()
+
+    def send() -> None:  # odd-sized pieces: rows split across reads
+        for i in range(0, len(data), 9973):
+            a.sendall(data[i:i + 9973])
+
+    th = threading.Thread(target=send)
+    th.start()
+    b.settimeout(10)
+    assert _native.recv_rows(b.fileno(), out, dest, 10) == 0
+    th.join()
+    np.testing.assert_array_equal(out[dest], rows)
+    assert _native.recv_rows(b.fileno(), out, dest[:1], 0.05) == errno.ETIMEDOUT
+    a.close()
+    assert _native.recv_rows(b.fileno(), out, dest[:1], 1) == -1  # the peer closed
+    b.close()
+    with pytest.raises(InvalidArgumentError, match="positions"):
+        _native.recv_rows(0, out, np.array([n + 5], np.int64), 1)

@@ -1,0 +1,170 @@
+"""The TCP data plane of the grpc+tcp transport: token, malformed frames, TLS, large pulls."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from herald_tf import _core
+from herald_tf.config import TableConfig
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.ps.errors import FailedPreconditionError, UnauthenticatedError
+from herald_tf.transport import make_transport, tcp_data
+from herald_tf.transport.tcp_data import HEADER, HELLO, MAGIC, PULL, PUSH, DataPlaneClient
+
+TOKEN = "test-token"  # the token the grpc_shards fixture serves with
+CFG = TableConfig("emb", 64, seed=1)
+
+
+def data_port(transport, shard: int = 0) -> int:
+    return transport.control("data_plane", shards=[shard])[0]["port"]
+
+
+def unchanged(store) -> bool:
+    return store.applied_step == -1 and all(t.size == 0 for t in store.tables.values())
+
+
+def test_wrong_token_is_refused_before_the_store(grpc_shards) -> None:
+    stores, addresses = grpc_shards(1)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        client = DataPlaneClient("127.0.0.1", data_port(t), "not-the-token")
+        with pytest.raises(UnauthenticatedError, match="token"):
+            client.call(PUSH, {"step": 0, "rank": 0, "entries": [["emb", 0.1]]},
+                        [("keys0", np.arange(3, dtype=np.int64)),
+                         ("grads0", np.ones((3, 64), np.float32))], 10)
+        client.close()
+    finally:
+        t.close()
+    assert unchanged(stores[0]) and stores[0].stats()["errors"] == 0
+
+
+def closed(s: socket.socket) -> bool:
+    """Whether the peer closed the connection (a reset when it left bytes unread)."""
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _hello(port: int, token: str = TOKEN) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tcp_data.send_frame(s, HELLO, {"token": token})
+    assert tcp_data.recv_frame(s)[0] == tcp_data.OK
+    return s
+
+
+def test_malformed_requests_are_refused_and_change_nothing(grpc_shards) -> None:
+    stores, addresses = grpc_shards(1)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        port = data_port(t)
+        client = DataPlaneClient("127.0.0.1", port, TOKEN)
+        k = np.arange(4, dtype=np.int64)
+        cases = [
+            ("int64", PULL, {"table": "emb"}, [("keys", k.astype(np.float32))]),
+            ("table", PULL, {"table": "nope"}, [("keys", k)]),
+            ("keys", PULL, {"table": "emb"}, []),
+            ("shape", PUSH, {"step": 0, "rank": 0, "entries": [["emb", 0.1]]},
+             [("keys0", k), ("grads0", np.ones((4, 63), np.float32))]),
+            ("distinct", PUSH, {"step": 0, "rank": 0, "entries": [["emb", 0.1]]},
+             [("keys0", np.zeros(4, np.int64)), ("grads0", np.ones((4, 64), np.float32))]),
+            ("step", PUSH, {"step": "0", "rank": 0, "entries": []}, []),
+            ("grads0", PUSH, {"step": 0, "rank": 0, "entries": [["emb", 0.1]]},
+             [("keys0", k)]),
+            ("kind", 7, {}, []),
+        ]
+        for message, kind, meta, arrays in cases:
+            with pytest.raises(InvalidArgumentError, match=message):
+                client.call(kind, meta, arrays, 10)
+        client.close()
+        # frames that break the format: an error reply, then the server closes the connection
+        for frame in (HEADER.pack(b"XXXX", PULL, 2, 0) + b"{}",
+                      HEADER.pack(MAGIC, PULL, 2, 8) + b"{}" + b"\0" * 8,  # undeclared bytes
+                      HEADER.pack(MAGIC, PULL, 5, 0) + b"nojsn"):
+            s = _hello(port)
+            s.sendall(frame)
+            status, meta, _ = tcp_data.recv_frame(s)
+            assert status == tcp_data.ERROR and meta["code"] == "INVALID_ARGUMENT"
+            assert closed(s)
+            s.close()
+        # before the token, the server accepts no large meta and no payload at all
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(HEADER.pack(MAGIC, HELLO, 1 << 30, 0))
+        assert closed(s)
+        s.close()
+        assert t.pull("emb", k).wait().values.shape == (4, 64)  # still serving
+    finally:
+        t.close()
+    assert unchanged(stores[0])
+    assert stores[0].stats()["errors"] == len(cases) + 3
+
+
+def test_large_pull_lands_in_request_order_and_counts_its_bytes(grpc_shards) -> None:
+    _, addresses = grpc_shards(3)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        keys = np.random.default_rng(0).permutation(40_000).astype(np.int64)
+        g = np.random.default_rng(1).normal(size=(40_000, 64)).astype(np.float32)
+        t.push(0, 0, {"emb": (keys[::2], g[::2])}, {"emb": 0.5}, wait_applied=True,
+               timeout=30).wait()
+        before = t.byte_counts()["pulled_rows"]
+        r = t.pull("emb", keys).wait()
+        init = _core.init_rows(CFG.initializer, 1, keys, 64)
+        expected = init.copy()
+        expected[::2] -= np.float32(0.5) * g[::2]
+        np.testing.assert_array_equal(r.values, expected)
+        np.testing.assert_array_equal(r.versions, np.arange(40_000) % 2 == 0)
+        assert t.byte_counts()["pulled_rows"] - before == r.values.nbytes + r.versions.nbytes
+        # only rows newer than the caller's copies come back, with their positions
+        have = np.ones(40_000, np.int64)
+        have[:10] = 0
+        r2 = t.pull("emb", keys, have_versions=have).wait()
+        assert r2.received.sum() == 5 and (r2.received[:10] == (np.arange(10) % 2 == 0)).all()
+        np.testing.assert_array_equal(r2.values[:10:2], expected[:10:2])
+    finally:
+        t.close()
+
+
+def test_shards_without_a_data_plane_are_reported(grpc_shards) -> None:
+    _, addresses = grpc_shards(1, data_port=None)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        with pytest.raises(FailedPreconditionError, match="no-data-plane"):
+            t.pull("emb", np.arange(3, dtype=np.int64)).wait()
+    finally:
+        t.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_tls_round_trip(grpc_shards, tmp_path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    _, addresses = grpc_shards(2, tls_cert=str(cert), tls_key=str(key))
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN,
+                       root_certificates=cert.read_bytes())
+    try:
+        t.connect([CFG], num_workers=1)
+        keys = np.arange(5000, dtype=np.int64)
+        t.push(0, 0, {"emb": (keys, np.ones((5000, 64), np.float32))}, {"emb": 1.0},
+               wait_applied=True, timeout=30).wait()
+        r = t.pull("emb", keys).wait()
+        init = _core.init_rows(CFG.initializer, 1, keys, 64)
+        np.testing.assert_array_equal(r.values, init - 1)
+        # a plain-text client gets nowhere with a TLS data plane
+        with pytest.raises(Exception):  # noqa: B017 - a reset or a malformed reply
+            DataPlaneClient("127.0.0.1", data_port(t), TOKEN).call(
+                PULL, {"table": "emb"}, [("keys", keys)], 5)
+    finally:
+        t.close()
