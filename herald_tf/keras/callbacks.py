@@ -2,7 +2,9 @@
 
 ``HeraldMetrics`` adds to each epoch's logs (so the progress bar, History and TensorBoard get
 them) the samples per second, the step-time split, the embedding bytes moved per sample by
-kind, the rows moved per step and the cache hit ratio of this worker's ``WorkerRuntime``.
+kind, the rows moved per step and the cache hit ratio of this worker's ``WorkerRuntime``; in
+``het`` mode also the staleness of its reads (``herald_tf/keras/staleness.py``): the largest so
+far, in updates behind the PS (at most ``bound``), and the epoch's fraction of stale reads.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class HeraldMetrics(keras.callbacks.Callback):
             "time_compute_and_dense_sync_s": max(elapsed - comm - local, 0.0),
             "cache_hit_ratio": now["cache_hit_ratio"],
         }
+        if "staleness" in now:
+            stale, before = now["staleness"], self._before["staleness"]
+            metrics["staleness_max"] = stale["max"]
+            metrics["stale_read_ratio"] = ((stale["stale_reads"] - before["stale_reads"])
+                                           / max(stale["reads"] - before["reads"], 1))
         for kind, total in now["bytes"].items():
             metrics[f"bytes_per_sample_{kind}"] = (total - self._before["bytes"].get(kind, 0)
                                                    ) / samples
@@ -77,4 +84,6 @@ class HeraldMetrics(keras.callbacks.Callback):
                 + ", ".join(f"{k[17:]} {v:,.0f}" for k, v in metrics.items()
                             if k.startswith("bytes_per_sample_") and v)
                 + f")  cache hit {metrics['cache_hit_ratio']:.3f}"
+                + (f"  staleness max {metrics['staleness_max']} (stale reads "
+                   f"{metrics['stale_read_ratio']:.3f})" if "staleness_max" in metrics else "")
             )

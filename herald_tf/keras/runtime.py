@@ -39,6 +39,7 @@ from herald_tf import _core, ops
 from herald_tf.config import OptimizerKind, TableConfig
 from herald_tf.errors import HeraldError, InvalidArgumentError
 from herald_tf.keras.replicated import ReplicatedPlanner
+from herald_tf.keras.staleness import StalenessMeter
 from herald_tf.scheduler import Allocation, Eviction, Policy, Scheduler, SchedulerConfig, StepPlan
 
 #: Model-input name carrying the step id of a batch (removed before the model is called).
@@ -159,6 +160,10 @@ class WorkerRuntime:
         self.times = StepTimes()
         self.rows_moved = collections.Counter()
         self.lookups = collections.Counter()
+        # het: the staleness of every read, replayed from all workers' plans (staleness.py).
+        self._staleness = (StalenessMeter(config.num_workers, config.rank)
+                           if config.mode == "het" else None)
+        self._all_plans: dict[int, list[StepPlan]] = {}
 
     # -- model construction -------------------------------------------------------------------
 
@@ -238,6 +243,8 @@ class WorkerRuntime:
             with self._lock:
                 batch = self._pending.pop(scheduled.step)
                 self._plans[scheduled.step] = scheduled.plans[self.config.rank]
+                if self._staleness is not None:
+                    self._all_plans[scheduled.step] = scheduled.plans
             mine = scheduled.samples[self.config.rank]
             features = {name: np.asarray(a)[mine] for name, a in batch.items()
                         if name != self._label}
@@ -294,6 +301,8 @@ class WorkerRuntime:
         with self._lock:
             plan = self._plans.pop(step)
         self._current = plan
+        if self._staleness is not None:
+            self._staleness.before_step(plan)
         start = time.perf_counter()
         if plan.flush_keys.size:
             for layer in self.tables:
@@ -310,6 +319,8 @@ class WorkerRuntime:
                 rows = handle.wait()
                 self._write_rows(layer, plan.pull_slots, rows.values,
                                  rows.state if self._pull_state else None, rows.versions)
+                if self._staleness is not None and layer is self.tables[0]:
+                    self._staleness.check_pulled_versions(plan.pull_keys, rows.versions)
             self.rows_moved["pull"] += plan.pull_keys.size
         with self._lock:
             upcoming = self._plans.get(step + 1)
@@ -466,6 +477,10 @@ class WorkerRuntime:
                 if key in self._dirty:
                     self._dirty[key] = dst
         self._forget_dirty(plan.drop_keys)
+        if self._staleness is not None:
+            with self._lock:
+                plans = self._all_plans.pop(step)
+            self._staleness.after_step(plans)
         self._current = None
         self._next_step += 1
         self.times.steps += 1
@@ -546,6 +561,8 @@ class WorkerRuntime:
             "overlapped_pull_steps": self.lookups["overlapped_pull_steps"],
             "embedding_comm_s": self.times.embedding_comm,
             "local_apply_s": self.times.local_apply,
+            # het: reads measured, stale reads, max and mean staleness (updates behind the PS).
+            **({"staleness": self._staleness.stats()} if self._staleness is not None else {}),
         }
 
     def close(self) -> None:

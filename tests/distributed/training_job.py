@@ -203,6 +203,11 @@ def run_worker(args: argparse.Namespace) -> None:
                                           chief=args.rank == 0))
     if args.crash_after:
         callbacks.append(CrashAfter(runtime, args.crash_after))
+    if args.herald_metrics:  # the per-epoch metrics line of DESIGN §6, printed
+        from herald_tf.keras.callbacks import HeraldMetrics
+
+        callbacks.append(HeraldMetrics(runtime, g, print_fn=lambda line: print(line,
+                                                                                 flush=True)))
     specs = {"categorical": tf.TensorSpec([FIELDS], tf.int64),
              "dense": tf.TensorSpec([DENSE], tf.float32)}
     if args.backend == "horovod":
@@ -275,6 +280,7 @@ def main() -> None:
     parser.add_argument("--crash-after", type=int, default=0)
     parser.add_argument("--resume-step", type=int, default=0)
     parser.add_argument("--export", default="", help="write a serving SavedModel here")
+    parser.add_argument("--herald-metrics", action="store_true", help="print HeraldMetrics")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     (run_reference if args.role == "reference" else run_worker)(args)
