@@ -1,6 +1,7 @@
 // The allocators of allocate.cc for N <= 8 workers: the per-worker scores of a sample are byte
 // lanes of one uint64 (no per-worker loop per key). Same rules and tie-breaks; every lane stays
 // below 256 because a key adds at most 4 (grouped) or 2 (greedy) to a lane and F <= 63.
+#include <algorithm>
 #include <vector>
 
 #include "kernels/scheduler/engine.h"
@@ -8,19 +9,18 @@
 namespace herald {
 namespace sched {
 
-// The worker with room and the highest lane, then fewer samples, then lower index.
+// The worker with room and the highest lane, then fewer samples, then lower index: the largest
+// (lane, ~count, ~index) among workers with room, without branches.
 int32_t Engine::BestLane(uint64_t lanes, const int32_t* count) const {
-  int32_t best = -1;
-  uint32_t best_score = 0;
+  uint64_t best = 0;
   for (int32_t w = 0; w < n_; ++w) {
-    if (count[w] >= b_) continue;
-    const uint32_t score = static_cast<uint32_t>(lanes >> (8 * w)) & 0xff;
-    if (best < 0 || score > best_score || (score == best_score && count[w] < count[best])) {
-      best = w;
-      best_score = score;
-    }
+    const uint64_t lane = (lanes >> (8 * w)) & 0xff;
+    const uint64_t fewer = 0xffffffffu - static_cast<uint32_t>(count[w]);
+    const uint64_t key = (lane << 40) | (fewer << 8) | static_cast<uint64_t>(255 - w);
+    const uint64_t room = count[w] < b_ ? ~0ULL : 0;
+    best = std::max(best, key & room);
   }
-  return best;
+  return 255 - static_cast<int32_t>(best & 0xff);
 }
 
 // AllocateGreedy: a key adds 1 to each holder's lane and 2 to its owner's (1 if it also holds it).

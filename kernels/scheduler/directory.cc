@@ -25,6 +25,7 @@ int32_t Directory::NewEntry() {
 }
 
 Directory::Group& Directory::GroupOf(int64_t step) {
+  if (step == cached_step_) return *cached_group_;
   // Drop leading groups whose rows all moved on (keeps memory bounded when nothing is evicted).
   while (groups_.size() > 1 && groups_.front().live == 0) {
     groups_.pop_front();
@@ -32,7 +33,10 @@ Directory::Group& Directory::GroupOf(int64_t step) {
   }
   if (groups_.empty()) base_step_ = step;
   while (base_step_ + static_cast<int64_t>(groups_.size()) <= step) groups_.emplace_back();
-  return groups_[step - base_step_];
+  // References to deque elements survive push_back and pop_front of other elements.
+  cached_step_ = step;
+  cached_group_ = &groups_[step - base_step_];
+  return *cached_group_;
 }
 
 void Directory::Compact(Group& g) {
@@ -121,6 +125,7 @@ int32_t Directory::NextLruVictim() {
   while (true) {
     Group& g = groups_.front();
     if (g.live == 0) {
+      if (&g == cached_group_) cached_step_ = -1;
       groups_.pop_front();
       ++base_step_;
       continue;

@@ -117,6 +117,8 @@ class Directory {
   std::vector<std::pair<int32_t, int64_t>> pending_;   // (entry, key) in insertion order
   std::deque<Group> groups_;                            // LRU: groups_[i] holds step base_step_+i
   int64_t base_step_ = 0;
+  int64_t cached_step_ = -1;         // GroupOf(cached_step_) is *cached_group_
+  Group* cached_group_ = nullptr;
   std::priority_queue<LfuItem, std::vector<LfuItem>, std::greater<LfuItem>> lfu_heap_;
   std::vector<std::pair<int64_t, int32_t>> sort_scratch_;  // (key, entry) of a group to sort
 };

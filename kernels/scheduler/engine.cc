@@ -64,41 +64,52 @@ void Engine::Step(const int64_t* keys, int64_t* samples_out) {
 // keys repeat a lot), so only distinct keys visit the large key table.
 void Engine::Dedup(const int64_t* keys) {
   const int64_t total = static_cast<int64_t>(n_) * b_ * f_;
-  occ_.resize(total);
   uint64_t cap = 1024;
   while (cap < 2 * static_cast<uint64_t>(total)) cap *= 2;  // load <= 1/2
   if (ltable_.size() != cap) ltable_.assign(cap, -1);
   const uint64_t mask = cap - 1;
-  std::vector<uint64_t>& hashes = scratch_hash_;
-  hashes.resize(total);
+  scratch_hash_.resize(total + kAhead);  // kAhead zeros at the end: prefetch without a test
+  uint64_t* hashes = scratch_hash_.data();
   for (int64_t i = 0; i < total; ++i) hashes[i] = KeyIndexMap::HashOf(keys[i]);
-  lkeys_.clear();
-  lhash_.clear();
-  lcount_.clear();
-  lplace_.clear();
+  for (int64_t i = total; i < total + kAhead; ++i) hashes[i] = 0;
+  // At most `total` distinct keys: write by index, shrink at the end.
+  occ_.resize(total);
+  lkeys_.resize(total);
+  lhash_.resize(total);
+  lcount_.resize(total);
+  lplace_.resize(total);
+  int32_t* table = ltable_.data();
+  int32_t* occ = occ_.data();
+  int64_t* lkeys = lkeys_.data();
+  int32_t* lcount = lcount_.data();
+  int32_t unique = 0;
   for (int64_t i = 0; i < total; ++i) {
-    if (i + kAhead < total) __builtin_prefetch(&ltable_[hashes[i + kAhead] & mask]);
+    __builtin_prefetch(&table[hashes[i + kAhead] & mask]);
     const int64_t key = keys[i];
     uint64_t p = hashes[i] & mask;
     int32_t l;
     while (true) {
-      l = ltable_[p];
+      l = table[p];
       if (l < 0) {
-        l = static_cast<int32_t>(lkeys_.size());
-        ltable_[p] = l;
-        lkeys_.push_back(key);
-        lhash_.push_back(hashes[i]);
-        lcount_.push_back(0);
-        lplace_.push_back(static_cast<int32_t>(p));
+        l = unique++;
+        table[p] = l;
+        lkeys[l] = key;
+        lhash_[l] = hashes[i];
+        lcount[l] = 0;
+        lplace_[l] = static_cast<int32_t>(p);
         break;
       }
-      if (lkeys_[l] == key) break;
+      if (lkeys[l] == key) break;
       p = (p + 1) & mask;
     }
-    occ_[i] = l;
-    ++lcount_[l];
+    occ[i] = l;
+    ++lcount[l];
   }
-  for (int32_t p : lplace_) ltable_[p] = -1;
+  lkeys_.resize(unique);
+  lhash_.resize(unique);
+  lcount_.resize(unique);
+  lplace_.resize(unique);
+  for (int32_t p : lplace_) table[p] = -1;
 }
 
 // Finds (or adds) each distinct key in the key table and snapshots its state into local_.
@@ -131,7 +142,7 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
     int32_t staged = 0;
     int64_t* occ_out = nullptr;  // (B, F) read slot of every occurrence, when emitting
     if (cfg_.emit_plans) {
-      std::vector<int64_t>& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);
+      ScratchVector<int64_t>& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);
       o.resize(static_cast<size_t>(b_) * f_);
       occ_out = o.data();
     }
@@ -154,8 +165,8 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
       }
     }
     if (cfg_.emit_plans) {
-      std::vector<int64_t>& k = L(w, HERALD_SCHED_KEYS);
-      std::vector<int64_t>& s = L(w, HERALD_SCHED_KEY_SLOTS);
+      ScratchVector<int64_t>& k = L(w, HERALD_SCHED_KEYS);
+      ScratchVector<int64_t>& s = L(w, HERALD_SCHED_KEY_SLOTS);
       k.reserve(wk.size());
       s.reserve(wk.size());
       for (const WorkerKey& x : wk) {

@@ -10,6 +10,7 @@
 #include "kernels/scheduler/directory.h"
 #include "kernels/scheduler/hash_map.h"
 #include "kernels/scheduler/scheduler_api.h"
+#include "kernels/scheduler/scratch_vector.h"
 
 namespace herald {
 namespace sched {
@@ -58,7 +59,7 @@ class Engine {
   void Step(const int64_t* keys, int64_t* samples_out);
 
   const HeraldSchedTraffic& traffic() const { return traffic_; }
-  const std::vector<int64_t>& list(int32_t worker, int32_t list) const {
+  const ScratchVector<int64_t>& list(int32_t worker, int32_t list) const {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
 
@@ -74,7 +75,7 @@ class Engine {
   const HeraldSchedConfig& config() const { return cfg_; }
 
  private:
-  std::vector<int64_t>& L(int32_t worker, int32_t list) {
+  ScratchVector<int64_t>& L(int32_t worker, int32_t list) {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
   int32_t InternNew(int64_t key);  // adds a key seen for the first time
@@ -106,29 +107,29 @@ class Engine {
   std::vector<Directory> dirs_;
   HeraldSchedTraffic traffic_{};
   // Scratch of the current step.
-  std::vector<LocalKey> local_;     // the step's unique keys
-  std::vector<int32_t> occ_;        // (G, F) local key index of every occurrence
+  ScratchVector<LocalKey> local_;     // the step's unique keys
+  ScratchVector<int32_t> occ_;        // (G, F) local key index of every occurrence
   std::vector<int32_t> pushed_;        // het: key indices pushed at this step
   std::vector<int32_t> ltable_;     // open addressing over the step's keys: local index or -1
-  std::vector<int64_t> lkeys_;      // key of each local index
-  std::vector<uint64_t> lhash_;     // hash of each local key
-  std::vector<int32_t> lcount_;     // occurrences of each local key
-  std::vector<int32_t> lplace_;     // ltable_ position of each local key (to clear it)
-  std::vector<int32_t> lkidx_;      // key table index of each local key
-  std::vector<uint64_t> scratch_hash_;  // (G, F) hash of every occurrence
+  ScratchVector<int64_t> lkeys_;      // key of each local index
+  ScratchVector<uint64_t> lhash_;     // hash of each local key
+  ScratchVector<int32_t> lcount_;     // occurrences of each local key
+  ScratchVector<int32_t> lplace_;     // ltable_ position of each local key (to clear it)
+  ScratchVector<int32_t> lkidx_;      // key table index of each local key
+  ScratchVector<uint64_t> scratch_hash_;  // (G, F) hash of every occurrence
   std::vector<int32_t> order_;      // local indices, first occurrence, worker-major
-  std::vector<uint64_t> lane_score_;   // greedy lanes: score byte lanes of each local key
+  ScratchVector<uint64_t> lane_score_;   // greedy lanes: score byte lanes of each local key
   struct LaneKey {                     // grouped lanes: worker masks of a local key (N <= 8)
     uint8_t users;       // workers given a sample with it so far
     uint8_t held;        // holders and owner
     uint8_t pull;        // pull cost (0, 1 or 3)
     uint8_t group_mask;  // 0xff when the key groups (2..16 occurrences), else 0
   };
-  std::vector<LaneKey> lane_keys_;
+  ScratchVector<LaneKey> lane_keys_;
   uint64_t spread_[256];  // spread_[m]: byte w is bit w of m
   std::vector<std::vector<WorkerKey>> wkeys_;
-  std::vector<int64_t> samples_;    // (N, B)
-  std::vector<std::vector<int64_t>> lists_;
+  ScratchVector<int64_t> samples_;    // (N, B)
+  std::vector<ScratchVector<int64_t>> lists_;
 };
 
 }  // namespace sched
