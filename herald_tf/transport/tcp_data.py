@@ -78,9 +78,11 @@ class FrameError(InvalidArgumentError):
 
 
 def _recv_exact(sock: socket.socket, view: memoryview) -> None:
+    # MSG_WAITALL: a blocking socket fills the whole array in one call (TLS takes no flags)
+    flags = 0 if isinstance(sock, ssl.SSLSocket) else socket.MSG_WAITALL
     got = 0
     while got < len(view):
-        n = sock.recv_into(view[got:])
+        n = sock.recv_into(view[got:], 0, flags)
         if n == 0:
             raise ConnectionError("the peer closed the data-plane connection")
         got += n

@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "kernels/core/optimizer.h"
+#include "kernels/ps/check.h"
 #include "kernels/ps/ps_api.h"
 
 using herald::SetOk;
@@ -33,14 +34,7 @@ int herald_ps_apply_rows(const HeraldOptimizerParams* params, float* values, flo
                      "Expected values, versions, rows, gradients%s. Received: NULL",
                      width > 0 ? " and optimizer state" : "");
   }
-  for (int64_t k = 0; k < n; ++k) {
-    if (rows[k] < 0 || rows[k] >= num_rows) {
-      return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                       "Expected rows in [0, %lld). Received: %lld at position %lld",
-                       static_cast<long long>(num_rows), static_cast<long long>(rows[k]),
-                       static_cast<long long>(k));
-    }
-  }
+  if (herald::CheckInRange(rows, n, num_rows, "rows", status)) return status->code;
   const HeraldOptimizerParams p = *params;
   for (int64_t k = 0; k < n; ++k) {
     const int64_t r = rows[k];

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -53,13 +50,8 @@ def test_large_requests_are_chunked_and_match_unchunked(grpc_shards) -> None:
         big.close()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
-def test_tls_round_trip(grpc_shards, tmp_path) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
+def test_tls_round_trip(grpc_shards, tls_files) -> None:
+    key, cert = tls_files
     _, addresses = grpc_shards(1, tls_cert=str(cert), tls_key=str(key))
     t = GrpcTransport(addresses, TOKEN, root_certificates=cert.read_bytes())
     try:
