@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def _data(n: int, seed: int, offset: int = 0):
     return keys, dense, (values[:, 0] % 2).astype(np.float32)
 
 
+@functools.cache  # shared by the tests, which do not change it
 def _trained(name: str):
     kwargs = {"hidden": (8,)} if name == "wdl" else {"bottom": (8,), "top": (8,)}
     model = MODELS[name](FIELDS, DENSE, 4, 500, OptimizerConfig("adagrad", learning_rate=0.1),
@@ -98,3 +100,46 @@ def test_export_holds_trained_rows_not_cache_storage(tmp_path) -> None:
     emb = model.get_layer("deep_embedding")
     sizes = sorted(int(tf.size(t.keys)) for t in loaded.tables)
     assert sizes == [int(emb.rows_used.numpy())] * 2
+
+
+def _keras_export_delegates() -> bool:
+    from herald_tf.keras import HeraldModel
+
+    return HeraldModel.export is not keras.Model.export
+
+
+@pytest.mark.parametrize("via", [
+    "export_model",
+    pytest.param("model.export", marks=pytest.mark.skipif(
+        not _keras_export_delegates(), reason="HeraldModel.export does not delegate yet")),
+])
+def test_keras_export_writes_the_plain_tensorflow_savedmodel(tmp_path, capsys, via: str) -> None:
+    from herald_tf.keras.export import export_model
+
+    model = _trained("dlrm")
+    keys, dense, _ = _data(32, 2)
+    expected = model.predict({"categorical": keys, "dense": dense}, verbose=0)
+    path = str(tmp_path / "saved")
+    if via == "model.export":
+        model.export(path, block_rows=16)
+    else:
+        export_model(model, path, block_rows=16)
+    assert "serving_default" in capsys.readouterr().out
+    np.testing.assert_allclose(_serve(tmp_path, path, keys, dense), expected, rtol=1e-6,
+                               atol=1e-7)
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)  # Keras' endpoint name
+    served = loaded.serve({"categorical": keys, "dense": dense})
+    np.testing.assert_allclose(served.numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_layers_trained_on_parameter_servers_need_a_checkpoint(tmp_path) -> None:
+    model = _trained("wdl")
+    layer = model.get_layer("deep_embedding")
+    layer.mode = "ps"  # as a layer built by a runtime reports
+    try:
+        with pytest.raises(ValueError, match="Expected checkpoint_dir="):
+            export_for_serving(model, str(tmp_path / "saved"))
+    finally:
+        layer.mode = "local"
