@@ -25,6 +25,11 @@ def main() -> int:
     parser.add_argument("--variants", nargs="*", default=[])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--zipf", action="store_true", help="zipf(1.1) slots instead of uniform")
+    parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="profile the fused dedup + SGD apply and torch's unique + index_add_ path instead",
+    )
     args = parser.parse_args()
     slots = 1_000_000 if args.quick else 10_000_000
     batch, hot = 16384, 26
@@ -126,6 +131,34 @@ def main() -> int:
     lib = Library()
     lib.call("herald_cuda_error_reset", record.data_ptr(), sp)
 
+    def fused_step(i):
+        p = OptimizerParams(int(Optimizer.SGD), 0.01, 0.9, 0.999, 1e-4, 0.1)
+        lib.call(
+            "herald_cuda_dedup_apply",
+            ctypes.addressof(p),
+            storage.data_ptr(),
+            None,
+            versions.data_ptr(),
+            slots,
+            DIM,
+            ids[i % 4].data_ptr(),
+            n,
+            grad_rows.data_ptr(),
+            None,
+            n,
+            int(Combiner.NONE),
+            unique.data_ptr(),
+            num.data_ptr(),
+            summed.data_ptr(),
+            sp,
+            alloc.ptr,
+            record.data_ptr(),
+        )
+        uniq, inv = torch.unique(ids[i % 4], return_inverse=True)
+        g = torch.zeros((uniq.numel(), DIM), dtype=torch.float32, device=dev)
+        g.index_add_(0, inv, grad_rows)
+        storage.index_add_(0, uniq, g, alpha=-0.01)
+
     def step(i):
         lib.call(
             "herald_cuda_lookup",
@@ -179,12 +212,13 @@ def main() -> int:
                 record.data_ptr(),
             )
 
+    run_step = fused_step if args.fused else step
     for i in range(3):
-        step(i)
+        run_step(i)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for i in range(5):
-            step(i)
+            run_step(i)
         torch.cuda.synchronize()
     table = prof.key_averages().table(
         sort_by="cuda_time_total", row_limit=30, max_name_column_width=70

@@ -257,11 +257,23 @@ def test_dedup_then_apply_pipeline_with_device_count(lib, stream):
 
 
 @pytest.mark.parametrize("kind", list(Optimizer))
-@pytest.mark.parametrize("ragged", [False, True])
-def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragged):
-    """The fused call equals dedup_grad + sparse_apply bit for bit, and float64 numpy to 1e-5."""
+@pytest.mark.parametrize(
+    "combiner,ragged",
+    [
+        (Combiner.NONE, False),
+        (Combiner.SUM, False),
+        (Combiner.MEAN, True),
+        (Combiner.SQRTN, True),
+    ],
+)
+def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, combiner, ragged):
+    """The fused call equals dedup_grad + sparse_apply bit for bit (single-id rows applied
+    straight from grad_out included), and float64 numpy to 1e-5; its workspace holds the sums of
+    the rows with several ids."""
     rng = np.random.default_rng()
-    slots, dim = 2000, 128 if not ragged else 12
+    # dims 12 and 13: a warp's partial row (4-wide kernels) and the scalar kernels
+    slots = 2000
+    dim = {Combiner.MEAN: 12, Combiner.SQRTN: 13}.get(combiner, 128)
     batch = 40 if SMALL else 300
     width = {Optimizer.SGD: 0, Optimizer.ADAGRAD: dim, Optimizer.ADAM: 2 * dim}[kind]
     p = OptimizerParams(int(kind), 0.05, 0.9, 0.999, 1e-4, 0.1)
@@ -277,7 +289,6 @@ def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragge
     ref_value = value.astype(np.float64)
     ref_state = np.full((slots, width), p.initial_accumulator if kind == Optimizer.ADAGRAD else 0.0)
     ref_versions = np.zeros(slots, dtype=np.int64)
-    combiner = Combiner.MEAN if ragged else Combiner.SUM
     for _step in range(20):
         if ragged:
             splits = make_bags(rng, batch, 20, True)
@@ -286,10 +297,11 @@ def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragge
         n = int(splits[-1])
         ids = rng.integers(0, slots, size=n).astype(np.int64)
         ids[rng.random(n) < 0.2] = 5
-        grad_out = rng.standard_normal((batch, dim)).astype(np.float32)
+        rows_out = n if combiner == Combiner.NONE else batch
+        grad_out = rng.standard_normal((rows_out, dim)).astype(np.float32)
         d_ids, d_grad = cp.asarray(ids), cp.asarray(grad_out)
         d_splits = cp.asarray(splits) if ragged else None
-        outs = []
+        outs, sums = [], []
         for path in range(2):
             unique = cp.full((max(n, 1),), -1, dtype=cp.int64)
             num = cp.zeros((1,), dtype=cp.int64)
@@ -308,7 +320,7 @@ def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragge
                     n,
                     ptr(d_grad),
                     ptr(d_splits),
-                    batch,
+                    rows_out,
                     int(combiner),
                     ptr(unique),
                     ptr(num),
@@ -325,7 +337,7 @@ def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragge
                     slots,
                     ptr(d_grad),
                     ptr(d_splits),
-                    batch,
+                    rows_out,
                     int(combiner),
                     dim,
                     ptr(unique),
@@ -353,8 +365,15 @@ def test_dedup_apply_matches_reference_and_unfused_path(lib, stream, kind, ragge
                     None,
                 )
             outs.append(int(num.get()[0]))
+            sums.append(cp.asnumpy(summed))
         assert outs[0] == outs[1]
         ref_u, ref_inv = first_appearance_unique(ids)
+        several = np.bincount(ref_inv, minlength=len(ref_u)) > 1
+        assert several.any() and not several.all()
+        assert np.array_equal(
+            sums[0][: len(ref_u)][several].view(np.uint32),
+            sums[1][: len(ref_u)][several].view(np.uint32),
+        )
         g = ref_segment_sum(grad_out, ref_inv, splits, combiner, len(ref_u), n)
         ref_apply(kind, p, ref_value, ref_state, ref_versions, ref_u, g.astype(np.float32))
     assert np.array_equal(

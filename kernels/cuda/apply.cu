@@ -41,6 +41,27 @@ __device__ __forceinline__ int64_t BumpVersion(int rows, int64_t my_slot,
   return version;
 }
 
+// Where rows k0 .. k0 + rows - 1 read their gradient (GradientRows): source[r] >= 0 is the
+// grad_out row of a single-id row, to be scaled by weight[r]; -1 a summed row. Lane r resolves
+// row r; the results are broadcast to the warp (32-bit, to keep the apply's registers few).
+template <int R>
+__device__ __forceinline__ void LoadGradientSources(int64_t k0, int rows,
+                                                    const GradientRows& grads, int32_t* source,
+                                                    float* weight) {
+  const int lane = threadIdx.x & 31;
+  int32_t my_source = -1;
+  float my_weight = 0.0f;
+  if (lane < R && lane < rows) {
+    my_source = grads.direct[k0 + lane];
+    if (my_source >= 0) my_weight = grads.sources.WeightOfSource(my_source);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    source[r] = __shfl_sync(0xffffffffu, my_source, r);
+    weight[r] = __shfl_sync(0xffffffffu, my_weight, r);
+  }
+}
+
 // Adam's bias corrections of the R rows (lane r computes row r's in double, as the CPU does,
 // then broadcasts them). Called after the rows' loads are issued, so the pow overlaps them.
 template <int KIND, int R>
@@ -64,12 +85,14 @@ __device__ __forceinline__ void RowFactors(const HeraldOptimizerParams& p, int64
 // staged in registers as a 4-column "row" (value[4], state[0:4] = first state block,
 // state[4:8] = second), so ApplyElement(..., jj, 4, g) touches exactly the elements it would in
 // storage: the math is herald::ApplyElement, unchanged.
-template <int KIND, int R>
+// DIRECT: grads.direct is given (the fused dedup + apply); a separate instantiation keeps the
+// plain apply's registers (and so its occupancy) as they are.
+template <int KIND, int R, bool DIRECT>
 __global__ void __launch_bounds__(kThreads)
     ApplyVec4Kernel(HeraldOptimizerParams params, float* __restrict__ storage,
                     float* __restrict__ state, int64_t* __restrict__ versions, int64_t dim,
                     const int64_t* __restrict__ unique_slots, int64_t u, const int64_t* u_device,
-                    const float* __restrict__ grads, const HeraldCudaError* error) {
+                    GradientRows grads, const HeraldCudaError* error) {
   if (ErrorSet(error)) return;
   if (u_device != nullptr && *u_device < u) u = *u_device;
   HeraldOptimizerParams p = params;
@@ -82,6 +105,9 @@ __global__ void __launch_bounds__(kThreads)
     int64_t slot[R];
     int64_t my_slot;
     const int rows = LoadRowSlots<R>(k0, u, unique_slots, slot, &my_slot);
+    int32_t source[R];
+    float weight[R];
+    if (DIRECT) LoadGradientSources<R>(k0, rows, grads, source, weight);
     RowCoefficients rc[R];
     bool have_rc = false;
     for (int64_t j0 = 0; j0 < dim; j0 += 128) {  // warp-uniform loop: lanes shuffle inside
@@ -91,7 +117,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r >= rows || !active) continue;
-        const float4 g4 = *reinterpret_cast<const float4*>(grads + (k0 + r) * dim + j);
+        const float* g_row = DIRECT && source[r] >= 0 ? grads.grad_out + source[r] * dim
+                                                      : grads.summed + (k0 + r) * dim;
+        const float4 g4 = *reinterpret_cast<const float4*>(g_row + j);
         const float4 v4 = *reinterpret_cast<const float4*>(storage + slot[r] * dim + j);
         g[r][0] = g4.x; g[r][1] = g4.y; g[r][2] = g4.z; g[r][3] = g4.w;
         val[r][0] = v4.x; val[r][1] = v4.y; val[r][2] = v4.z; val[r][3] = v4.w;
@@ -111,6 +139,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r >= rows || !active) continue;
+        if (DIRECT && source[r] >= 0) {
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) g[r][jj] = 0.0f + weight[r] * g[r][jj];
+        }
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) ApplyElement(p, rc[r], val[r], st[r], jj, 4, g[r][jj]);
         *reinterpret_cast<float4*>(storage + slot[r] * dim + j) =
@@ -134,7 +166,7 @@ __global__ void __launch_bounds__(kThreads)
     ApplyScalarKernel(HeraldOptimizerParams params, float* __restrict__ storage,
                       float* __restrict__ state, int64_t* __restrict__ versions, int64_t dim,
                       const int64_t* __restrict__ unique_slots, int64_t u,
-                      const int64_t* u_device, const float* __restrict__ grads,
+                      const int64_t* u_device, GradientRows grads,
                       const HeraldCudaError* error) {
   if (ErrorSet(error)) return;
   if (u_device != nullptr && *u_device < u) u = *u_device;
@@ -149,11 +181,17 @@ __global__ void __launch_bounds__(kThreads)
     int64_t my_slot;
     RowCoefficients rc[1];
     const int rows = LoadRowSlots<1>(k, u, unique_slots, slot, &my_slot);
+    int32_t source[1] = {-1};
+    float weight[1];
+    if (grads.direct != nullptr) LoadGradientSources<1>(k, rows, grads, source, weight);
     RowFactors<KIND, 1>(p, BumpVersion<1>(rows, my_slot, versions), rc);
     float* value = storage + slot[0] * dim;
     float* row_state = state + slot[0] * width;  // unused (width 0) for SGD
-    const float* g = grads + k * dim;
-    for (int64_t j = lane; j < dim; j += 32) ApplyElement(p, rc[0], value, row_state, j, dim, g[j]);
+    const float* g = source[0] >= 0 ? grads.grad_out + source[0] * dim : grads.summed + k * dim;
+    for (int64_t j = lane; j < dim; j += 32) {
+      const float gj = source[0] >= 0 ? 0.0f + weight[0] * g[j] : g[j];
+      ApplyElement(p, rc[0], value, row_state, j, dim, gj);
+    }
   }
 }
 
@@ -202,15 +240,20 @@ int CheckOptimizer(const HeraldOptimizerParams* params, HeraldStatus* status) {
 template <int KIND>
 int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* state,
                 int64_t* versions, int64_t dim, const int64_t* unique_slots, int64_t u,
-                const int64_t* u_device, const float* grads, const HeraldCudaError* error,
+                const int64_t* u_device, const GradientRows& grads, const HeraldCudaError* error,
                 cudaStream_t stream, HeraldStatus* status) {
-  const bool vec = dim % 4 == 0 && Aligned16(storage) && Aligned16(grads) &&
+  const bool vec = dim % 4 == 0 && Aligned16(storage) && Aligned16(grads.summed) &&
+                   (grads.direct == nullptr || Aligned16(grads.grad_out)) &&
                    (KIND == HERALD_OPT_SGD || Aligned16(state));
   // SGD moves the fewest bytes per row: more rows per warp keep enough traffic in flight
   // (measured on an H200: 8 rows 124 us vs 4 rows 132 us for SGD; Adam best at 4).
   constexpr int kRows = KIND == HERALD_OPT_SGD ? 2 * HERALD_APPLY_ROWS : HERALD_APPLY_ROWS;
-  if (vec) {
-    ApplyVec4Kernel<KIND, kRows><<<BlocksFor(u, kThreads / 32 * kRows), kThreads, 0, stream>>>(
+  const unsigned int vec_blocks = BlocksFor(u, kThreads / 32 * kRows);
+  if (vec && grads.direct != nullptr) {
+    ApplyVec4Kernel<KIND, kRows, true><<<vec_blocks, kThreads, 0, stream>>>(
+        params, storage, state, versions, dim, unique_slots, u, u_device, grads, error);
+  } else if (vec) {
+    ApplyVec4Kernel<KIND, kRows, false><<<vec_blocks, kThreads, 0, stream>>>(
         params, storage, state, versions, dim, unique_slots, u, u_device, grads, error);
   } else {
     ApplyScalarKernel<KIND><<<BlocksFor(u, kThreads / 32), kThreads, 0, stream>>>(
@@ -242,7 +285,7 @@ int CheckApplyArgs(const HeraldOptimizerParams* params, int64_t slots, int64_t d
 
 int EnqueueApply(const HeraldOptimizerParams& params, float* storage, float* state,
                  int64_t* versions, int64_t dim, const int64_t* unique_slots, int64_t u,
-                 const int64_t* u_device, const float* grads, const HeraldCudaError* error,
+                 const int64_t* u_device, const GradientRows& grads, const HeraldCudaError* error,
                  cudaStream_t stream, HeraldStatus* status) {
   if (u == 0) return HERALD_OK;
   switch (params.kind) {
@@ -289,8 +332,9 @@ int herald_cuda_sparse_apply(const HeraldOptimizerParams* params, float* storage
         status));
     HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueFiniteCheck(grads, u * dim, u_device, dim,
                                                             scope.record(), stream, status));
+    const herald::cuda::GradientRows rows{grads, nullptr, nullptr, {}};
     HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueApply(*params, storage, state, versions, dim,
-                                                      unique_slots, u, u_device, grads,
+                                                      unique_slots, u, u_device, rows,
                                                       scope.record(), stream, status));
   }
   return scope.Finish(stream, unique_slots, "unique slot", status);

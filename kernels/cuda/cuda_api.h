@@ -140,12 +140,15 @@ int herald_cuda_sparse_apply(const HeraldOptimizerParams* params,
                              HeraldStatus* status);
 
 // Fused gradient + optimizer apply for rows this process owns (Herald's private rows):
-// herald_cuda_dedup_grad (unique, num_unique, summed are written as there; summed is also the
-// workspace of the apply) followed by the apply of summed[0:*num_unique] to the unique rows, as
-// herald_cuda_sparse_apply would do, in one call with no host sync in between. The summed rows
-// are checked for NaN/Inf as they are computed (a non-finite sum -> INVALID_ARGUMENT naming the
-// flat element of `summed`); then storage, state and versions are unchanged, while unique,
-// num_unique and summed hold what was computed. Saves sparse_apply's separate checks (a full
+// herald_cuda_dedup_grad followed by the apply of the summed rows to the unique rows, as
+// herald_cuda_sparse_apply would do, in one call with no host sync in between. unique and
+// num_unique are written as by herald_cuda_dedup_grad; summed is the workspace of the apply:
+// it holds the sums of the rows with several ids, while a row with a single id is applied
+// straight from its grad_out row (the same float operations, so the result is bitwise that of
+// dedup_grad + sparse_apply) and its summed row is not written: most rows of a large batch, whose
+// sums would otherwise be written and read back. Every row's gradient is checked for NaN/Inf as
+// it is computed (a non-finite one -> INVALID_ARGUMENT naming the flat element of `summed`);
+// then storage, state and versions are unchanged. Saves sparse_apply's separate checks (a full
 // read of the gradients, a slots/8-byte bitmap): unique rows are distinct and in range by
 // construction.
 int herald_cuda_dedup_apply(const HeraldOptimizerParams* params,

@@ -162,37 +162,6 @@ __global__ void InverseKernel(const int32_t* sorted_pos, const int32_t* run_coun
 
 // ---------------------------------------------------------------- segment sum kernels
 
-// Source row in grad_out and weight of position `pos` (bag lookup by binary search if ragged).
-struct Sources {
-  const int64_t* row_splits;  // (batch + 1) or NULL
-  int64_t batch;
-  int64_t ids_per_bag;  // dense bags; 0 for combiner NONE
-  int combiner;
-
-  __device__ __forceinline__ void Of(int64_t pos, int64_t* source, float* weight) const {
-    if (combiner == HERALD_COMBINER_NONE) {
-      *source = pos;
-      *weight = 1.0f;
-      return;
-    }
-    int64_t bag, length;
-    if (row_splits == nullptr) {
-      bag = pos / ids_per_bag;
-      length = ids_per_bag;
-    } else {  // largest b with row_splits[b] <= pos; it is < batch since row_splits[batch] = n
-      int64_t lo = 0, hi = batch;
-      while (hi - lo > 1) {
-        const int64_t mid = (lo + hi) / 2;
-        if (row_splits[mid] <= pos) lo = mid; else hi = mid;
-      }
-      bag = lo;
-      length = row_splits[bag + 1] - row_splits[bag];
-    }
-    *source = bag;
-    *weight = BagScale(combiner, length);
-  }
-};
-
 // One warp per chunk of kChunk sorted elements; see the file comment. partial: (chunks, 2, dim):
 // [c][0] the piece of a run that started before chunk c, [c][1] the piece of a run that starts in
 // c and continues after it.
@@ -203,8 +172,8 @@ __global__ void __launch_bounds__(kThreads)
                    const int32_t* __restrict__ run_count,
                    const int32_t* __restrict__ run_start, const int32_t* __restrict__ row_of_run,
                    int64_t n, Sources sources, float* __restrict__ summed,
-                   float* __restrict__ partial, const HeraldCudaError* error,
-                   HeraldCudaError* finite_error) {
+                   float* __restrict__ partial, int32_t* __restrict__ direct,
+                   const HeraldCudaError* error, HeraldCudaError* finite_error) {
   if (ErrorSet(error)) return;
   using VecT = typename Vec<V>::Type;
   const int lane = threadIdx.x & 31;
@@ -244,6 +213,7 @@ __global__ void __launch_bounds__(kThreads)
       int64_t my_source = 0;
       float my_weight = 0.0f;
       int64_t my_target = kNoTarget;
+      int64_t my_single = -1;  // with `direct`: the source row when this run has one id
       int32_t my_run = -1;  // >= 0: this lane's element ends a run piece
       if (lane < count) {
         const int64_t k = base + lane;
@@ -266,18 +236,25 @@ __global__ void __launch_bounds__(kThreads)
           my_target = (short_run || (starts_in && ends_in))
                           ? static_cast<int64_t>(row_of_run[run])
                           : -1 - (chunk * 2 + (starts_in ? 1 : 0));
+          if (run_start[run + 1] - run_start[run] == 1) my_single = my_source;
         }
 #pragma unroll
         for (int k = 0; k < kUnroll; ++k) {
           const int t = t0 + k;
           const float w = __shfl_sync(0xffffffffu, my_weight, t & 31);
           const int64_t target = __shfl_sync(0xffffffffu, my_target, t & 31);
+          const int64_t single =
+              direct != nullptr ? __shfl_sync(0xffffffffu, my_single, t & 31) : -1;
           if (t < count) {
             Vec<V>::AddScaled(acc, w, r[k]);
             if (target != kNoTarget) {
+              if (target >= 0 && direct != nullptr && lane == 0 && c0 == 0) {
+                direct[target] = static_cast<int32_t>(single);
+              }
               if (active) {
                 if (target >= 0) {
-                  out_v[target * dim_v + col] = acc;
+                  // A single-id row is only checked: the apply reads its source row again.
+                  if (single < 0) out_v[target * dim_v + col] = acc;
                   if (finite_error != nullptr) {
                     ReportNonFinite(acc, target, dim, col, finite_error);
                   }
@@ -380,8 +357,8 @@ __global__ void __launch_bounds__(kThreads)
     CombineKernel(const int32_t* __restrict__ list, const int32_t* __restrict__ count,
                   const int32_t* __restrict__ run_of_row, const int32_t* __restrict__ run_start,
                   int64_t dim, const float* __restrict__ partial, const float* __restrict__ super,
-                  float* __restrict__ summed, const HeraldCudaError* error,
-                  HeraldCudaError* finite_error) {
+                  float* __restrict__ summed, int32_t* __restrict__ direct,
+                  const HeraldCudaError* error, HeraldCudaError* finite_error) {
   if (ErrorSet(error)) return;
   using VecT = typename Vec<V>::Type;
   const int lane = threadIdx.x & 31;
@@ -395,6 +372,7 @@ __global__ void __launch_bounds__(kThreads)
        e < total; e += warps) {
     const int64_t row = list[e];
     const int32_t r = run_of_row[row];
+    if (direct != nullptr && lane == 0) direct[row] = -1;
     const int64_t cs = r < 0 ? 0 : run_start[r] / kChunk;
     const int64_t ce = r < 0 ? 0 : (run_start[r + 1] - 1) / kChunk;
     // Chunks cs+1 .. ce: [cs+1, s_lo*kSuper) as partials, super-chunks [s_lo, s_hi), then
@@ -562,15 +540,21 @@ int EnqueueRuns(const RunPlan& p, const TempBlock& t, const int64_t* keys, int64
 }
 
 struct SumPlan {
-  size_t partial = 0, super = 0, list = 0, count = 0;
+  size_t partial = 0, super = 0, list = 0, count = 0, direct = 0;
   int64_t chunks = 0, supers = 0;
-  void Plan(TempBlock* temp, int64_t n, int64_t rows_capacity, int64_t dim) {
+  bool with_direct = false;  // GradientRows::direct for a fused apply
+  void Plan(TempBlock* temp, int64_t n, int64_t rows_capacity, int64_t dim, bool for_apply) {
     chunks = (n + kChunk - 1) / kChunk;
     supers = chunks / kSuper;  // whole super-chunks only
     partial = temp->Take<float>(static_cast<size_t>(chunks) * 2 * dim);
     super = temp->Take<float>(static_cast<size_t>(supers > 0 ? supers : 1) * dim);
     list = temp->Take<int32_t>(rows_capacity);
     count = temp->Take<int32_t>(1);
+    with_direct = for_apply;
+    if (for_apply) direct = temp->Take<int32_t>(rows_capacity);
+  }
+  int32_t* Direct(const TempBlock& t) const {
+    return with_direct ? t.Get<int32_t>(direct) : nullptr;
   }
 };
 
@@ -598,7 +582,7 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
     ChunkSumKernel<V><<<chunk_blocks, kThreads, 0, stream>>>(                                  \
         grad_out, dim, t.Get<int32_t>(p.pos_out), t.Get<int32_t>(p.run_count),                 \
         t.Get<int32_t>(p.run_start), t.Get<int32_t>(p.row_of_run), p.n, sources, summed,       \
-        partial, error, finite_error);                                                         \
+        partial, s.Direct(t), error, finite_error);                                            \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
     if (s.supers > 0) {                                                                        \
       SuperSumKernel<V><<<BlocksFor(s.supers, kThreads / 32), kThreads, 0, stream>>>(          \
@@ -608,7 +592,7 @@ int EnqueueSegmentSum(const RunPlan& p, const SumPlan& s, const TempBlock& t,
     }                                                                                          \
     CombineKernel<V><<<combine_blocks, kThreads, 0, stream>>>(                                 \
         list, count, t.Get<int32_t>(p.run_of_row), t.Get<int32_t>(p.run_start), dim, partial,  \
-        super, summed, error, finite_error);                                                   \
+        super, summed, s.Direct(t), error, finite_error);                                      \
     HERALD_CUDA_CHECK_LAUNCH(status);                                                          \
   } while (0)
   if (vec) {
@@ -652,7 +636,7 @@ int DedupGrad(const int64_t* slot_ids, int64_t n, int64_t slots, const float* gr
   SumPlan sum;
   if (n > 0) {
     HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, n, true, status));
-    sum.Plan(&temp, n, n, dim);
+    sum.Plan(&temp, n, n, dim, params != nullptr);
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
@@ -673,8 +657,9 @@ int DedupGrad(const int64_t* slot_ids, int64_t n, int64_t slots, const float* gr
                                              params != nullptr ? scope.record() : nullptr,
                                              stream, status));
     if (params != nullptr) {
+      const GradientRows grads{summed, sum.Direct(temp), grad_out, sources};
       HERALD_RETURN_IF_ERROR(EnqueueApply(*params, storage, state, versions, dim, unique, n,
-                                          num_unique, summed, scope.record(), stream, status));
+                                          num_unique, grads, scope.record(), stream, status));
     }
   }
   return scope.Finish(stream, slot_ids, "slot id", status);
@@ -741,7 +726,7 @@ int herald_cuda_lookup_grad(const float* grad_out, const int64_t* inverse, int64
   SumPlan sum;
   if (n > 0) {
     HERALD_RETURN_IF_ERROR(plan.Plan(&temp, n, num_unique, false, status));
-    sum.Plan(&temp, n, num_unique, dim);
+    sum.Plan(&temp, n, num_unique, dim, false);
   }
   HERALD_RETURN_IF_ERROR(temp.Allocate(status));
   HERALD_RETURN_IF_ERROR(scope.Start(&temp, stream, status));
