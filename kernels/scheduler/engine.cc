@@ -167,11 +167,11 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
     if (cfg_.emit_plans) {
       ScratchVector<int64_t>& k = L(w, HERALD_SCHED_KEYS);
       ScratchVector<int64_t>& s = L(w, HERALD_SCHED_KEY_SLOTS);
-      k.reserve(wk.size());
-      s.reserve(wk.size());
-      for (const WorkerKey& x : wk) {
-        k.push_back(local_[x.local].key);
-        s.push_back(x.slot);
+      k.resize(wk.size());
+      s.resize(wk.size());
+      for (size_t i = 0; i < wk.size(); ++i) {
+        k[i] = local_[wk[i].local].key;
+        s[i] = wk[i].slot;
       }
     }
   }

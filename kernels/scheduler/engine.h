@@ -94,6 +94,8 @@ class Engine {
   void PlanPs();
   void PlanHet();
   void PlanHerald();
+  template <bool kEmit>
+  void HeraldReads(int32_t worker);
   void Add(int32_t w, int32_t list, int64_t v) {
     if (cfg_.emit_plans) L(w, list).push_back(v);
   }

@@ -13,6 +13,53 @@ namespace {
 constexpr size_t kAhead = 8;  // prefetch distance of the loops below
 }  // namespace
 
+// Steps 2 and 3a of one worker, without branches: a row is written at the end of every list it
+// may go to, and only the lists it goes to grow (the conditions do not predict well).
+template <bool kEmit>
+void Engine::HeraldReads(int32_t w) {
+  const uint64_t bit = 1ULL << w;
+  const std::vector<WorkerKey>& wk = wkeys_[w];
+  const size_t m = wk.size();
+  int64_t* out[HERALD_SCHED_PUSH_KEYS + 1] = {};
+  if (kEmit) {
+    for (int32_t l = HERALD_SCHED_PULL_KEYS; l <= HERALD_SCHED_PUSH_KEYS; ++l) {
+      L(w, l).resize(m);  // empty before; trimmed below
+      out[l] = L(w, l).data();
+    }
+  }
+  int64_t pulls = 0, inits = 0, locals = 0, pushes = 0, state_pulls = 0;
+  for (const WorkerKey& x : wk) {
+    const LocalKey& lk = local_[x.local];
+    const int64_t absent = x.entry < 0 ? 1 : 0;
+    const int64_t pulled = absent & (lk.touched ? 1 : 0);
+    const int64_t local = lk.users == bit ? 1 : 0;
+    if (kEmit) {
+      out[HERALD_SCHED_PULL_KEYS][pulls] = lk.key;
+      out[HERALD_SCHED_PULL_SLOTS][pulls] = x.slot;
+      out[HERALD_SCHED_PULL_VERSIONS][pulls] = lk.version;
+      out[HERALD_SCHED_INIT_KEYS][inits] = lk.key;
+      out[HERALD_SCHED_INIT_SLOTS][inits] = x.slot;
+      out[HERALD_SCHED_LOCAL_KEYS][locals] = lk.key;
+      out[HERALD_SCHED_LOCAL_SLOTS][locals] = x.slot;
+      out[HERALD_SCHED_PUSH_KEYS][pushes] = lk.key;
+    }
+    pulls += pulled;
+    inits += absent - pulled;
+    state_pulls += pulled & local;  // applied here: state comes along
+    locals += local;
+    pushes += 1 - local;
+  }
+  if (kEmit) {
+    const int64_t sizes[] = {pulls, pulls, pulls, inits, inits, locals, locals, pushes};
+    for (int32_t l = HERALD_SCHED_PULL_KEYS; l <= HERALD_SCHED_PUSH_KEYS; ++l) {
+      L(w, l).resize(sizes[l - HERALD_SCHED_PULL_KEYS]);
+    }
+  }
+  traffic_.pull_rows += pulls;
+  traffic_.pull_state_rows += state_pulls;
+  traffic_.push_rows += pushes;
+}
+
 void Engine::PlanHerald() {
   const size_t unique = order_.size();
   // 1. Flush dirty rows that another worker reads at this step. Herald keeps at most one copy
@@ -29,28 +76,10 @@ void Engine::PlanHerald() {
   // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
   // 3a. After the backward pass: local update of private keys, push of shared ones.
   for (int32_t w = 0; w < n_; ++w) {
-    const uint64_t bit = 1ULL << w;
-    for (const WorkerKey& x : wkeys_[w]) {
-      const LocalKey& lk = local_[x.local];
-      if (x.entry < 0) {
-        if (lk.touched) {
-          Add(w, HERALD_SCHED_PULL_KEYS, lk.key);
-          Add(w, HERALD_SCHED_PULL_SLOTS, x.slot);
-          Add(w, HERALD_SCHED_PULL_VERSIONS, lk.version);
-          ++traffic_.pull_rows;
-          if (lk.users == bit) ++traffic_.pull_state_rows;  // applied here: state comes along
-        } else {
-          Add(w, HERALD_SCHED_INIT_KEYS, lk.key);
-          Add(w, HERALD_SCHED_INIT_SLOTS, x.slot);
-        }
-      }
-      if (lk.users == bit) {
-        Add(w, HERALD_SCHED_LOCAL_KEYS, lk.key);
-        Add(w, HERALD_SCHED_LOCAL_SLOTS, x.slot);
-      } else {
-        Add(w, HERALD_SCHED_PUSH_KEYS, lk.key);
-        ++traffic_.push_rows;
-      }
+    if (cfg_.emit_plans) {
+      HeraldReads<true>(w);
+    } else {
+      HeraldReads<false>(w);
     }
   }
   // 3b. Per key: new owner, stale copies dropped, version.
