@@ -243,7 +243,9 @@ def run_worker(args: argparse.Namespace) -> None:
             from herald_tf.keras.export import export_for_serving
 
             transport.checkpoint(args.steps - 1)
-            export_for_serving(model, args.export, checkpoint_dir=args.checkpoint_dir)
+            # Small blocks: the PS shards' rows are sorted and written in several slices.
+            export_for_serving(model, args.export, checkpoint_dir=args.checkpoint_dir,
+                               block_rows=16)
     runtime.close()
     out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
     out["stats"] = np.array(json.dumps(stats))
