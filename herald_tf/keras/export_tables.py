@@ -277,6 +277,15 @@ def sorted_blocks(rows: TableRows, block_rows: int, folder: str,
     if rows.is_sorted:
         yield from rows.blocks(block_rows)
         return
+    if rows.size <= block_rows:  # the whole table is one block: sorted in memory, no files
+        parts = list(rows.blocks(block_rows))
+        keys = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        values = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, rows.dim))
+        del parts
+        meter.see(keys.size)
+        order = np.argsort(keys, kind="stable")
+        yield keys[order], values[order]
+        return
     runs = []
     try:
         for keys, values in rows.blocks(block_rows):
@@ -284,9 +293,6 @@ def sorted_blocks(rows: TableRows, block_rows: int, folder: str,
             order = np.argsort(keys, kind="stable")
             keys, values = keys[order], values[order]
             del order
-            if rows.size <= block_rows:  # one block: sorted in memory, no run files
-                yield keys, values
-                return
             runs.append(_write_run(folder, iter([(keys, values)])))
             del keys, values
         while len(runs) > FAN_IN:
