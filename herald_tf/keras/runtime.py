@@ -77,6 +77,8 @@ class RuntimeConfig:
         lookahead: global batches scheduled ahead (>= 2).
         key_feature: model-input name of the ``[B, F]`` int64 keys.
         pull_timeout_s: how long a pull may wait at the PS for the version it needs.
+        measure_staleness: ``het``: measure the staleness of every read (``stats()["staleness"]``,
+            ``staleness.py``; a few milliseconds per step on the host).
     """
 
     mode: str
@@ -91,6 +93,7 @@ class RuntimeConfig:
     lookahead: int = 2
     key_feature: str = "categorical"
     pull_timeout_s: float = 60.0
+    measure_staleness: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -162,7 +165,7 @@ class WorkerRuntime:
         self.lookups = collections.Counter()
         # het: the staleness of every read, replayed from all workers' plans (staleness.py).
         self._staleness = (StalenessMeter(config.num_workers, config.rank)
-                           if config.mode == "het" else None)
+                           if config.mode == "het" and config.measure_staleness else None)
         self._all_plans: dict[int, list[StepPlan]] = {}
 
     # -- model construction -------------------------------------------------------------------
@@ -320,7 +323,7 @@ class WorkerRuntime:
                 self._write_rows(layer, plan.pull_slots, rows.values,
                                  rows.state if self._pull_state else None, rows.versions)
                 if self._staleness is not None and layer is self.tables[0]:
-                    self._staleness.check_pulled_versions(plan.pull_keys, rows.versions)
+                    self._staleness.check_pulled_versions(rows.versions)
             self.rows_moved["pull"] += plan.pull_keys.size
         with self._lock:
             upcoming = self._plans.get(step + 1)
@@ -501,6 +504,8 @@ class WorkerRuntime:
         if self._scheduler is not None:
             raise PlanMismatchError("Expected resume_at before the first batch is drawn.")
         self._next_step = int(step)
+        if self._staleness is not None:
+            self._staleness.resumed = True
         self._dirty = dict(zip(np.asarray(dirty_keys).tolist(), np.asarray(dirty_slots).tolist()))
 
     def flush_dirty(self) -> int:

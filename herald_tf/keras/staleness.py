@@ -13,11 +13,14 @@ so ``StalenessMeter`` replays what each worker pushes and applies, independently
 scheduler's own bookkeeping, and records for this worker: reads, stale reads (staleness > 0), the
 largest staleness and their sum. It also predicts each pulled row's PS version (steps at which
 the PS applied pushes of it) and compares it with the version the PS returned, so the replay is
-checked against the real servers. Cost per step: a few vectorised hash-table operations per
-worker over the keys of the step (``tf.lookup`` tables, host memory).
+checked against the real servers. Cost per step: a few vectorised hash-table operations
+(``tf.lookup`` tables of key → PS clock and PS version, over the keys read and pushed) and a few
+numpy operations per worker on slot-indexed arrays (pending updates per worker slot, this
+worker's copy versions): an int32 per slot and worker, and an int64 per slot of this worker.
 
 After a resume the meter starts empty: a copy cached before the resumed step is not measured
-until it is pulled again.
+until it is pulled again, clocks count the pushes since the resumed step, and pulled versions are
+not compared (``resumed``).
 """
 
 from __future__ import annotations
@@ -28,42 +31,62 @@ import numpy as np
 import tensorflow as tf
 
 
-class _KeyCounts:
-    """int64 key → int64 count (missing keys read ``default``), vectorised over numpy keys.
+class _KeyClock:
+    """int64 key → (PS clock, PS version), both 0 for a key never pushed; vectorised.
 
-    The table is made on first use: creating it initialises TensorFlow's eager context, which
-    must not happen before a MultiWorkerMirroredStrategy is created.
+    Two open-addressing ``tf.lookup`` tables; the two smallest int64 values mark their empty
+    and deleted buckets, so those two keys are never measured (``usable``). The tables are made
+    on first use: creating them initialises TensorFlow's eager context, which must not happen
+    before a MultiWorkerMirroredStrategy is created.
     """
 
-    def __init__(self, default: int = 0) -> None:
-        self._default = default
-        self._table: Any = None
+    _EMPTY, _DELETED = np.iinfo(np.int64).min, np.iinfo(np.int64).min + 1
 
-    def _made(self) -> Any:
-        if self._table is None:
-            self._table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.int64,
-                                                                  self._default)
-        return self._table
+    def __init__(self) -> None:
+        self._tables: list[Any] = []
 
-    def get(self, keys: np.ndarray) -> np.ndarray:
+    @classmethod
+    def usable(cls, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` the tables can hold."""
+        return keys > cls._DELETED
+
+    def _made(self) -> list[Any]:
+        if not self._tables:
+            self._tables = [tf.lookup.experimental.DenseHashTable(
+                tf.int64, tf.int64, default_value=0, empty_key=self._EMPTY,
+                deleted_key=self._DELETED) for _ in range(2)]
+        return self._tables
+
+    def get(self, keys: np.ndarray, which: int) -> np.ndarray:
+        """The clocks (``which`` 0) or versions (1) of usable ``keys``."""
         if keys.size == 0:
             return np.zeros(0, np.int64)
-        return self._made().lookup(tf.constant(keys, tf.int64)).numpy()
+        return self._made()[which].lookup(tf.constant(keys, tf.int64)).numpy()
 
-    def set(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """``keys`` must be distinct."""
+    def add(self, keys: np.ndarray, clocks: np.ndarray) -> None:
+        """Adds ``clocks`` to the clocks and 1 to the versions of distinct usable ``keys``."""
         if keys.size:
-            self._made().insert(tf.constant(keys, tf.int64), tf.constant(values, tf.int64))
-
-    def add(self, keys: np.ndarray, values: Any) -> None:
-        """Adds ``values`` to the counts of distinct ``keys``."""
-        self.set(keys, self.get(keys) + values)
+            tensor = tf.constant(keys, tf.int64)
+            for table, delta in zip(self._made(), (clocks, 1)):
+                table.insert(tensor, tf.constant(table.lookup(tensor).numpy() + delta))
 
 
-def _summed(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct keys and the sum of their counts."""
-    unique, inverse = np.unique(keys, return_inverse=True)
-    return unique, np.bincount(inverse, weights=counts, minlength=unique.size).astype(np.int64)
+def _grown(array: np.ndarray, slots: np.ndarray, fill: int) -> np.ndarray:
+    """``array`` long enough to index every slot of ``slots`` (new entries ``fill``)."""
+    need = int(slots.max()) + 1 if slots.size else 0
+    if need <= array.size:
+        return array
+    grown = np.full(max(need, 2 * array.size), fill, array.dtype)
+    grown[:array.size] = array
+    return grown
+
+
+def _slots_of(plan: Any, keys: np.ndarray) -> np.ndarray:
+    """Slots at which ``keys`` (a subset of ``plan.keys``) are read at the plan's step."""
+    if keys.size == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(plan.keys, kind="stable")
+    return plan.key_slots[order[np.searchsorted(plan.keys, keys, sorter=order)]]
 
 
 class StalenessMeter:
@@ -76,10 +99,14 @@ class StalenessMeter:
 
     def __init__(self, num_workers: int, rank: int) -> None:
         self.rank = rank
-        self._clock = _KeyCounts()  # key -> PS clock (updates pushed)
-        self._applied = _KeyCounts()  # key -> PS version (steps at which the PS applied it)
-        self._version = _KeyCounts(-1)  # key -> version of this worker's copy (-1: unknown)
-        self._pending = [_KeyCounts() for _ in range(num_workers)]  # updates not pushed yet
+        self._ps = _KeyClock()
+        # Per worker slot: updates applied to the copy there and not pushed yet.
+        self._pending = [np.zeros(0, np.int32) for _ in range(num_workers)]
+        # Per slot of this worker: the version of the copy there (-1: unknown, e.g. resumed).
+        self._version = np.zeros(0, np.int64)
+        self._expected_pull_versions = np.zeros(0, np.int64)
+        self._pulled = np.zeros(0, bool)
+        self.resumed = False  # set after a resume: the replay does not know the PS versions
         self.reads = 0
         self.stale_reads = 0
         self.max_staleness = 0
@@ -88,37 +115,57 @@ class StalenessMeter:
 
     def before_step(self, plan: Any) -> None:
         """Measures this worker's reads of the step (``plan``: its own ``StepPlan``)."""
-        fresh = np.concatenate([plan.pull_keys, plan.init_keys])
-        cached = np.setdiff1d(plan.keys, fresh, assume_unique=True)
-        version = self._version.get(cached)
-        known = version >= 0  # copies cached before a resume are not measured
-        staleness = self._clock.get(cached[known]) - version[known]
-        self.reads += int(plan.keys.size - (~known).sum())
-        if staleness.size:
-            self.stale_reads += int((staleness > 0).sum())
-            self.max_staleness = max(self.max_staleness, int(staleness.max()))
-            self.total_staleness += int(staleness[staleness > 0].sum())
-        self._version.set(fresh, self._clock.get(fresh))
+        self._version = _grown(self._version, plan.key_slots, -1)
+        usable = _KeyClock.usable(plan.keys)
+        keys, slots = plan.keys[usable], plan.key_slots[usable]
+        clock = self._ps.get(keys, 0)
+        fresh = np.isin(keys, plan.pull_keys) | np.isin(keys, plan.init_keys)
+        version = self._version[slots]
+        measured = ~fresh & (version >= 0)  # copies cached before a resume are not measured
+        staleness = clock[measured] - version[measured]
+        self.reads += int(fresh.sum() + measured.sum())
+        stale = staleness[staleness > 0]
+        if stale.size:
+            self.stale_reads += int(stale.size)
+            self.max_staleness = max(self.max_staleness, int(stale.max()))
+            self.total_staleness += int(stale.sum())
+        self._version[slots[fresh]] = clock[fresh]
+        self._pulled = _KeyClock.usable(plan.pull_keys)
+        self._expected_pull_versions = self._ps.get(plan.pull_keys[self._pulled], 1)
 
-    def check_pulled_versions(self, keys: np.ndarray, versions: np.ndarray) -> None:
-        """Compares the versions the PS returned for pulled ``keys`` with the replay."""
-        self.version_mismatches += int((self._applied.get(keys) != versions).sum())
+    def check_pulled_versions(self, versions: np.ndarray) -> None:
+        """Compares the PS versions of the step's pulled rows (in ``pull_keys`` order) with the
+        replay."""
+        if self.resumed:
+            return
+        self.version_mismatches += int(
+            (self._expected_pull_versions != versions[self._pulled]).sum())
 
     def after_step(self, plans: list[Any]) -> None:
         """Replays every worker's updates and pushes of the step (``plans``: all workers')."""
         pushed_keys, pushed_counts = [], []
         for worker, plan in enumerate(plans):
-            pending = self._pending[worker]
-            pending.add(plan.local_keys, 1)
-            keys = np.union1d(plan.push_keys, plan.writeback_keys)
-            pushed_keys.append(keys)
-            pushed_counts.append(pending.get(keys))
-            pending.set(keys, np.zeros(keys.size, np.int64))
-        own = plans[self.rank].local_keys
-        self._version.add(own, 1)
-        keys, counts = _summed(np.concatenate(pushed_keys), np.concatenate(pushed_counts))
-        self._clock.add(keys, counts)
-        self._applied.add(keys, 1)  # the PS applies a key's pushes of a step once
+            slots = np.concatenate([_slots_of(plan, plan.push_keys), plan.writeback_slots])
+            pending = self._pending[worker] = _grown(
+                self._pending[worker], np.concatenate([plan.key_slots, slots, plan.install_dst]),
+                0)
+            pending[plan.local_slots] += 1
+            pushed_keys += [plan.push_keys, plan.writeback_keys]
+            pushed_counts.append(pending[slots])
+            pending[slots] = 0
+            pending[plan.install_dst] = pending[plan.install_src]  # staging -> cache slot
+            pending[plan.install_src] = 0
+        own = plans[self.rank]
+        self._version[own.local_slots] += 1
+        self._version = _grown(self._version, own.install_dst, -1)
+        self._version[own.install_dst] = self._version[own.install_src]
+        keys, counts = np.concatenate(pushed_keys), np.concatenate(pushed_counts)
+        usable = _KeyClock.usable(keys)
+        if usable.any():
+            unique, inverse = np.unique(keys[usable], return_inverse=True)
+            clock = np.bincount(inverse, weights=counts[usable],
+                                minlength=unique.size).astype(np.int64)
+            self._ps.add(unique, clock)  # the PS applies a key's pushes of a step once
 
     def stats(self) -> dict[str, Any]:
         """Reads measured, stale reads, largest and mean staleness of the stale reads."""
