@@ -62,6 +62,7 @@ class HeraldMetrics(keras.callbacks.Callback):
             metrics["staleness_max"] = stale["max"]
             metrics["stale_read_ratio"] = ((stale["stale_reads"] - before["stale_reads"])
                                            / max(stale["reads"] - before["reads"], 1))
+            metrics["time_staleness_measure_s"] = stale["seconds"] - before["seconds"]
         for kind, total in now["bytes"].items():
             metrics[f"bytes_per_sample_{kind}"] = (total - self._before["bytes"].get(kind, 0)
                                                    ) / samples
@@ -85,5 +86,7 @@ class HeraldMetrics(keras.callbacks.Callback):
                             if k.startswith("bytes_per_sample_") and v)
                 + f")  cache hit {metrics['cache_hit_ratio']:.3f}"
                 + (f"  staleness max {metrics['staleness_max']} (stale reads "
-                   f"{metrics['stale_read_ratio']:.3f})" if "staleness_max" in metrics else "")
+                   f"{metrics['stale_read_ratio']:.3f}, measured in "
+                   f"{metrics['time_staleness_measure_s']:.2f}s)"
+                   if "staleness_max" in metrics else "")
             )

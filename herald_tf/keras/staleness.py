@@ -25,6 +25,7 @@ not compared (``resumed``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,7 @@ class StalenessMeter:
         self._expected_pull_versions = np.zeros(0, np.int64)
         self._pulled = np.zeros(0, bool)
         self.resumed = False  # set after a resume: the replay does not know the PS versions
+        self.seconds = 0.0  # spent measuring
         self.reads = 0
         self.stale_reads = 0
         self.max_staleness = 0
@@ -115,6 +117,7 @@ class StalenessMeter:
 
     def before_step(self, plan: Any) -> None:
         """Measures this worker's reads of the step (``plan``: its own ``StepPlan``)."""
+        start = time.perf_counter()
         self._version = _grown(self._version, plan.key_slots, -1)
         usable = _KeyClock.usable(plan.keys)
         keys, slots = plan.keys[usable], plan.key_slots[usable]
@@ -132,6 +135,7 @@ class StalenessMeter:
         self._version[slots[fresh]] = clock[fresh]
         self._pulled = _KeyClock.usable(plan.pull_keys)
         self._expected_pull_versions = self._ps.get(plan.pull_keys[self._pulled], 1)
+        self.seconds += time.perf_counter() - start
 
     def check_pulled_versions(self, versions: np.ndarray) -> None:
         """Compares the PS versions of the step's pulled rows (in ``pull_keys`` order) with the
@@ -143,6 +147,7 @@ class StalenessMeter:
 
     def after_step(self, plans: list[Any]) -> None:
         """Replays every worker's updates and pushes of the step (``plans``: all workers')."""
+        start = time.perf_counter()
         pushed_keys, pushed_counts = [], []
         for worker, plan in enumerate(plans):
             slots = np.concatenate([_slots_of(plan, plan.push_keys), plan.writeback_slots])
@@ -166,6 +171,7 @@ class StalenessMeter:
             clock = np.bincount(inverse, weights=counts[usable],
                                 minlength=unique.size).astype(np.int64)
             self._ps.add(unique, clock)  # the PS applies a key's pushes of a step once
+        self.seconds += time.perf_counter() - start
 
     def stats(self) -> dict[str, Any]:
         """Reads measured, stale reads, largest and mean staleness of the stale reads."""
@@ -175,4 +181,5 @@ class StalenessMeter:
             "max": self.max_staleness,
             "mean_of_stale": self.total_staleness / max(self.stale_reads, 1),
             "version_mismatches": self.version_mismatches,
+            "seconds": self.seconds,
         }

@@ -87,7 +87,7 @@ def _check_staleness(tmp_path, bound: int, eviction: str) -> int:
         assert stale["version_mismatches"] == 0, stale
         assert (stale["stale_reads"] > 0) == (stale["max"] > 0), stale
     # The per-epoch metrics line (HeraldMetrics, as run_herald.py prints it) shows it too.
-    printed = re.findall(r"staleness max (\d+) \(stale reads ([0-9.]+)\)", output)
+    printed = re.findall(r"staleness max (\d+) \(stale reads ([0-9.]+), measured in", output)
     assert printed and int(printed[-1][0]) == stats[0]["staleness"]["max"], output[-2000:]
     return max(s["staleness"]["max"] for s in stats)
 
