@@ -68,9 +68,15 @@ void Engine::Dedup(const int64_t* keys) {
   while (cap < 2 * static_cast<uint64_t>(total)) cap *= 2;  // load <= 1/2
   if (ltable_.size() != cap) ltable_.assign(cap, -1);
   const uint64_t mask = cap - 1;
+  // The small table takes a multiplicative hash (top bits); the key table's stronger hash is
+  // computed for distinct keys only.
+  int shift = 64;
+  for (uint64_t c = cap; c > 1; c >>= 1) --shift;
   scratch_hash_.resize(total + kAhead);  // kAhead zeros at the end: prefetch without a test
   uint64_t* hashes = scratch_hash_.data();
-  for (int64_t i = 0; i < total; ++i) hashes[i] = KeyIndexMap::HashOf(keys[i]);
+  for (int64_t i = 0; i < total; ++i) {
+    hashes[i] = (static_cast<uint64_t>(keys[i]) * 0x9e3779b97f4a7c15ULL) >> shift;
+  }
   for (int64_t i = total; i < total + kAhead; ++i) hashes[i] = 0;
   // At most `total` distinct keys: write by index, shrink at the end.
   occ_.resize(total);
@@ -84,9 +90,9 @@ void Engine::Dedup(const int64_t* keys) {
   int32_t* lcount = lcount_.data();
   int32_t unique = 0;
   for (int64_t i = 0; i < total; ++i) {
-    __builtin_prefetch(&table[hashes[i + kAhead] & mask]);
+    __builtin_prefetch(&table[hashes[i + kAhead]]);
     const int64_t key = keys[i];
-    uint64_t p = hashes[i] & mask;
+    uint64_t p = hashes[i];
     int32_t l;
     while (true) {
       l = table[p];
@@ -94,7 +100,6 @@ void Engine::Dedup(const int64_t* keys) {
         l = unique++;
         table[p] = l;
         lkeys[l] = key;
-        lhash_[l] = hashes[i];
         lcount[l] = 0;
         lplace_[l] = static_cast<int32_t>(p);
         break;
@@ -107,6 +112,7 @@ void Engine::Dedup(const int64_t* keys) {
   }
   lkeys_.resize(unique);
   lhash_.resize(unique);
+  for (int32_t l = 0; l < unique; ++l) lhash_[l] = KeyIndexMap::HashOf(lkeys[l]);
   lcount_.resize(unique);
   lplace_.resize(unique);
   for (int32_t p : lplace_) table[p] = -1;
@@ -125,43 +131,63 @@ void Engine::Snapshot() {
   for (int64_t l = 0; l < unique; ++l) {
     if (l + kAhead < unique) __builtin_prefetch(&keys_[lkidx_[l + kAhead]]);
     const KeyState& ks = keys_[lkidx_[l]];
-    local_[l] = LocalKey{lkeys_[l], ks.holders, 0,        0,       lkidx_[l], lcount_[l],
-                         ks.version, 0,         ks.entry, ks.slot, ks.owner,  ks.touched};
+    local_[l] = LocalKey{lkeys_[l],  ks.holders, 0,       0,        lkidx_[l], lcount_[l],
+                         ks.version, ks.entry,   ks.slot, ks.owner, ks.touched};
   }
 }
 
+// Per worker: its distinct keys in order of first occurrence and the slot it reads each at.
+// Three passes without data-dependent branches per occurrence: find first occurrences (dense
+// user masks), give each new key its slot, write the slot of every occurrence.
 void Engine::BuildWorkerKeys(const int64_t* samples) {
-  order_.clear();
   const int64_t base = cfg_.cache_capacity + (step_ % cfg_.staging_regions) * staging_size_;
   const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
+  const size_t unique = local_.size();
+  const size_t per_worker = static_cast<size_t>(b_) * f_;
+  lusers_.assign(unique, 0);
+  lread_.resize(unique);
+  order_.resize(unique + 1);  // the branch-free writes below may write one past the last key
+  first_.resize(per_worker);
+  uint64_t* users = lusers_.data();
+  int32_t* first = first_.data();
+  int32_t ordered = 0;
   for (int32_t w = 0; w < n_; ++w) {
-    std::vector<WorkerKey>& wk = wkeys_[w];
-    wk.clear();
     const uint64_t bit = 1ULL << w;
-    Directory& dir = dirs_[w];
-    int32_t staged = 0;
-    int64_t* occ_out = nullptr;  // (B, F) read slot of every occurrence, when emitting
-    if (cfg_.emit_plans) {
-      ScratchVector<int64_t>& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);
-      o.resize(static_cast<size_t>(b_) * f_);
-      occ_out = o.data();
-    }
+    int32_t found = 0;
     for (int32_t j = 0; j < b_; ++j) {
       const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
       for (int32_t f = 0; f < f_; ++f) {
-        LocalKey& lk = local_[row[f]];
-        if (!(lk.users & bit)) {
-          if (lk.users == 0) order_.push_back(row[f]);
-          lk.users |= bit;
-          int32_t e = -1;
-          if ((lk.holders >> w) & 1) e = herald ? lk.entry : dir.Find(lk.key);
-          // Herald's key table knows the slot of the only copy; het asks the directory.
-          int32_t slot = e < 0 ? static_cast<int32_t>(base + staged++)
-                               : (herald ? lk.slot : dir.at(e).slot);
-          lk.read_slot = slot;
-          wk.push_back(WorkerKey{row[f], slot, e});
-        }
-        if (occ_out != nullptr) occ_out[j * f_ + f] = lk.read_slot;
+        const int32_t l = row[f];
+        const uint64_t u = users[l];
+        users[l] = u | bit;
+        first[found] = l;
+        found += (u & bit) == 0 ? 1 : 0;
+        order_[ordered] = l;
+        ordered += u == 0 ? 1 : 0;
+      }
+    }
+    std::vector<WorkerKey>& wk = wkeys_[w];
+    wk.resize(found);
+    Directory& dir = dirs_[w];
+    int32_t staged = 0;
+    for (int32_t i = 0; i < found; ++i) {
+      const int32_t l = first[i];
+      const LocalKey& lk = local_[l];
+      int32_t e = -1;
+      if ((lk.holders >> w) & 1) e = herald ? lk.entry : dir.Find(lk.key);
+      // Herald's key table knows the slot of the only copy; het asks the directory.
+      const int32_t slot = e < 0 ? static_cast<int32_t>(base + staged++)
+                                 : (herald ? lk.slot : dir.at(e).slot);
+      lread_[l] = slot;
+      wk[i] = WorkerKey{l, slot, e};
+    }
+    if (cfg_.emit_plans) {
+      ScratchVector<int64_t>& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);  // (B, F)
+      o.resize(per_worker);
+      for (int32_t j = 0; j < b_; ++j) {
+        const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
+        int64_t* out = o.data() + static_cast<size_t>(j) * f_;
+        for (int32_t f = 0; f < f_; ++f) out[f] = lread_[row[f]];
       }
     }
     if (cfg_.emit_plans) {
@@ -175,6 +201,8 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
       }
     }
   }
+  order_.resize(ordered);
+  for (size_t l = 0; l < unique; ++l) local_[l].users = users[l];
 }
 
 }  // namespace sched

@@ -28,7 +28,7 @@ struct KeyState {
 
 // One unique key of the current step (dense, in order of first occurrence in the batch), with a
 // snapshot of its KeyState at step start, so the step's passes read a small contiguous array
-// (64 bytes).
+// (56 bytes).
 struct LocalKey {
   int64_t key;
   uint64_t holders;      // snapshot
@@ -37,7 +37,6 @@ struct LocalKey {
   int32_t kidx;
   int32_t count;         // occurrences in the global batch
   int32_t version;       // snapshot
-  int32_t read_slot;     // slot the worker being built reads it at
   int32_t entry;         // snapshot (herald)
   int32_t slot;          // snapshot (herald): cache slot of `entry`
   int8_t owner;          // snapshot
@@ -119,7 +118,10 @@ class Engine {
   ScratchVector<int32_t> lplace_;     // ltable_ position of each local key (to clear it)
   ScratchVector<int32_t> lkidx_;      // key table index of each local key
   ScratchVector<uint64_t> scratch_hash_;  // (G, F) hash of every occurrence
-  std::vector<int32_t> order_;      // local indices, first occurrence, worker-major
+  ScratchVector<int32_t> order_;    // local indices, first occurrence, worker-major
+  ScratchVector<uint64_t> lusers_;  // users of each local key while BuildWorkerKeys runs
+  ScratchVector<int32_t> lread_;    // slot the worker being built reads each local key at
+  ScratchVector<int32_t> first_;    // local keys of the worker being built, first occurrences
   ScratchVector<uint64_t> lane_score_;   // greedy lanes: score byte lanes of each local key
   struct LaneKey {                     // grouped lanes: worker masks of a local key (N <= 8)
     uint8_t users;       // workers given a sample with it so far
