@@ -139,13 +139,6 @@ class ServingTable(tf.Module):
 # ----------------------------------------------------------------------------------------------
 # Raw string tokens -> the readers' int64 keys, with stock TensorFlow ops.
 
-_HEX = np.full(256, 255, np.int64)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX[_c] = 10 + _i
-
-
 def _checked(keys: tf.Tensor, bad: tf.Tensor, tokens: tf.Tensor, expected: str) -> tf.Tensor:
     """``keys``, after an assertion that no token is ``bad`` (a graph dependency, so a TF1
     session or TF Serving runs it too)."""
@@ -163,11 +156,11 @@ def criteo_keys(tokens: tf.Tensor) -> tf.Tensor:
     token is the reserved key ``1 << 40 | field << 32``. A token the reader would skip its line
     for (over 8 characters, not hex) fails the request with ``InvalidArgumentError``.
     """
-    from herald_tf.data.criteo import EMPTY_KEY_BIT
+    from herald_tf.data.criteo import _NIBBLE, EMPTY_KEY_BIT  # the reader's digit table
 
     tokens = tf.convert_to_tensor(tokens, tf.string)
     length = tf.cast(tf.strings.length(tokens), tf.int64)  # bytes, as the reader's ASCII
-    nibbles = tf.gather(tf.constant(_HEX),
+    nibbles = tf.gather(tf.constant(_NIBBLE.astype(np.int64)),
                         tf.cast(tf.io.decode_raw(tokens, tf.uint8, fixed_length=8), tf.int32))
     used = tf.range(8, dtype=tf.int64) < length[..., tf.newaxis]
     bad = (length > 8) | tf.reduce_any(used & tf.equal(nibbles, 255), axis=-1)
@@ -188,7 +181,7 @@ def avazu_keys(tokens: tf.Tensor) -> tf.Tensor:
     does; an ``hour`` that is not ``YYMMDDHH`` of a real date (a line the reader skips) fails the
     request with ``InvalidArgumentError``.
     """
-    from herald_tf.data.avazu import keys_tf
+    from herald_tf.data.avazu import _DAYS_IN_MONTH, keys_tf
 
     tokens = tf.convert_to_tensor(tokens, tf.string)
     hour = tokens[:, 0]
@@ -196,8 +189,7 @@ def avazu_keys(tokens: tf.Tensor) -> tf.Tensor:
     h = tf.strings.to_number(tf.where(digits, hour, "00010100"), tf.int64)
     year, month, day, hh = 2000 + h // 1000000, h // 10000 % 100, h // 100 % 100, h % 100
     leap = tf.equal(year % 4, 0) & (tf.not_equal(year % 100, 0) | tf.equal(year % 400, 0))
-    month_days = tf.constant([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], tf.int64)
-    days = tf.gather(month_days, tf.clip_by_value(month, 0, 12)) - tf.cast(
+    days = tf.gather(tf.constant(_DAYS_IN_MONTH), tf.clip_by_value(month, 0, 12)) - tf.cast(
         tf.equal(month, 2) & ~leap, tf.int64)
     ok = digits & (month >= 1) & (month <= 12) & (day >= 1) & (day <= days) & (hh <= 23)
     tokens = _checked(tokens, ~ok, hour, "Avazu hour values YYMMDDHH of a real date")

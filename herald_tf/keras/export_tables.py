@@ -15,12 +15,14 @@ export; runs are merged ``FAN_IN`` at a time, each read through a buffer of ``bl
 runs`` rows, until one sorted stream remains, which is cut into the output blocks. Keys must be
 unique (a key lives on one PS shard); a repeated key is refused.
 
-Memory: the rows this module holds at once (every numpy buffer together) stay a small multiple
-of one block, ``block_rows * (8 + 4 * dim)`` bytes, whatever the table's size (the test measures
-the peak with ``tracemalloc``), plus TensorFlow's copy of the block being saved. Rows read from a
-``local``-mode layer need its key map too (16 bytes per trained key). Disk: the runs take about
-the table's size again under the export folder while it is written (none when the table fits in
-one block), and are removed at the end.
+Memory: every numpy buffer of this module together stays about 5 blocks of ``block_rows * (8 +
+4 * dim)`` bytes (default ``DEFAULT_BLOCK_BYTES``, 64 MiB), whatever the table's size, plus
+TensorFlow's copy of the block being saved and well under 1 KB of bookkeeping per block (the
+tests measure the peak with ``tracemalloc``). Measured on a 2-core machine with the default
+blocks: the exporting process's peak RSS grew by ~375 MB for a 0.5 GB and for a 2.1 GB table
+(dim 64; 8M rows in 49 s). Rows read from a ``local``-mode layer need its key map too (16 bytes
+per trained key). Disk: the runs take about the table's size again under the export folder while
+it is written (none when the table fits in one block), and are removed at the end.
 """
 
 from __future__ import annotations
