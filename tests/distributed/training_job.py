@@ -115,8 +115,8 @@ def run_reference(args: argparse.Namespace) -> None:
     g = args.num_workers * args.batch_size
     data = make_data(args.steps, g)
     model = build_model(args.model, args.optimizer)
-    model.fit({"categorical": data["categorical"], "dense": data["dense"]}, data["label"],
-              batch_size=g, shuffle=False, epochs=1, verbose=0)
+    history = model.fit({"categorical": data["categorical"], "dense": data["dense"]},
+                        data["label"], batch_size=g, shuffle=False, epochs=1, verbose=0)
     out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
     keys = np.unique(data["categorical"])
     for layer in herald_embeddings(model):
@@ -125,6 +125,7 @@ def run_reference(args: argparse.Namespace) -> None:
         out[f"versions/{layer.table.name}"] = layer.versions.numpy()[slots]
     out["keys"] = keys
     out["keras"] = _keras_name()
+    out["history"] = _history(history)
     np.savez(args.out, **out)
     if args.export:
         from herald_tf.keras.export import export_for_serving
@@ -157,6 +158,12 @@ def crash_callback():
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return CrashAfter
+
+
+def _history(history) -> np.ndarray:
+    """``fit``'s per-epoch logs as JSON."""
+    return np.array(json.dumps({k: [float(x) for x in np.ravel(v)]
+                                for k, v in history.history.items()}))
 
 
 def _keras_name() -> np.ndarray:
@@ -219,8 +226,8 @@ def run_worker(args: argparse.Namespace) -> None:
             model = build_model(args.model, args.optimizer, steps_per_execution=3,
                                 dense_sync=sync)
         resume(model, runtime, args)
-        model.fit(runtime.dataset(specs), epochs=1, verbose=0,
-                  callbacks=sync.callbacks() + callbacks)
+        history = model.fit(runtime.dataset(specs), epochs=1, verbose=0,
+                            callbacks=sync.callbacks() + callbacks)
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         with strategy.scope(), runtime.scope():
@@ -228,8 +235,8 @@ def run_worker(args: argparse.Namespace) -> None:
             model = build_model(args.model, args.optimizer, steps_per_execution=1)
             resume(model, runtime, args)
         # tf-keras needs the number of steps of a distributed dataset (Keras 3 runs it out).
-        model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
-                  callbacks=callbacks, **_steps_of_distributed_dataset(args))
+        history = model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
+                            callbacks=callbacks, **_steps_of_distributed_dataset(args))
     stats = runtime.stats()  # the plans' traffic, before the final flush of owned rows
     runtime.flush_dirty()
     if args.export:
@@ -249,6 +256,7 @@ def run_worker(args: argparse.Namespace) -> None:
     runtime.close()
     out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
     out["stats"] = np.array(json.dumps(stats))
+    out["history"] = _history(history)
     out["keras"] = _keras_name()
     if args.mode == "allreduce":  # the rows live in every replica, not on the PS
         keys = np.unique(data["categorical"])

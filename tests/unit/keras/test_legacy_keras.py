@@ -243,6 +243,9 @@ def _check_tf_keras_workers_equal_keras3_reference(tmp_path, mode: str, optimize
                 assert_close(out[key], ref[key])
             assert json.loads(str(out["stats"]))["steps"] == steps
             assert str(out["keras"]) == "tf_keras"
+            # fit's logged loss (the mean over the run's global batches) is the reference's.
+            logged = json.loads(str(out["history"]))["loss"]
+            assert_close(logged, json.loads(str(ref["history"]))["loss"])
     assert str(ref["keras"]) == "keras3"
 
 
