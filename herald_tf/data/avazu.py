@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from herald_tf.data.criteo import CriteoBatch
+from herald_tf.data.criteo import CriteoBatch, rebatch
 from herald_tf.errors import InvalidArgumentError
 
 #: The header of Avazu's labelled ``train`` file.
@@ -346,8 +346,12 @@ class AvazuReader:
             )
 
     def __iter__(self) -> Iterator[CriteoBatch]:
-        pending: list[CriteoBatch] = []
-        rows = 0
+        for out in rebatch(self._chunks(), self.batch_rows):
+            self.rows += len(out)
+            yield out
+
+    def _chunks(self) -> Iterator[CriteoBatch]:
+        """The header checked, then the file parsed in chunks of ``chunk_bytes`` of lines."""
         with self._open() as f:
             header = f.readline()
             if not header.strip():
@@ -357,23 +361,9 @@ class AvazuReader:
                 )
             self._check_header(header)
             lineno = 1
-            while True:
-                lines = f.readlines(self.chunk_bytes)
-                if not lines:
-                    break
-                batch = self._parse(lines, lineno)
+            while lines := f.readlines(self.chunk_bytes):
+                yield self._parse(lines, lineno)
                 lineno += len(lines)
-                pending.append(batch)
-                rows += len(batch)
-                while rows >= self.batch_rows:
-                    out, pending = _take(pending, self.batch_rows)
-                    rows -= self.batch_rows
-                    self.rows += len(out)
-                    yield out
-        if rows:
-            out, _ = _take(pending, rows)
-            self.rows += len(out)
-            yield out
 
     def _parse(self, lines: list[bytes], first_lineno: int) -> CriteoBatch:
         """Parses a chunk of lines with numpy; malformed lines are skipped or raise."""
@@ -405,14 +395,6 @@ class AvazuReader:
                 )
             self.skipped += len(bad)
         return CriteoBatch(labels=labels, dense=np.zeros((len(labels), 0), np.float32), keys=keys)
-
-
-def _take(parts: list[CriteoBatch], n: int) -> tuple[CriteoBatch, list[CriteoBatch]]:
-    labels = np.concatenate([p.labels for p in parts])
-    dense = np.concatenate([p.dense for p in parts])
-    keys = np.concatenate([p.keys for p in parts])
-    rest = CriteoBatch(labels=labels[n:], dense=dense[n:], keys=keys[n:])
-    return CriteoBatch(labels=labels[:n], dense=dense[:n], keys=keys[:n]), [rest]
 
 
 def read_keys(path: str | os.PathLike, limit: int | None = None) -> np.ndarray:

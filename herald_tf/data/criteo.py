@@ -18,7 +18,7 @@ import dataclasses
 import gzip
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -91,27 +91,17 @@ class CriteoReader:
         return open(self.path, encoding="utf-8", errors="replace", newline="\n")
 
     def __iter__(self) -> Iterator[CriteoBatch]:
-        pending: list[CriteoBatch] = []
-        rows = 0
-        with self._open() as f:
-            lineno = 0
-            while True:
-                lines = f.readlines(1 << 22)
-                if not lines:
-                    break
-                batch = self._parse(lines, lineno)
-                lineno += len(lines)
-                pending.append(batch)
-                rows += len(batch)
-                while rows >= self.batch_rows:
-                    out, pending = _take(pending, self.batch_rows)
-                    rows -= self.batch_rows
-                    self.rows += len(out)
-                    yield out
-        if rows:
-            out, _ = _take(pending, rows)
+        for out in rebatch(self._chunks(), self.batch_rows):
             self.rows += len(out)
             yield out
+
+    def _chunks(self) -> Iterator[CriteoBatch]:
+        """The file parsed in chunks of about 4 MB of lines."""
+        with self._open() as f:
+            lineno = 0
+            while lines := f.readlines(1 << 22):
+                yield self._parse(lines, lineno)
+                lineno += len(lines)
 
     def _parse(self, lines: list[str], first_lineno: int) -> CriteoBatch:
         """Parses a chunk of lines with numpy; malformed lines are skipped or raise."""
@@ -140,6 +130,22 @@ class CriteoReader:
                 )
             self.skipped += len(bad)
         return CriteoBatch(labels=labels[ok], dense=dense_transform(dense[ok]), keys=keys[ok])
+
+
+def rebatch(chunks: Iterable[CriteoBatch], batch_rows: int) -> Iterator[CriteoBatch]:
+    """Regroups parsed chunks (of any sizes) into batches of exactly ``batch_rows`` rows, in
+    order; a last, shorter batch holds the remainder. Shared by the Criteo and Avazu readers."""
+    pending: list[CriteoBatch] = []
+    rows = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        rows += len(chunk)
+        while rows >= batch_rows:
+            out, pending = _take(pending, batch_rows)
+            rows -= batch_rows
+            yield out
+    if rows:
+        yield _take(pending, rows)[0]
 
 
 def _take(parts: list[CriteoBatch], n: int) -> tuple[CriteoBatch, list[CriteoBatch]]:

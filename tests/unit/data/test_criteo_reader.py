@@ -67,3 +67,19 @@ def test_gzip_and_batching(tmp_path) -> None:
     sizes = [len(b) for b in CriteoReader(str(path), batch_rows=2)]
     assert sizes == [2, 2, 1]
     assert read_keys(str(path), limit=3).shape == (3, 26)
+
+
+def test_rebatch_regroups_chunks_into_exact_batches_in_order():
+    from herald_tf.data.criteo import CriteoBatch, rebatch
+
+    def chunk(start, n):
+        ids = np.arange(start, start + n)
+        return CriteoBatch(labels=(ids % 2).astype(np.int8),
+                           dense=ids[:, None].astype(np.float32),
+                           keys=np.stack([ids, ids + 100], axis=1))
+
+    chunks = [chunk(0, 3), chunk(3, 0), chunk(3, 7), chunk(10, 1)]
+    out = list(rebatch(iter(chunks), 4))
+    assert [len(b) for b in out] == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate([b.keys[:, 0] for b in out]), np.arange(11))
+    np.testing.assert_array_equal(np.concatenate([b.dense[:, 0] for b in out]), np.arange(11))
