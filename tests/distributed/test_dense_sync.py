@@ -151,6 +151,29 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def fit_worker_rows(model: Any, sync: Any, worker: str, inputs: tuple[np.ndarray, ...],
+                    labels: np.ndarray, weights: np.ndarray, batch: int, steps: int) -> None:
+    """Trains one epoch of `steps` batches on this worker's rows: plain ``model.fit`` arrays with
+    the sync's callbacks under Horovod, a per-worker distributed dataset (no auto-sharding: the
+    rows are already this worker's) under tf.distribute."""
+    import tensorflow as tf
+
+    if worker == "horovod":
+        model.fit(list(inputs), labels, sample_weight=weights, batch_size=batch, epochs=1,
+                  shuffle=False, verbose=0, callbacks=sync.callbacks())
+        return
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((inputs, labels, weights)).batch(batch)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
+        return ds.with_options(options)
+
+    data = sync.strategy.distribute_datasets_from_function(dataset_fn)
+    model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+
+
 def worker_main(argv: list[str]) -> None:
     """One worker of the two-process step; writes its ``step_result`` to ``--out``."""
     parser = argparse.ArgumentParser()
@@ -175,20 +198,8 @@ def worker_main(argv: list[str]) -> None:
     with sync.scope():
         model = build_model(init_seed=1 + 10 * rank)
         compile_model(model, sync)
-    if args.worker == "horovod":
-        model.fit([keys[mine], dense[mine]], labels[mine], sample_weight=weights[mine],
-                  batch_size=B, epochs=1, shuffle=False, verbose=0, callbacks=sync.callbacks())
-    else:
-        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            ds = tf.data.Dataset.from_tensor_slices(
-                ((keys[mine], dense[mine]), labels[mine], weights[mine])).batch(B)
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = (
-                tf.data.experimental.AutoShardPolicy.OFF)
-            return ds.with_options(options)
-
-        data = sync.strategy.distribute_datasets_from_function(dataset_fn)
-        model.fit(data, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
+    fit_worker_rows(model, sync, args.worker, (keys[mine], dense[mine]), labels[mine],
+                    weights[mine], B, steps=1)
     np.savez(args.out, **step_result(model), **collective_results(sync))
     sync.shutdown()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_dense_sync import Workers, _die_with_parent, _free_port
+from test_dense_sync import Workers, _die_with_parent, _free_port, fit_worker_rows
 
 B = 8
 N = 2
@@ -132,20 +132,8 @@ def worker_main(argv: list[str]) -> None:
     mine = worker_rows(sync.rank)
     with sync.scope():
         model = build_model(init_seed=3 + sync.rank, sync=sync)
-    if args.worker == "horovod":
-        model.fit([keys[mine], dense[mine]], labels[mine], sample_weight=weights[mine],
-                  batch_size=B, epochs=1, shuffle=False, verbose=0, callbacks=sync.callbacks())
-    else:
-        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            ds = tf.data.Dataset.from_tensor_slices(
-                ((keys[mine], dense[mine]), labels[mine], weights[mine])).batch(B)
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = (
-                tf.data.experimental.AutoShardPolicy.OFF)
-            return ds.with_options(options)
-
-        data = sync.strategy.distribute_datasets_from_function(dataset_fn)
-        model.fit(data, epochs=1, steps_per_epoch=STEPS, shuffle=False, verbose=0)
+    fit_worker_rows(model, sync, args.worker, (keys[mine], dense[mine]), labels[mine],
+                    weights[mine], B, steps=STEPS)
     np.savez(args.out, **result(model))
     sync.barrier()
     sync.shutdown()
