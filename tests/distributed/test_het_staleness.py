@@ -13,66 +13,34 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from ps_cluster import PsCluster
+from training_job import free_ports, job_env, run_jobs
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_job.py")
 STEPS = 31
-TIMEOUT_S = 300
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _run_het(tmp_path, bound: int, eviction: str) -> tuple[list[dict], str]:
     """Trains 2 het workers; returns their runtime stats and rank 0's output."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.pop("TF_USE_LEGACY_KERAS", None)
     common = ["--model", "wdl", "--optimizer", "sgd", "--num-workers", "2", "--steps",
               str(STEPS), "--batch-size", "8", "--mode", "het", "--bound", str(bound),
               "--eviction", eviction, "--herald-metrics"]
     logs = [str(tmp_path / f"w{rank}.log") for rank in range(2)]
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=2) as cluster:
-        hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-        procs = []
-        try:
-            for rank in range(2):
-                tf_config = json.dumps({"cluster": {"worker": hosts},
-                                        "task": {"type": "worker", "index": rank}})
-                with open(logs[rank], "wb") as log:
-                    procs.append(subprocess.Popen(
-                        [sys.executable, JOB, "worker", *common, "--rank", str(rank),
-                         "--ps-addrs", ",".join(cluster.addresses), "--token", cluster.token,
-                         "--tf-config", tf_config, "--out", str(tmp_path / f"w{rank}.npz")],
-                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                        start_new_session=True))
-            deadline = time.monotonic() + TIMEOUT_S
-            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-                if any(p.poll() not in (None, 0) for p in procs):
-                    break
-                time.sleep(0.2)
-            for p, log in zip(procs, logs):
-                assert p.poll() == 0, f"{log} exited {p.poll()}:\n" + open(
-                    log, errors="replace").read()[-4000:]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                p.wait()
+        hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+        commands = []
+        for rank in range(2):
+            tf_config = json.dumps({"cluster": {"worker": hosts},
+                                    "task": {"type": "worker", "index": rank}})
+            commands.append([sys.executable, JOB, "worker", *common, "--rank", str(rank),
+                             "--ps-addrs", ",".join(cluster.addresses), "--token",
+                             cluster.token, "--tf-config", tf_config,
+                             "--out", str(tmp_path / f"w{rank}.npz")])
+        run_jobs(commands, logs, [job_env(), job_env()])
     stats = [json.loads(str(np.load(tmp_path / f"w{rank}.npz")["stats"])) for rank in range(2)]
     return stats, open(logs[0], errors="replace").read()
 

@@ -11,7 +11,8 @@ test after the workers exit.
 
 With ``TF_USE_LEGACY_KERAS=1`` in the environment, ``wdl`` is built from ``tf.keras`` (tf-keras)
 layers instead of the Keras 3 models of ``examples/ctr/models.py``; the reference stays the
-Keras 3 one (the tests start it without the variable).
+Keras 3 one (the tests start it without the variable). ``free_ports``, ``job_env`` and
+``run_jobs`` start such jobs from a test.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import argparse
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -33,6 +37,55 @@ OPTIMIZERS = {
     "adagrad": {"kind": "adagrad", "learning_rate": 0.1},
     "adam": {"kind": "adam", "learning_rate": 0.01, "epsilon": 1e-4},
 }
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free at the time of the call (for TF_CONFIG worker addresses)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def job_env(legacy_keras: bool = False) -> dict[str, str]:
+    """The environment of a job: this one without TF_CONFIG, with TF_USE_LEGACY_KERAS=1 (tf-keras
+    as tf.keras) or without it (Keras 3)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.pop("TF_CONFIG", None)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    if legacy_keras:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    return env
+
+
+def run_jobs(commands: list[list[str]], logs: list[str], envs: list[dict[str, str]],
+             timeout_s: float = 300.0) -> None:
+    """Runs the commands at once (each in a new session, output to its log); on a failure or
+    timeout kills the rest by pid and raises with the failed one's output."""
+    procs = []
+    try:
+        for cmd, log, env in zip(commands, logs, envs):
+            with open(log, "wb") as f:
+                procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env,
+                                              start_new_session=True))
+        deadline = time.monotonic() + timeout_s
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for p, log in zip(procs, logs):
+            if p.poll() != 0:
+                raise AssertionError(f"{log} exited {p.poll()}:\n"
+                                     + open(log, errors="replace").read()[-4000:])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
 
 
 def make_data(steps: int, global_batch: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -25,7 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
     __file__)))))
 DISTRIBUTED = os.path.join(ROOT, "tests", "distributed")
 JOB = os.path.join(DISTRIBUTED, "training_job.py")
-TIMEOUT_S = 300
+sys.path.insert(0, DISTRIBUTED)
+
+from ps_cluster import PsCluster  # noqa: E402
+from training_job import free_ports, job_env, run_jobs  # noqa: E402
 
 # One process per Keras: a HeraldEmbedding's forward pass and storage gradient, then an ordinary
 # tf.keras model trained with fit (progress bar, a metric, two standard callbacks), evaluate and
@@ -109,49 +109,14 @@ np.savez(out_path, **out)
 """
 
 
-def _env(legacy: bool) -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    if legacy:
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    return env
-
-
-def _run_all(commands: list[tuple[list[str], bool]], logs: list[str]) -> None:
-    """Runs the commands at once (each with or without the variable); on a failure or timeout
-    kills the rest, by pid."""
-    procs = []
-    try:
-        for (cmd, legacy), log in zip(commands, logs):
-            with open(log, "wb") as f:
-                procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL, env=_env(legacy),
-                                              start_new_session=True, cwd=ROOT))
-        deadline = time.monotonic() + TIMEOUT_S
-        while any(p.poll() is None for p in procs):
-            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for p, log in zip(procs, logs):
-            if p.poll() != 0:
-                raise AssertionError(f"{log} exited {p.poll()}:\n"
-                                     + open(log, errors="replace").read()[-4000:])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-
-
 @pytest.fixture(scope="module")
 def both_kerases(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
     """The script's outputs under Keras 3 and under tf-keras (run side by side)."""
     tmp = tmp_path_factory.mktemp("legacy_keras")
     runs = {"keras3": False, "tf_keras": True}
-    _run_all([([sys.executable, "-c", SCRIPT, str(tmp / f"{name}.npz"),
-                str(tmp / f"{name}.csv")], legacy) for name, legacy in runs.items()],
-             [str(tmp / f"{name}.log") for name in runs])
+    run_jobs([[sys.executable, "-c", SCRIPT, str(tmp / f"{name}.npz"), str(tmp / f"{name}.csv")]
+              for name in runs], [str(tmp / f"{name}.log") for name in runs],
+             [job_env(legacy) for legacy in runs.values()])
     results = {}
     for name in runs:
         with np.load(tmp / f"{name}.npz") as data:
@@ -190,38 +155,27 @@ def test_tf_keras_model_fit_evaluate_predict_with_callbacks_equal_keras3(both_ke
     assert lines[0].split(",")[:3] == ["epoch", "auc", "loss"] and len(lines) == 3
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _check_tf_keras_workers_equal_keras3_reference(tmp_path, mode: str, optimizer: str,
                                                    steps: int) -> None:
     """2 tf-keras workers (MultiWorkerMirroredStrategy) train WDL through 2 real PS; the Keras 3
     single-process reference trains the same global batches: every touched row (read from the
     PS) and every dense weight must agree within 1e-5 relative."""
-    sys.path.insert(0, DISTRIBUTED)
-    from ps_cluster import PsCluster
-
     common = ["--model", "wdl", "--optimizer", optimizer, "--num-workers", "2", "--steps",
               str(steps), "--batch-size", "8"]
     ref_out = str(tmp_path / "ref.npz")
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=2) as cluster:
-        hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-        commands = [([sys.executable, JOB, "reference", *common, "--out", ref_out], False)]
+        hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+        commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out]]
         for rank in range(2):
             tf_config = json.dumps({"cluster": {"worker": hosts},
                                     "task": {"type": "worker", "index": rank}})
-            commands.append(([sys.executable, JOB, "worker", *common, "--rank", str(rank),
-                              "--mode", mode, "--ps-addrs", ",".join(cluster.addresses),
-                              "--token", cluster.token, "--tf-config", tf_config,
-                              "--out", str(tmp_path / f"w{rank}.npz")], True))
-        _run_all(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))])
+            commands.append([sys.executable, JOB, "worker", *common, "--rank", str(rank),
+                             "--mode", mode, "--ps-addrs", ",".join(cluster.addresses),
+                             "--token", cluster.token, "--tf-config", tf_config,
+                             "--out", str(tmp_path / f"w{rank}.npz")])
+        # The reference is Keras 3; the workers run tf-keras.
+        run_jobs(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))],
+                 [job_env(False), job_env(True), job_env(True)])
         ref = np.load(ref_out)
         transport = cluster.transport()
         tables = [k.split("/", 1)[1] for k in ref.files if k.startswith("rows/")]
