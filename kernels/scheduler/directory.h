@@ -51,9 +51,9 @@ class Directory {
   DirEntry& at(int32_t e) { return entries_[e]; }
   const DirEntry& at(int32_t e) const { return entries_[e]; }
 
-  // Cache hints for loops over many keys: the map slot of `key`, the entry `e`.
+  // Cache hints for loops over many keys: the map slot of `key`, the entry `e` (any e).
   void PrefetchKey(int64_t key) const { map_.Prefetch(key); }
-  void PrefetchEntry(int32_t e) const { __builtin_prefetch(&entries_[e]); }
+  void PrefetchEntry(int32_t e) const { __builtin_prefetch(entries_.data() + (e < 0 ? 0 : e)); }
 
   // Marks `key` used at `step`, inserting it pending at `staging` if absent; returns its entry.
   int32_t Touch(int64_t key, int32_t kidx, int64_t step, int32_t staging);

@@ -20,6 +20,7 @@ Engine::Engine(const HeraldSchedConfig& config)
                        /*keyed=*/cfg_.policy != HERALD_SCHED_POLICY_HERALD);
   }
   wkeys_.resize(n_);
+  private_.resize(n_);
   lists_.resize(static_cast<size_t>(n_) * HERALD_SCHED_NUM_LISTS);
   keys_.reserve(1 << 16);
   for (uint32_t m = 0; m < 256; ++m) {
@@ -161,7 +162,7 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
         const uint64_t u = users[l];
         users[l] = u | bit;
         first[found] = l;
-        found += (u & bit) == 0 ? 1 : 0;
+        found += static_cast<int32_t>(((u >> w) & 1) ^ 1);  // arithmetic: compilers branch on ?:
         order_[ordered] = l;
         ordered += u == 0 ? 1 : 0;
       }

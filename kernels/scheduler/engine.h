@@ -132,6 +132,8 @@ class Engine {
   ScratchVector<LaneKey> lane_keys_;
   uint64_t spread_[256];  // spread_[m]: byte w is bit w of m
   std::vector<std::vector<WorkerKey>> wkeys_;
+  std::vector<std::vector<int32_t>> private_;  // herald: positions in wkeys_[w] of private keys
+  std::vector<int32_t> picked_;                // herald: rows picked by a pass
   ScratchVector<int64_t> samples_;    // (N, B)
   std::vector<ScratchVector<int64_t>> lists_;
 };

@@ -27,8 +27,11 @@ void Engine::HeraldReads(int32_t w) {
       out[l] = L(w, l).data();
     }
   }
+  std::vector<int32_t>& mine = private_[w];
+  mine.resize(m + 1);
   int64_t pulls = 0, inits = 0, locals = 0, pushes = 0, state_pulls = 0;
-  for (const WorkerKey& x : wk) {
+  for (size_t i = 0; i < m; ++i) {
+    const WorkerKey& x = wk[i];
     const LocalKey& lk = local_[x.local];
     const int64_t absent = x.entry < 0 ? 1 : 0;
     const int64_t pulled = absent & (lk.touched ? 1 : 0);
@@ -43,6 +46,7 @@ void Engine::HeraldReads(int32_t w) {
       out[HERALD_SCHED_LOCAL_SLOTS][locals] = x.slot;
       out[HERALD_SCHED_PUSH_KEYS][pushes] = lk.key;
     }
+    mine[locals] = static_cast<int32_t>(i);
     pulls += pulled;
     inits += absent - pulled;
     state_pulls += pulled & local;  // applied here: state comes along
@@ -55,6 +59,7 @@ void Engine::HeraldReads(int32_t w) {
       L(w, l).resize(sizes[l - HERALD_SCHED_PULL_KEYS]);
     }
   }
+  mine.resize(locals);
   traffic_.pull_rows += pulls;
   traffic_.pull_state_rows += state_pulls;
   traffic_.push_rows += pushes;
@@ -62,17 +67,26 @@ void Engine::HeraldReads(int32_t w) {
 
 void Engine::PlanHerald() {
   const size_t unique = order_.size();
+  // The passes below pick rows without branching on their data (candidates are written, and
+  // counted only where they qualify), then act on the picked rows in the same order.
+  std::vector<int32_t>& picked = picked_;
+  picked.resize(unique + 1);
   // 1. Flush dirty rows that another worker reads at this step. Herald keeps at most one copy
   // of a row, and the key table snapshot has its slot. The flushed copy is dropped in 3b below
   // (the key is shared, or private to another worker), so its dirty bit needs no update.
+  size_t flushes = 0;
   for (size_t i = 0; i < unique; ++i) {
     const LocalKey& lk = local_[order_[i]];
-    if (lk.owner >= 0 && lk.users != (1ULL << lk.owner)) {
-      Add(lk.owner, HERALD_SCHED_FLUSH_KEYS, lk.key);
-      Add(lk.owner, HERALD_SCHED_FLUSH_SLOTS, lk.slot);
-      ++traffic_.flush_rows;
-    }
+    const uint64_t owner_bit = lk.owner >= 0 ? 1ULL << lk.owner : 0;
+    picked[flushes] = order_[i];
+    flushes += static_cast<size_t>((owner_bit != 0) & (lk.users != owner_bit));
   }
+  for (size_t k = 0; k < flushes; ++k) {
+    const LocalKey& lk = local_[picked[k]];
+    Add(lk.owner, HERALD_SCHED_FLUSH_KEYS, lk.key);
+    Add(lk.owner, HERALD_SCHED_FLUSH_SLOTS, lk.slot);
+  }
+  traffic_.flush_rows += static_cast<int64_t>(flushes);
   // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
   // 3a. After the backward pass: local update of private keys, push of shared ones.
   for (int32_t w = 0; w < n_; ++w) {
@@ -82,47 +96,48 @@ void Engine::PlanHerald() {
       HeraldReads<false>(w);
     }
   }
-  // 3b. Per key: new owner, stale copies dropped, version.
+  // 3b. Per key: new owner, version; a copy held elsewhere than at its only user is stale.
+  // keys_ still holds the snapshot's holders and entry here.
+  size_t drops = 0;
   for (size_t i = 0; i < unique; ++i) {
-    if (i + kAhead < unique) {
-      const LocalKey& ahead = local_[order_[i + kAhead]];
-      __builtin_prefetch(&keys_[ahead.kidx]);
-      if (ahead.holders != 0 && ahead.holders != ahead.users) {
-        dirs_[__builtin_ctzll(ahead.holders)].PrefetchEntry(ahead.entry);
-      }
-    }
+    if (i + kAhead < unique) __builtin_prefetch(&keys_[local_[order_[i + kAhead]].kidx]);
     const LocalKey& lk = local_[order_[i]];
     KeyState& ks = keys_[lk.kidx];
     const bool is_private = (lk.users & (lk.users - 1)) == 0;
     const uint64_t keep = is_private ? lk.users : 0;
     ks.owner = static_cast<int8_t>(is_private ? __builtin_ctzll(lk.users) : -1);
-    if (ks.holders & ~keep) {  // the only copy is stale: drop it
-      const int32_t w = __builtin_ctzll(ks.holders);
-      dirs_[w].Remove(ks.entry);
-      ks.holders = 0;
-      ks.entry = -1;
-      Add(w, HERALD_SCHED_DROP_KEYS, lk.key);
-    }
+    const bool drop = (lk.holders & ~keep) != 0;
+    picked[drops] = order_[i];
+    drops += drop ? 1 : 0;
+    ks.holders = drop ? 0 : ks.holders;
+    ks.entry = drop ? -1 : ks.entry;
     ks.version += 1;
     ks.touched = true;
+  }
+  for (size_t k = 0; k < drops; ++k) {  // the only copy is stale: drop it
+    if (k + kAhead < drops) {
+      const LocalKey& ahead = local_[picked[k + kAhead]];
+      dirs_[__builtin_ctzll(ahead.holders)].PrefetchEntry(ahead.entry);
+    }
+    const LocalKey& lk = local_[picked[k]];
+    const int32_t w = __builtin_ctzll(lk.holders);
+    dirs_[w].Remove(lk.entry);
+    Add(w, HERALD_SCHED_DROP_KEYS, lk.key);
   }
   // 4. Private keys enter their user's directory (dirty); evict to capacity; write back.
   for (int32_t w = 0; w < n_; ++w) {
     Directory& dir = dirs_[w];
     const uint64_t bit = 1ULL << w;
     const std::vector<WorkerKey>& wk = wkeys_[w];
-    for (size_t i = 0; i < wk.size(); ++i) {
-      if (i + kAhead < wk.size()) {
-        const WorkerKey& y = wk[i + kAhead];
-        const LocalKey& ly = local_[y.local];
-        if (ly.users == bit) {
-          if (y.entry >= 0) dir.PrefetchEntry(y.entry);
-          __builtin_prefetch(&keys_[ly.kidx]);
-        }
+    const std::vector<int32_t>& mine = private_[w];  // positions in wk of its private keys
+    for (size_t k = 0; k < mine.size(); ++k) {
+      if (k + kAhead < mine.size()) {
+        const WorkerKey& y = wk[mine[k + kAhead]];
+        dir.PrefetchEntry(y.entry);
+        __builtin_prefetch(&keys_[local_[y.local].kidx]);
       }
-      const WorkerKey& x = wk[i];
+      const WorkerKey& x = wk[mine[k]];
       const LocalKey& lk = local_[x.local];
-      if (lk.users != bit) continue;
       // A private key's entry survived step 3b (only other workers' copies are dropped).
       const int32_t e = dir.TouchKnown(x.entry, lk.key, lk.kidx, step_, x.slot);
       DirEntry& d = dir.at(e);
