@@ -190,16 +190,14 @@ class NativeEngine:
         flat = np.empty(total, dtype=np.int64)
         _check(self._lib.herald_sched_copy_plans(self._handle, flat.ctypes.data_as(_I64P), total,
                                                  ctypes.byref(status)), status)
-        # Plain slices: np.split costs more than the copy itself at 19 lists per worker.
-        starts = [0] + ends[:-1]
+        # Plain slices (np.split costs more than the copy itself at 19 lists per worker), and
+        # StepPlan's fields by position: keys, key_slots, slots, then the C order from flush_keys.
+        views = [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
         shape = (cfg.batch_size, cfg.num_fields)
         plans = []
         for w in range(cfg.num_workers):
-            base = w * _NUM_LISTS
-            fields = {name: flat[starts[base + i]:ends[base + i]]
-                      for i, name in enumerate(StepPlan.LISTS)}
-            occ = flat[starts[base + _OCCURRENCE]:ends[base + _OCCURRENCE]].reshape(shape)
-            plans.append(StepPlan(slots=occ, **fields))
+            v = views[w * _NUM_LISTS:(w + 1) * _NUM_LISTS]
+            plans.append(StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(shape), *v[2:_OCCURRENCE]))
         return plans
 
     def fast_forward(self, batches: Iterable[np.ndarray]) -> int:
