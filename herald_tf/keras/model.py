@@ -157,6 +157,18 @@ class HeraldModel(keras.Model):
         self._make_rows_readable()
         return super().predict(*args, **kwargs)
 
+    def export(self, filepath: str, format: str = "tf_saved_model", verbose: bool | None = None,
+               input_signature: Any = None, **kwargs: Any) -> None:
+        """Writes a SavedModel that plain TensorFlow serves without herald_tf (its tables as
+        stock lookups; ``herald_tf.keras.export.export_model``, whose keyword arguments it
+        takes)."""
+        if format != "tf_saved_model":
+            raise ValueError("Expected format='tf_saved_model' (herald tables export as stock "
+                             f"TensorFlow lookups only). Received: format={format!r}")
+        from herald_tf.keras.export import export_model
+
+        export_model(self, filepath, verbose=verbose, input_signature=input_signature, **kwargs)
+
     def _make_rows_readable(self) -> None:
         """Before evaluate/predict read the PS: every worker writes back the rows it owns dirty
         (``herald``), then waits for the others, so the reads see every row's latest value."""
