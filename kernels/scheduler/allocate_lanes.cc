@@ -60,6 +60,9 @@ void Engine::AllocateGroupedLanes(int64_t* out) {
     a.group_mask = (lk.count > 1 && lk.count <= kGroupLimit) ? 0xff : 0;
   }
   int32_t count[8] = {0};
+  const size_t per_worker = static_cast<size_t>(b_) * f_;
+  first_.resize(per_worker * n_);
+  for (int32_t w = 0; w < n_; ++w) found_[w] = 0;
   const int64_t g = static_cast<int64_t>(n_) * b_;
   for (int64_t i = 0; i < g; ++i) {
     const int32_t* row = occ_.data() + i * f_;
@@ -72,9 +75,21 @@ void Engine::AllocateGroupedLanes(int64_t* out) {
     }
     const int32_t best = BestLane(saving, count);
     out[static_cast<int64_t>(best) * b_ + count[best]++] = i;
+    // The worker's first occurrences, for BuildWorkerKeys (FindFirsts' work, done here).
     const uint8_t bit = static_cast<uint8_t>(1u << best);
-    for (int32_t f = 0; f < f_; ++f) lane_keys_[row[f]].users |= bit;
+    int32_t* first = first_.data() + per_worker * best;
+    int32_t found = found_[best];
+    for (int32_t f = 0; f < f_; ++f) {
+      LaneKey& a = lane_keys_[row[f]];
+      first[found] = row[f];
+      found += ((a.users >> best) & 1) ^ 1;
+      a.users |= bit;
+    }
+    found_[best] = found;
   }
+  lusers_.resize(unique);
+  for (size_t l = 0; l < unique; ++l) lusers_[l] = lane_keys_[l].users;
+  firsts_ready_ = true;
 }
 
 }  // namespace sched

@@ -21,6 +21,7 @@ Engine::Engine(const HeraldSchedConfig& config)
   }
   wkeys_.resize(n_);
   private_.resize(n_);
+  found_.resize(n_);
   lists_.resize(static_cast<size_t>(n_) * HERALD_SCHED_NUM_LISTS);
   keys_.reserve(1 << 16);
   for (uint32_t m = 0; m < 256; ++m) {
@@ -137,23 +138,17 @@ void Engine::Snapshot() {
   }
 }
 
-// Per worker: its distinct keys in order of first occurrence and the slot it reads each at.
-// Three passes without data-dependent branches per occurrence: find first occurrences (dense
-// user masks), give each new key its slot, write the slot of every occurrence.
-void Engine::BuildWorkerKeys(const int64_t* samples) {
-  const int64_t base = cfg_.cache_capacity + (step_ % cfg_.staging_regions) * staging_size_;
-  const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
-  const size_t unique = local_.size();
+// For each worker, its local keys in order of first occurrence (first_, found_) and every local
+// key's users (lusers_), without data-dependent branches. The grouped allocator for N <= 8 fills
+// them while it allocates (then firsts_ready_ is set).
+void Engine::FindFirsts(const int64_t* samples) {
   const size_t per_worker = static_cast<size_t>(b_) * f_;
-  lusers_.assign(unique, 0);
-  lread_.resize(unique);
-  order_.resize(unique + 1);  // the branch-free writes below may write one past the last key
-  first_.resize(per_worker);
+  lusers_.assign(local_.size(), 0);
+  first_.resize(per_worker * n_);
   uint64_t* users = lusers_.data();
-  int32_t* first = first_.data();
-  int32_t ordered = 0;
   for (int32_t w = 0; w < n_; ++w) {
     const uint64_t bit = 1ULL << w;
+    int32_t* first = first_.data() + per_worker * w;
     int32_t found = 0;
     for (int32_t j = 0; j < b_; ++j) {
       const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
@@ -163,9 +158,33 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
         users[l] = u | bit;
         first[found] = l;
         found += static_cast<int32_t>(((u >> w) & 1) ^ 1);  // arithmetic: compilers branch on ?:
-        order_[ordered] = l;
-        ordered += u == 0 ? 1 : 0;
       }
+    }
+    found_[w] = found;
+  }
+}
+
+// Per worker: its distinct keys in order of first occurrence and the slot it reads each at; the
+// step's distinct keys in worker-major order of first occurrence (order_).
+void Engine::BuildWorkerKeys(const int64_t* samples) {
+  if (!firsts_ready_) FindFirsts(samples);
+  firsts_ready_ = false;
+  const int64_t base = cfg_.cache_capacity + (step_ % cfg_.staging_regions) * staging_size_;
+  const bool herald = cfg_.policy == HERALD_SCHED_POLICY_HERALD;
+  const size_t unique = local_.size();
+  const size_t per_worker = static_cast<size_t>(b_) * f_;
+  lread_.resize(unique);
+  order_.resize(unique + 1);  // the branch-free writes below may write one past the last key
+  const uint64_t* users = lusers_.data();
+  int32_t ordered = 0;
+  for (int32_t w = 0; w < n_; ++w) {
+    const int32_t* first = first_.data() + per_worker * w;
+    const int32_t found = found_[w];
+    // A key is new to the step at the first worker using it.
+    const uint64_t lower = (1ULL << w) - 1;
+    for (int32_t i = 0; i < found; ++i) {
+      order_[ordered] = first[i];
+      ordered += static_cast<int32_t>((users[first[i]] & lower) == 0);
     }
     std::vector<WorkerKey>& wk = wkeys_[w];
     wk.resize(found);
@@ -190,8 +209,6 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
         int64_t* out = o.data() + static_cast<size_t>(j) * f_;
         for (int32_t f = 0; f < f_; ++f) out[f] = lread_[row[f]];
       }
-    }
-    if (cfg_.emit_plans) {
       ScratchVector<int64_t>& k = L(w, HERALD_SCHED_KEYS);
       ScratchVector<int64_t>& s = L(w, HERALD_SCHED_KEY_SLOTS);
       k.resize(wk.size());

@@ -89,6 +89,7 @@ class Engine {
   void AllocateGreedyLanes(int64_t* samples_out);
   void AllocateGroupedLanes(int64_t* samples_out);
   int32_t BestLane(uint64_t lanes, const int32_t* count) const;
+  void FindFirsts(const int64_t* samples);
   void BuildWorkerKeys(const int64_t* samples);
   void PlanPs();
   void PlanHet();
@@ -121,7 +122,9 @@ class Engine {
   ScratchVector<int32_t> order_;    // local indices, first occurrence, worker-major
   ScratchVector<uint64_t> lusers_;  // users of each local key while BuildWorkerKeys runs
   ScratchVector<int32_t> lread_;    // slot the worker being built reads each local key at
-  ScratchVector<int32_t> first_;    // local keys of the worker being built, first occurrences
+  ScratchVector<int32_t> first_;    // (N, B*F): each worker's local keys, first occurrences
+  std::vector<int32_t> found_;      // (N): length of each worker's list in first_
+  bool firsts_ready_ = false;       // the allocator filled first_, found_ and lusers_
   ScratchVector<uint64_t> lane_score_;   // greedy lanes: score byte lanes of each local key
   struct LaneKey {                     // grouped lanes: worker masks of a local key (N <= 8)
     uint8_t users;       // workers given a sample with it so far

@@ -10,7 +10,7 @@ namespace herald {
 namespace sched {
 
 namespace {
-constexpr size_t kAhead = 8;  // prefetch distance of the loops below
+constexpr size_t kAhead = 16;  // prefetch distance of the loops below
 }  // namespace
 
 // Steps 2 and 3a of one worker, without branches: a row is written at the end of every list it
