@@ -22,10 +22,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from herald_tf.dense.types import DenseSync, DenseSyncKind, iter_present, tf_variable
+from herald_tf.keras.compat import keras
 
 #: Milliseconds Horovod's background thread waits between cycles unless HOROVOD_CYCLE_TIME is
 #: set: the default (1 ms on an idle queue) keeps a core busy on small machines (DESIGN §4a).

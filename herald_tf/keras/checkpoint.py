@@ -24,11 +24,11 @@ import json
 import os
 from typing import Any
 
-import keras
 import numpy as np
 
 from herald_tf import ops
 from herald_tf.errors import HeraldError
+from herald_tf.keras.compat import keras
 from herald_tf.keras.runtime import WorkerRuntime
 from herald_tf.ps.checkpoint import atomic_write
 
