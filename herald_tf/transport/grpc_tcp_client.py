@@ -54,6 +54,20 @@ class GrpcTcpTransport(GrpcTransport):
                                                     self._token, self._root_certificates)
             return self._data[shard]
 
+    def _data_call(self, shard: int, kind: int, meta: dict[str, Any],
+              arrays: list[tuple[str, np.ndarray]], timeout: float | None,
+              last: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        client = self._data_plane(shard)
+        try:
+            return client.call(kind, meta, arrays, self._deadline(timeout), last=last)
+        except UnavailableError:
+            # the shard may have restarted with a new data port: ask again on the next try
+            with self._data_lock:
+                if self._data[shard] is client:
+                    self._data[shard] = None
+            client.drop_idle()  # calls in flight on it finish; their sockets close with it
+            raise
+
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
                     need: np.ndarray | None, with_state: bool,
                     timeout: float | None, sink: ShardSink) -> None:
@@ -62,7 +76,6 @@ class GrpcTcpTransport(GrpcTransport):
             arrays.append(("have_versions", have))
         if need is not None:
             arrays.append(("min_versions", need))
-        client = self._data_plane(shard)
         self.counters.add(keys=keys.nbytes, control=sum(a.nbytes for _, a in arrays[1:]))
 
         def check(r: dict[str, np.ndarray], m: int) -> None:
@@ -88,9 +101,9 @@ class GrpcTcpTransport(GrpcTransport):
             recv_rows_into(sock, out, dest)
             self.counters.add(pulled_rows=dtype.itemsize * shape[0] * shape[1])
 
-        _, r = client.call(PULL, {"table": table, "with_state": with_state,
-                                  "timeout_s": timeout or 0.0}, arrays, self._deadline(timeout),
-                           last=receive_values)
+        _, r = self._data_call(shard, PULL, {"table": table, "with_state": with_state,
+                                        "timeout_s": timeout or 0.0}, arrays, timeout,
+                          last=receive_values)
         if "values" in r:  # no rows: the empty arrays still tell the sink the widths
             check(r, r["values"].shape[0])
             sink((r.get("positions", np.arange(0, dtype=np.int64)), r["values"],
@@ -102,14 +115,12 @@ class GrpcTcpTransport(GrpcTransport):
         arrays = []
         for i, (_, keys, grads, _) in enumerate(entries):
             arrays += [(f"keys{i}", keys), (f"grads{i}", grads)]
-        client = self._data_plane(shard)
         self.counters.add(keys=sum(k.nbytes for _, k, _, _ in entries),
                           pushed_gradients=sum(g.nbytes for _, _, g, _ in entries))
-        meta, _ = client.call(PUSH, {
+        meta, _ = self._data_call(shard, PUSH, {
             "step": step, "rank": rank, "wait_applied": wait_applied,
             "timeout_s": timeout or 0.0,
-            "entries": [[table, lr] for table, _, _, lr in entries]}, arrays,
-            self._deadline(timeout))
+            "entries": [[table, lr] for table, _, _, lr in entries]}, arrays, timeout)
         return int(meta["applied_step"])
 
     def close(self) -> None:

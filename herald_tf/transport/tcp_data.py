@@ -353,6 +353,9 @@ class DataPlaneClient:
                 raise UnavailableError("the transport is closed")
             sock = self._idle.pop() if self._idle else None
         where = f"{self.host}:{self.port}"
+        if sock is not None and not _alive(sock):  # e.g. the server restarted meanwhile
+            sock.close()
+            sock = None
         if sock is None:
             try:
                 sock = self._connect()
@@ -380,12 +383,31 @@ class DataPlaneClient:
             raise _reply_error(reply_meta)
         return reply_meta, reply
 
-    def close(self) -> None:
+    def drop_idle(self) -> None:
+        """Closes the idle connections (calls in flight keep theirs)."""
         with self._lock:
-            self._closed = True
             idle, self._idle = self._idle, []
         for s in idle:
             s.close()
+
+    def close(self) -> None:
+        """Closes the idle connections; those of calls in flight close when they end."""
+        with self._lock:
+            self._closed = True
+        self.drop_idle()
+
+
+def _alive(sock: socket.socket) -> bool:
+    """Whether an idle connection is still open (the peer sent no FIN or reset)."""
+    if isinstance(sock, ssl.SSLSocket):
+        return True  # a closed one fails on use; pulls are retried on a new connection
+    sock.setblocking(False)  # a timeout would make recv wait for data first
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True  # nothing to read: open
+    except OSError:
+        return False
 
 
 def _reply_error(meta: Mapping[str, Any]) -> HeraldError:

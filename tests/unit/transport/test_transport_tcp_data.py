@@ -11,7 +11,9 @@ from herald_tf import _core
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps.errors import FailedPreconditionError, UnauthenticatedError
+from herald_tf.ps.store import ShardStore
 from herald_tf.transport import make_transport, tcp_data
+from herald_tf.transport.grpc_server import serve
 from herald_tf.transport.tcp_data import HEADER, HELLO, MAGIC, PULL, PUSH, DataPlaneClient
 
 TOKEN = "test-token"  # the token the grpc_shards fixture serves with
@@ -161,3 +163,24 @@ def test_tls_round_trip(grpc_shards, tls_files) -> None:
                 PULL, {"table": "emb"}, [("keys", keys)], 5)
     finally:
         t.close()
+
+
+def test_push_after_the_data_plane_restarted_uses_a_new_connection() -> None:
+    store = ShardStore(0, 1)
+    server, port = serve(store, TOKEN)
+    t = make_transport("grpc+tcp", addresses=[f"127.0.0.1:{port}"], token=TOKEN)
+    restarted = None
+    try:
+        t.connect([CFG], num_workers=1)
+        keys = np.arange(10, dtype=np.int64)
+        t.pull("emb", keys).wait()  # leaves an idle connection in the pool
+        server.data_plane.stop()  # its connections close; a new one serves the same port
+        restarted = tcp_data.DataPlaneServer(store, TOKEN, port=server.data_port).start()
+        # pushes are never retried: the dead idle connection must not be used
+        assert t.push(0, 0, {"emb": (keys, np.ones((10, 64), np.float32))},
+                      {"emb": 0.1}).wait() == 0
+    finally:
+        t.close()
+        server.stop(None)
+        if restarted is not None:
+            restarted.stop()
