@@ -41,13 +41,15 @@ class PushEntry:
     """Gradients of one table in one push: keys, (n, dim) float32, the step's lr.
 
     A push may carry a table in several entries (chunks); its keys are distinct across all of
-    them and its learning rate is the same in each.
+    them and its learning rate is the same in each. ``finite_checked``: the service already
+    checked every gradient finite on arrival (while receiving it), so the store does not again.
     """
 
     table: str
     keys: np.ndarray
     grads: np.ndarray
     learning_rate: float
+    finite_checked: bool = False
 
 
 @dataclasses.dataclass
@@ -310,7 +312,8 @@ class ShardStore:
         for e in entries:
             t = self._table(e.table)
             keys = check_keys(e.keys, f"pushed keys of table '{e.table}'", unique=False)
-            grads = check_rows(e.grads, keys.shape[0], t.dim, "gradients", e.table)
+            grads = check_rows(e.grads, keys.shape[0], t.dim, "gradients", e.table,
+                               finite=not e.finite_checked)
             lr = float(e.learning_rate)
             if not math.isfinite(lr) or lr < 0:
                 raise InvalidArgumentError(

@@ -87,7 +87,7 @@ class GrpcTcpTransport(GrpcTransport):
                                        f"Received: arrays {sorted(r)} for {m} rows")
             self.counters.add(pulled_rows=sum(a.nbytes for a in r.values()))
 
-        def receive_values(r: dict[str, np.ndarray], sock: Any, dtype: np.dtype,
+        def receive_values(r: dict[str, np.ndarray], sock: Any, name: str, dtype: np.dtype,
                            shape: tuple[int, ...]) -> None:
             # the values come last: straight into the pull's output, in request order
             check(r, shape[0])

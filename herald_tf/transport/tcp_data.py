@@ -29,6 +29,7 @@ server cannot parse is answered with an error and the connection is closed.
 from __future__ import annotations
 
 import errno
+import functools
 import hmac
 import json
 import os
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from herald_tf.errors import HeraldError, InvalidArgumentError
-from herald_tf.ps._native import recv_rows
+from herald_tf.ps._native import find_non_finite, recv_rows
 from herald_tf.ps.errors import (
     ERROR_BY_GRPC_CODE,
     DeadlineExceededError,
@@ -66,11 +67,11 @@ CONNECT_TIMEOUT_S = 10.0
 DTYPES = {"i8": np.dtype("<i8"), "f4": np.dtype("<f4")}
 _CODES = {v.str: k for k, v in DTYPES.items()}
 
-#: Chunk of rows received through TLS before they are scattered (stays in a core's L2 cache).
+#: Chunk received before it is checked (push) or scattered (pull through TLS): stays in L2.
 STREAM_CHUNK_BYTES = 512 << 10
 
 Arrays = dict[str, np.ndarray]
-LastArray = Callable[[Arrays, socket.socket, np.dtype, tuple[int, ...]], None]
+LastArray = Callable[[Arrays, socket.socket, str, np.dtype, tuple[int, ...]], None]
 
 
 class FrameError(InvalidArgumentError):
@@ -115,8 +116,9 @@ def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
     """Receives one frame: (kind or status, meta, arrays received straight into numpy).
 
     With ``last``, the frame's last array, when 2-D and not empty, is received by
-    ``last(arrays received before it, sock, dtype, shape)`` instead (a pull's rows go straight
-    to their places in request order) and is not returned.
+    ``last(arrays received before it, sock, name, dtype, shape)`` instead (a pull's rows go
+    straight to their places in request order; a push's gradients are checked while cache-warm),
+    which may add it to those arrays.
     """
     header = bytearray(HEADER.size)
     _recv_exact(sock, memoryview(header))
@@ -141,13 +143,34 @@ def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
     arrays: Arrays = {}
     for i, ((name, dtype, shape), size) in enumerate(zip(specs, sizes, strict=True)):
         if last is not None and i == len(specs) - 1 and len(shape) == 2 and size:
-            last(arrays, sock, dtype, shape)
+            last(arrays, sock, name, dtype, shape)
             continue
         a = np.empty(shape, dtype=dtype)
         if size:
             _recv_exact(sock, memoryview(a).cast("B"))
         arrays[name] = a
     return kind, meta, arrays
+
+
+def _recv_checked(arrays: Arrays, sock: socket.socket, name: str, dtype: np.dtype,
+                  shape: tuple[int, ...], checked: dict[str, int]) -> None:
+    """Receives a float32 array in cache-sized chunks, finding its first NaN/Inf meanwhile
+    (``checked[name]``), so the store need not read it again for that."""
+    a = np.empty(shape, dtype=dtype)
+    arrays[name] = a
+    flat = a.reshape(-1)
+    if dtype != np.float32:
+        _recv_exact(sock, memoryview(flat).cast("B"))
+        return
+    per = max(1, STREAM_CHUNK_BYTES // dtype.itemsize)
+    bad = -1
+    for begin in range(0, flat.shape[0], per):
+        chunk = flat[begin:begin + per]
+        _recv_exact(sock, memoryview(chunk).cast("B"))
+        if bad < 0:
+            at = find_non_finite(chunk)
+            bad = begin + at if at >= 0 else -1
+    checked[name] = bad
 
 
 def recv_rows_into(sock: socket.socket, out: np.ndarray, dest: np.ndarray) -> None:
@@ -251,14 +274,16 @@ class DataPlaneServer:
             send_frame(sock, OK, {})
             sock.settimeout(None)
             while True:
+                checked: dict[str, int] = {}
                 try:
-                    kind, meta, arrays = recv_frame(sock)
+                    kind, meta, arrays = recv_frame(sock, last=functools.partial(
+                        _recv_checked, checked=checked))
                 except FrameError as e:
                     self.store.count_error()
                     send_frame(sock, ERROR, {"code": "INVALID_ARGUMENT", "message": str(e)})
                     return
                 try:
-                    reply_meta, reply = self._handle(kind, meta, arrays)
+                    reply_meta, reply = self._handle(kind, meta, arrays, checked)
                 except Exception as e:  # noqa: BLE001 - every error goes back to this caller only
                     self.store.count_error()
                     message = str(e) if isinstance(e, HeraldError) else \
@@ -273,8 +298,10 @@ class DataPlaneServer:
                 self._conns.discard(conn)
             sock.close()
 
-    def _handle(self, kind: int, meta: dict[str, Any],
-                arrays: Arrays) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    def _handle(self, kind: int, meta: dict[str, Any], arrays: Arrays, checked: dict[str, int]
+                ) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+        """Serves one request. ``checked``: name → first non-finite flat index (or -1) of the
+        float arrays already checked while they arrived."""
         timeout = _field(meta, "timeout_s", (int, float), 0) or None
         if kind == PULL:
             have, need = arrays.get("have_versions"), arrays.get("min_versions")
@@ -299,7 +326,13 @@ class DataPlaneServer:
                 keys, grads = arrays.get(f"keys{i}"), arrays.get(f"grads{i}")
                 if keys is None or grads is None:
                     raise InvalidArgumentError(f"Expected keys{i} and grads{i} in a push.")
-                entries.append(PushEntry(table, keys, grads, float(lr)))
+                bad = checked.get(f"grads{i}")
+                if bad is not None and bad >= 0:
+                    raise InvalidArgumentError(
+                        f"Expected finite gradients for table '{table}'. Received: "
+                        f"{grads.reshape(-1)[bad]} at flat index {bad}")
+                entries.append(PushEntry(table, keys, grads, float(lr),
+                                         finite_checked=bad is not None))
             applied = self.store.push(_field(meta, "step", int), _field(meta, "rank", int),
                                       entries, wait_applied=_field(meta, "wait_applied", bool,
                                                                    False), timeout=timeout)
