@@ -51,7 +51,8 @@ class _PullSink:
             self.versions = np.empty(n, dtype=np.int64)
             self.received = np.ones(n, dtype=bool)
 
-    def _allocate(self, dim: int, width: int) -> None:
+    def allocate(self, dim: int, width: int) -> None:
+        """Allocates the outputs (once; later calls change nothing)."""
         with self._lock:
             if self.values is None:
                 alloc = np.zeros if self.filtered else np.empty
@@ -66,7 +67,7 @@ class _PullSink:
         to ``values[dest]`` (a transport may receive them there directly).
         """
         if self.values is None:
-            self._allocate(dim, st.shape[1] if st is not None else 0)
+            self.allocate(dim, st.shape[1] if st is not None else 0)
         dest = shard_positions[p]
         self.versions[dest] = ver
         if self.filtered:
@@ -83,7 +84,7 @@ class _PullSink:
 
     def result(self) -> PullRows:
         if self.values is None:  # no key at all
-            self._allocate(0, 0)
+            self.allocate(0, 0)
         return PullRows(self.values, self.versions, self.state, self.received)
 
 
@@ -274,6 +275,11 @@ class ShardedTransport(Transport):
         need = _versions(min_versions, n, "min_versions")
         parts = self._split(keys)
         sink = _PullSink(n, have is not None, with_state)
+        cfg = self._tables.get(table)
+        if cfg is not None and n:
+            # allocated by the caller's thread, whose malloc arena gets the array back when the
+            # caller drops it: the next pull reuses those pages instead of faulting in new ones
+            sink.allocate(cfg.dim, cfg.state_width)
         futures = [self._submit("pull", self._pull_call(
             s, table, keys[pos], None if have is None else have[pos],
             None if need is None else need[pos], with_state, timeout,
