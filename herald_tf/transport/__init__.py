@@ -5,6 +5,7 @@
 uses it::
 
     t = make_transport("grpc", addresses=["127.0.0.1:7001", "127.0.0.1:7002"], token=token)
+    # or "grpc+tcp": the same, with pull and push over the PS's TCP data plane (faster)
     health = t.connect(tables, num_workers=N, rank=r)       # refused on any config mismatch
     rows = t.pull("user", keys, min_versions=need).wait()    # waits for steps < t at the PS
     rows = t.pull("user", keys, have_versions=cached_versions).wait()  # only newer rows

@@ -2,10 +2,13 @@
 
 Why it exists: grpcio's Python API copies every received message three times with the GIL held
 (slice → bytes → bytearray → bytes) and every sent one once more, so on the 2-core dev machine
-bare gRPC moves a 4096 × 26 × 64 pull or push at only 0.35-0.45 of a raw socket's throughput
-(benchmarks/ps_throughput.py, ``bare_grpc_*``), below the 0.5 goal before any PS work. Here
-arrays go from numpy straight to ``sendall`` and are received with ``recv_into`` into the numpy
-arrays the caller gets: no copy beyond the kernel's.
+bare gRPC, with no PS work at all, moves a 4096 × 26 × 64 pull at 0.30-0.47 and a push at
+0.19-0.27 of a raw socket's throughput (benchmarks/ps_throughput.py, ``bare_grpc_*``; chunk
+sizes 1-16 MiB, 2 calls per shard and raised window/frame/read-chunk options measured no
+better), short of the 0.5 goal before any PS work. Here arrays go from numpy straight to
+``sendall``; a pull's rows are received straight into their places in the caller's output
+(``readv`` in kernels/ps) and a push's gradients into arrays checked finite as they arrive: no
+copy beyond the kernel's.
 
 Only ``pull`` and ``push`` use it; flush, versions and control calls (connect, checkpoints, ...)
 stay on gRPC, which also tells the client the data port (control op ``data_plane``). Same rules
