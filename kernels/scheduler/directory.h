@@ -21,7 +21,7 @@ namespace sched {
 
 constexpr int32_t kPending = -1;
 
-struct DirEntry {
+struct alignas(64) DirEntry {  // one cache line each
   int64_t key = 0;
   int64_t last_step = 0;
   int64_t version = 0;       // het: PS clock at pull + local updates

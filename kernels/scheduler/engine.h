@@ -16,7 +16,7 @@ namespace herald {
 namespace sched {
 
 // Per-key facts shared by all workers (32 bytes; versions stay below 2**31).
-struct KeyState {
+struct alignas(32) KeyState {  // never across two cache lines
   uint64_t holders = 0;  // workers whose directory holds the key
   int32_t version = 0;   // updates applied (ps, herald) or PS clock (het)
   int32_t entry = -1;    // herald: directory entry of the only holder (at most one), or -1
