@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "kernels/core/optimizer.h"
-#include "kernels/ps/check.h"
+#include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
 
 using herald::SetOk;
@@ -34,7 +34,7 @@ int herald_ps_apply_rows(const HeraldOptimizerParams* params, float* values, flo
                      "Expected values, versions, rows, gradients%s. Received: NULL",
                      width > 0 ? " and optimizer state" : "");
   }
-  if (herald::CheckInRange(rows, n, num_rows, "rows", status)) return status->code;
+  if (herald::CheckIdsInRange(rows, n, num_rows, "row", status)) return status->code;
   const HeraldOptimizerParams p = *params;
   for (int64_t k = 0; k < n; ++k) {
     const int64_t r = rows[k];

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "kernels/core/initializer.h"
-#include "kernels/ps/check.h"
+#include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
 
 using herald::SetOk;
@@ -71,7 +71,7 @@ int herald_ps_gather_rows_checked(const float* src, int64_t src_rows, int64_t wi
                      "n=%lld, width=%lld",
                      static_cast<long long>(n), static_cast<long long>(width));
   }
-  if (herald::CheckInRange(positions, n, src_rows, "positions", status)) return status->code;
+  if (herald::CheckIdsInRange(positions, n, src_rows, "position", status)) return status->code;
   *first_bad = -1;
   for (int64_t k = 0; k < n; ++k) {
     const float* row = src + positions[k] * width;
@@ -102,7 +102,7 @@ int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
                      "Expected a socket, an output and positions. Received: fd=%d, n=%lld", fd,
                      static_cast<long long>(n));
   }
-  if (herald::CheckInRange(positions, n, out_rows, "positions", status)) return status->code;
+  if (herald::CheckIdsInRange(positions, n, out_rows, "position", status)) return status->code;
   *io_error = 0;
   constexpr int kBatch = 512;  // iovecs per readv (IOV_MAX is 1024 on Linux)
   struct iovec iov[kBatch];
