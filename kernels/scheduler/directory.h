@@ -51,8 +51,7 @@ class Directory {
   DirEntry& at(int32_t e) { return entries_[e]; }
   const DirEntry& at(int32_t e) const { return entries_[e]; }
 
-  // Cache hints for loops over many keys: the map slot of `key`, the entry `e` (any e).
-  void PrefetchKey(int64_t key) const { map_.Prefetch(key); }
+  // Cache hint for loops over many entries: entry `e` (any e, negative ones ignored).
   void PrefetchEntry(int32_t e) const { __builtin_prefetch(entries_.data() + (e < 0 ? 0 : e)); }
 
   // Marks `key` used at `step`, inserting it pending at `staging` if absent; returns its entry.

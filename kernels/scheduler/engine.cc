@@ -74,16 +74,15 @@ void Engine::Dedup(const int64_t* keys) {
   // computed for distinct keys only.
   int shift = 64;
   for (uint64_t c = cap; c > 1; c >>= 1) --shift;
-  scratch_hash_.resize(total + kAhead);  // kAhead zeros at the end: prefetch without a test
-  uint64_t* hashes = scratch_hash_.data();
+  occ_place_.resize(total + kAhead);  // kAhead zeros at the end: prefetch without a test
+  uint64_t* place = occ_place_.data();
   for (int64_t i = 0; i < total; ++i) {
-    hashes[i] = (static_cast<uint64_t>(keys[i]) * 0x9e3779b97f4a7c15ULL) >> shift;
+    place[i] = (static_cast<uint64_t>(keys[i]) * 0x9e3779b97f4a7c15ULL) >> shift;
   }
-  for (int64_t i = total; i < total + kAhead; ++i) hashes[i] = 0;
+  for (int64_t i = total; i < total + kAhead; ++i) place[i] = 0;
   // At most `total` distinct keys: write by index, shrink at the end.
   occ_.resize(total);
   lkeys_.resize(total);
-  lhash_.resize(total);
   lcount_.resize(total);
   lplace_.resize(total);
   int32_t* table = ltable_.data();
@@ -92,9 +91,9 @@ void Engine::Dedup(const int64_t* keys) {
   int32_t* lcount = lcount_.data();
   int32_t unique = 0;
   for (int64_t i = 0; i < total; ++i) {
-    __builtin_prefetch(&table[hashes[i + kAhead]]);
+    __builtin_prefetch(&table[place[i + kAhead]]);
     const int64_t key = keys[i];
-    uint64_t p = hashes[i];
+    uint64_t p = place[i];
     int32_t l;
     while (true) {
       l = table[p];

@@ -114,11 +114,11 @@ class Engine {
   std::vector<int32_t> pushed_;        // het: key indices pushed at this step
   std::vector<int32_t> ltable_;     // open addressing over the step's keys: local index or -1
   ScratchVector<int64_t> lkeys_;      // key of each local index
-  ScratchVector<uint64_t> lhash_;     // hash of each local key
+  ScratchVector<uint64_t> lhash_;     // key table hash of each local key
   ScratchVector<int32_t> lcount_;     // occurrences of each local key
   ScratchVector<int32_t> lplace_;     // ltable_ position of each local key (to clear it)
   ScratchVector<int32_t> lkidx_;      // key table index of each local key
-  ScratchVector<uint64_t> scratch_hash_;  // (G, F) hash of every occurrence
+  ScratchVector<uint64_t> occ_place_;  // (G, F) home of every occurrence in ltable_
   ScratchVector<int32_t> order_;    // local indices, first occurrence, worker-major
   ScratchVector<uint64_t> lusers_;  // users of each local key while BuildWorkerKeys runs
   ScratchVector<int32_t> lread_;    // slot the worker being built reads each local key at

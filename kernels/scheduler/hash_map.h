@@ -34,8 +34,7 @@ class KeyIndexMap {
 
   static uint64_t HashOf(int64_t key) { return Hash(key); }
 
-  // Hints the cache line `key` probes first (for loops that look up many keys).
-  void Prefetch(int64_t key) const { PrefetchHashed(Hash(key)); }
+  // Hints the cache line a key of hash `h` probes first (for loops that look up many keys).
   void PrefetchHashed(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
 
   // Inserts key -> value; `key` must be absent.
