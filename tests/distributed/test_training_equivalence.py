@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from ps_cluster import PsCluster
 from reference import assert_close
+from training_job import free_ports, job_env, run_jobs
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_job.py")
 TIMEOUT_S = 300
@@ -42,48 +41,6 @@ FULL = [(n, mode, model, opt, backend) for n in (2, 4)
 SLOW_CASES = [c for c in FULL if c not in CI_CASES]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    return env
-
-
-def _run_all(commands: list[list[str]], logs: list[str]) -> None:
-    """Runs the commands at once; on any failure or timeout kills the rest (by pid)."""
-    procs = []
-    try:
-        for cmd, log in zip(commands, logs):
-            with open(log, "wb") as f:
-                procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL, env=_env(),
-                                              start_new_session=True))
-        deadline = time.monotonic() + TIMEOUT_S
-        while any(p.poll() is None for p in procs):
-            failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-            if failed or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for i, p in sorted(enumerate(procs), key=lambda ip: ip[1].poll() is None):
-            if p.poll() != 0:
-                text = open(logs[i], errors="replace").read()[-4000:]
-                raise AssertionError(f"{commands[i][2]} {i} exited {p.poll()}:\n{text}")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-
-
 SERVE = """
 import sys, numpy as np, tensorflow as tf
 data = np.load(sys.argv[2])
@@ -103,7 +60,7 @@ def _check_exports_agree(tmp_path) -> None:
     held_out = make_data(2, 32, seed=7)
     held_out["categorical"][:8, 1] += 100_000  # unseen keys
     np.savez(tmp_path / "held_out.npz", **held_out)
-    env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in job_env().items() if k != "PYTHONPATH"}
     outs = []
     for name in ("export_ref", "export_dist"):
         subprocess.run([sys.executable, "-c", SERVE, str(tmp_path / name),
@@ -121,7 +78,7 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
               "--steps", str(STEPS), "--batch-size", "8"]
     ref_out = str(tmp_path / "ref.npz")
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=workers) as cluster:
-        ports = _free_ports(workers + 1)
+        ports = free_ports(workers + 1)
         hosts = [f"127.0.0.1:{p}" for p in ports[:workers]]
         exports = (["--export", str(tmp_path / "export_ref")] if export else [])
         commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out, *exports]]
@@ -136,7 +93,8 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
                              "--checkpoint-every", "1000",
                              *(["--export", str(tmp_path / "export_dist")] if export else []),
                              "--out", str(tmp_path / f"w{rank}.npz")])
-        _run_all(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))])
+        run_jobs(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))],
+                 [job_env()] * len(commands), TIMEOUT_S)
         ref = np.load(ref_out)
         if export:
             _check_exports_agree(tmp_path)
@@ -208,13 +166,14 @@ def _pulled_rows(tmp_path, bound: int) -> int:
     run = tmp_path / f"bound{bound}"
     run.mkdir()
     with PsCluster(num_shards=2, tmp_dir=run, num_workers=2) as cluster:
-        hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+        hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
         commands = [[sys.executable, JOB, "worker", *common, "--rank", str(rank),
                      "--ps-addrs", ",".join(cluster.addresses), "--token", cluster.token,
                      "--tf-config", json.dumps({"cluster": {"worker": hosts},
                                                 "task": {"type": "worker", "index": rank}}),
                      "--out", str(run / f"w{rank}.npz")] for rank in range(2)]
-        _run_all(commands, [str(run / f"w{rank}.log") for rank in range(2)])
+        run_jobs(commands, [str(run / f"w{rank}.log") for rank in range(2)], [job_env()] * 2,
+                 TIMEOUT_S)
     stats = [json.loads(str(np.load(run / f"w{rank}.npz")["stats"])) for rank in range(2)]
     assert all(s["steps"] == STEPS for s in stats)
     return sum(s["rows"].get("pull", 0) for s in stats)

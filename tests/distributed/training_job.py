@@ -77,7 +77,8 @@ def run_jobs(commands: list[list[str]], logs: list[str], envs: list[dict[str, st
             if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        for p, log in zip(procs, logs):
+        # Report a job that failed by itself before one still running (killed below).
+        for p, log in sorted(zip(procs, logs), key=lambda pl: pl[0].poll() is None):
             if p.poll() != 0:
                 raise AssertionError(f"{log} exited {p.poll()}:\n"
                                      + open(log, errors="replace").read()[-4000:])
