@@ -198,7 +198,7 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
       const int32_t slot = e < 0 ? static_cast<int32_t>(base + staged++)
                                  : (herald ? lk.slot : dir.at(e).slot);
       lread_[l] = slot;
-      wk[i] = WorkerKey{l, slot, e};
+      wk[i] = WorkerKey{lk.key, l, slot, e, lk.kidx, lk.version, lk.touched};
     }
     if (cfg_.emit_plans) {
       ScratchVector<int64_t>& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);  // (B, F)
@@ -213,7 +213,7 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
       k.resize(wk.size());
       s.resize(wk.size());
       for (size_t i = 0; i < wk.size(); ++i) {
-        k[i] = local_[wk[i].local].key;
+        k[i] = wk[i].key;
         s[i] = wk[i].slot;
       }
     }

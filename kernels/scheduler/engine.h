@@ -43,11 +43,16 @@ struct LocalKey {
   bool touched;          // snapshot
 };
 
-// One unique key of a worker's step.
+// One unique key of a worker's step, with what the plan passes read of its LocalKey (so they
+// walk this array in order instead of the LocalKey array out of order).
 struct WorkerKey {
-  int32_t local;  // index into the step's LocalKey array
-  int32_t slot;   // read slot
-  int32_t entry;  // directory entry at step start, or -1
+  int64_t key;
+  int32_t local;    // index into the step's LocalKey array
+  int32_t slot;     // read slot
+  int32_t entry;    // directory entry at step start, or -1
+  int32_t kidx;     // key table index
+  int32_t version;  // snapshot
+  bool touched;     // snapshot
 };
 
 class Engine {
@@ -120,7 +125,7 @@ class Engine {
   ScratchVector<int32_t> lkidx_;      // key table index of each local key
   ScratchVector<uint64_t> occ_place_;  // (G, F) home of every occurrence in ltable_
   ScratchVector<int32_t> order_;    // local indices, first occurrence, worker-major
-  ScratchVector<uint64_t> lusers_;  // users of each local key while BuildWorkerKeys runs
+  ScratchVector<uint64_t> lusers_;  // users of each local key (FindFirsts or the lane allocator)
   ScratchVector<int32_t> lread_;    // slot the worker being built reads each local key at
   ScratchVector<int32_t> first_;    // (N, B*F): each worker's local keys, first occurrences
   std::vector<int32_t> found_;      // (N): length of each worker's list in first_
@@ -137,6 +142,7 @@ class Engine {
   std::vector<std::vector<WorkerKey>> wkeys_;
   std::vector<std::vector<int32_t>> private_;  // herald: positions in wkeys_[w] of private keys
   std::vector<int32_t> picked_;                // herald: rows picked by a pass
+  std::vector<uint8_t> flags_;                 // herald: per local key, kFlush | kDrop
   ScratchVector<int64_t> samples_;    // (N, B)
   std::vector<ScratchVector<int64_t>> lists_;
 };

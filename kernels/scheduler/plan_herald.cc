@@ -30,21 +30,21 @@ void Engine::HeraldReads(int32_t w) {
   std::vector<int32_t>& mine = private_[w];
   mine.resize(m + 1);
   int64_t pulls = 0, inits = 0, locals = 0, pushes = 0, state_pulls = 0;
+  const uint64_t* users = lusers_.data();
   for (size_t i = 0; i < m; ++i) {
     const WorkerKey& x = wk[i];
-    const LocalKey& lk = local_[x.local];
     const int64_t absent = x.entry < 0 ? 1 : 0;
-    const int64_t pulled = absent & (lk.touched ? 1 : 0);
-    const int64_t local = lk.users == bit ? 1 : 0;
+    const int64_t pulled = absent & (x.touched ? 1 : 0);
+    const int64_t local = users[x.local] == bit ? 1 : 0;
     if (kEmit) {
-      out[HERALD_SCHED_PULL_KEYS][pulls] = lk.key;
+      out[HERALD_SCHED_PULL_KEYS][pulls] = x.key;
       out[HERALD_SCHED_PULL_SLOTS][pulls] = x.slot;
-      out[HERALD_SCHED_PULL_VERSIONS][pulls] = lk.version;
-      out[HERALD_SCHED_INIT_KEYS][inits] = lk.key;
+      out[HERALD_SCHED_PULL_VERSIONS][pulls] = x.version;
+      out[HERALD_SCHED_INIT_KEYS][inits] = x.key;
       out[HERALD_SCHED_INIT_SLOTS][inits] = x.slot;
-      out[HERALD_SCHED_LOCAL_KEYS][locals] = lk.key;
+      out[HERALD_SCHED_LOCAL_KEYS][locals] = x.key;
       out[HERALD_SCHED_LOCAL_SLOTS][locals] = x.slot;
-      out[HERALD_SCHED_PUSH_KEYS][pushes] = lk.key;
+      out[HERALD_SCHED_PUSH_KEYS][pushes] = x.key;
     }
     mine[locals] = static_cast<int32_t>(i);
     pulls += pulled;
@@ -66,9 +66,30 @@ void Engine::HeraldReads(int32_t w) {
 }
 
 void Engine::PlanHerald() {
-  const size_t unique = order_.size();
-  // The passes below pick rows without branching on their data (candidates are written, and
-  // counted only where they qualify), then act on the picked rows in the same order.
+  constexpr uint8_t kFlush = 1, kDrop = 2;
+  const size_t unique = local_.size();
+  // Per key, in LocalKey order (reads keys_ and local_ in sequence): the new owner and version
+  // (3b below), and whether its dirty copy is flushed (1) and its copy dropped (3b). The flags
+  // come from the snapshot: keys_ held the same holders and entry until this pass.
+  flags_.resize(unique);
+  for (size_t l = 0; l < unique; ++l) {
+    if (l + kAhead < unique) __builtin_prefetch(&keys_[local_[l + kAhead].kidx]);
+    const LocalKey& lk = local_[l];
+    KeyState& ks = keys_[lk.kidx];
+    const uint64_t owner_bit = lk.owner >= 0 ? 1ULL << lk.owner : 0;
+    const bool flush = owner_bit != 0 && lk.users != owner_bit;
+    const bool is_private = (lk.users & (lk.users - 1)) == 0;
+    const uint64_t keep = is_private ? lk.users : 0;
+    const bool drop = (lk.holders & ~keep) != 0;
+    flags_[l] = static_cast<uint8_t>((flush ? kFlush : 0) | (drop ? kDrop : 0));
+    ks.owner = static_cast<int8_t>(is_private ? __builtin_ctzll(lk.users) : -1);
+    ks.holders = drop ? 0 : ks.holders;
+    ks.entry = drop ? -1 : ks.entry;
+    ks.version += 1;
+    ks.touched = true;
+  }
+  // The passes below pick rows in order_ without branching on their data (candidates are
+  // written, and counted only where they qualify), then act on the picked rows in that order.
   std::vector<int32_t>& picked = picked_;
   picked.resize(unique + 1);
   // 1. Flush dirty rows that another worker reads at this step. Herald keeps at most one copy
@@ -76,10 +97,8 @@ void Engine::PlanHerald() {
   // (the key is shared, or private to another worker), so its dirty bit needs no update.
   size_t flushes = 0;
   for (size_t i = 0; i < unique; ++i) {
-    const LocalKey& lk = local_[order_[i]];
-    const uint64_t owner_bit = lk.owner >= 0 ? 1ULL << lk.owner : 0;
     picked[flushes] = order_[i];
-    flushes += static_cast<size_t>((owner_bit != 0) & (lk.users != owner_bit));
+    flushes += flags_[order_[i]] & kFlush;
   }
   for (size_t k = 0; k < flushes; ++k) {
     const LocalKey& lk = local_[picked[k]];
@@ -96,23 +115,12 @@ void Engine::PlanHerald() {
       HeraldReads<false>(w);
     }
   }
-  // 3b. Per key: new owner, version; a copy held elsewhere than at its only user is stale.
-  // keys_ still holds the snapshot's holders and entry here.
+  // 3b. A copy held elsewhere than at the key's only user is stale: drop it (owner and version
+  // were updated above).
   size_t drops = 0;
   for (size_t i = 0; i < unique; ++i) {
-    if (i + kAhead < unique) __builtin_prefetch(&keys_[local_[order_[i + kAhead]].kidx]);
-    const LocalKey& lk = local_[order_[i]];
-    KeyState& ks = keys_[lk.kidx];
-    const bool is_private = (lk.users & (lk.users - 1)) == 0;
-    const uint64_t keep = is_private ? lk.users : 0;
-    ks.owner = static_cast<int8_t>(is_private ? __builtin_ctzll(lk.users) : -1);
-    const bool drop = (lk.holders & ~keep) != 0;
     picked[drops] = order_[i];
-    drops += drop ? 1 : 0;
-    ks.holders = drop ? 0 : ks.holders;
-    ks.entry = drop ? -1 : ks.entry;
-    ks.version += 1;
-    ks.touched = true;
+    drops += flags_[order_[i]] >> 1;
   }
   for (size_t k = 0; k < drops; ++k) {  // the only copy is stale: drop it
     if (k + kAhead < drops) {
@@ -134,15 +142,14 @@ void Engine::PlanHerald() {
       if (k + kAhead < mine.size()) {
         const WorkerKey& y = wk[mine[k + kAhead]];
         dir.PrefetchEntry(y.entry);
-        __builtin_prefetch(&keys_[local_[y.local].kidx]);
+        __builtin_prefetch(&keys_[y.kidx]);
       }
       const WorkerKey& x = wk[mine[k]];
-      const LocalKey& lk = local_[x.local];
       // A private key's entry survived step 3b (only other workers' copies are dropped).
-      const int32_t e = dir.TouchKnown(x.entry, lk.key, lk.kidx, step_, x.slot);
+      const int32_t e = dir.TouchKnown(x.entry, x.key, x.kidx, step_, x.slot);
       DirEntry& d = dir.at(e);
       d.dirty = true;
-      KeyState& ks = keys_[lk.kidx];
+      KeyState& ks = keys_[x.kidx];
       ks.holders = bit;
       ks.entry = e;
       ks.slot = d.slot;  // kPending for a new row until AssignPending below
