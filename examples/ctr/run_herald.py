@@ -58,6 +58,8 @@ flags.DEFINE_float("val-fraction", 0.1, "held-out fraction for the final evaluat
 flags.DEFINE_enum("optimizer", "adagrad", ["sgd", "adagrad", "adam"], "embedding optimizer")
 flags.DEFINE_float("learning-rate", 0.05, "embedding learning rate")
 flags.DEFINE_float("dense-learning-rate", 1e-3, "dense (Adam) learning rate")
+flags.DEFINE_enum("transport", "grpc", ["grpc", "grpc+tcp"],
+                  "PS transport: gRPC for everything, or pull/push over the PS's TCP data port")
 flags.DEFINE_string("logdir", None, "TensorBoard directory")
 flags.DEFINE_string("metrics-json", None, "write the final metrics of rank 0 here")
 flags.DEFINE_string("checkpoint-dir", None,
@@ -172,7 +174,7 @@ def main(argv: list[str]) -> None:
                 sl = slice(s * g, (s + 1) * g)
                 yield {"categorical": keys[sl], "dense": dense[sl], "label": labels[sl]}
 
-    transport = make_transport("grpc", addresses=list(env.ps_addresses()),
+    transport = make_transport(FLAGS.transport, addresses=list(env.ps_addresses()),
                                token=env.cluster_token())
     config = RuntimeConfig(
         mode=mode, num_workers=workers, rank=rank, batch_size=_flag("batch-size"),

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import pytest
 from ps_cluster import PsCluster
-from test_training_equivalence import JOB, _free_ports, _run_all
+from test_training_equivalence import JOB, TIMEOUT_S
+from training_job import free_ports, job_env, run_jobs
 
 from herald_tf.keras.checkpoint import CheckpointError, load_worker  # noqa: F401
 
@@ -25,7 +26,7 @@ STEPS, CHECKPOINT, CRASH = 60, 30, 33
 
 
 def _workers(cluster: PsCluster, tmp, tag: str, mode: str, extra: list[str]) -> list[list[str]]:
-    ports = _free_ports(2)
+    ports = free_ports(2)
     hosts = [f"127.0.0.1:{p}" for p in ports]
     commands = []
     for rank in range(2):
@@ -59,6 +60,10 @@ def _keys() -> np.ndarray:
     from training_job import make_data
 
     return np.unique(make_data(STEPS, 16)["categorical"])
+
+
+def _run_all(commands: list[list[str]], logs: list[str]) -> None:
+    run_jobs(commands, logs, [job_env()] * len(commands), TIMEOUT_S)
 
 
 @pytest.mark.parametrize("mode", ["ps", "herald"])
