@@ -1,6 +1,7 @@
 // CPU row movement (gather for push/flush, scatter for pull) and deterministic row creation.
 #include <string.h>
 
+#include "kernels/core/apply_checks.h"
 #include "kernels/core/c_api.h"
 #include "kernels/cpu/int64_map.h"
 #include "kernels/cpu/validate.h"
@@ -48,11 +49,7 @@ int herald_cpu_init_rows(const HeraldInitializerParams* params, const int64_t* k
 
 int herald_cpu_init_state(const HeraldOptimizerParams* params, int64_t n, int64_t dim,
                           float* state, HeraldStatus* status) {
-  if (params == nullptr || !herald::IsValidOptimizerKind(params->kind)) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected optimizer kind in {0: sgd, 1: adagrad, 2: adam}. Received: %d",
-                     params ? params->kind : -1);
-  }
+  if (herald::CheckOptimizerKind(params, status)) return status->code;
   if (CheckCounts(n, dim, status)) return status->code;
   const int64_t count = n * herald::StateWidth(params->kind, dim);
   const float v = herald::InitialStateValue(*params);

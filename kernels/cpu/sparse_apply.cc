@@ -1,5 +1,6 @@
 // CPU sparse optimizer apply over slot storage. The math is herald::ApplyRow from
 // kernels/core/optimizer.h, the same code the parameter server runs.
+#include "kernels/core/apply_checks.h"
 #include "kernels/core/c_api.h"
 #include "kernels/cpu/int64_map.h"
 #include "kernels/cpu/runner.h"
@@ -14,25 +15,8 @@ int herald_cpu_sparse_apply(const HeraldOptimizerParams* params, float* storage,
                             int64_t* versions, int64_t slots, int64_t dim,
                             const int64_t* unique_slots, int64_t u, const float* grads,
                             const HeraldRunner* runner, HeraldStatus* status) {
-  if (params == nullptr || !herald::IsValidOptimizerKind(params->kind)) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected optimizer kind in {0: sgd, 1: adagrad, 2: adam}. Received: %d",
-                     params ? params->kind : -1);
-  }
-  if (slots < 0 || dim <= 0 || u < 0) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected slots >= 0, dim > 0 and u >= 0. Received: slots=%lld, dim=%lld, "
-                     "u=%lld",
-                     static_cast<long long>(slots), static_cast<long long>(dim),
-                     static_cast<long long>(u));
-  }
+  if (herald::CheckApplyArgs(params, slots, dim, u, state, status)) return status->code;
   const int64_t width = herald::StateWidth(params->kind, dim);
-  if (width > 0 && state == nullptr) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected optimizer state of shape (slots, %lld) for this optimizer. "
-                     "Received: none",
-                     static_cast<long long>(width));
-  }
   if (herald::CheckIdsInRange(unique_slots, u, slots, "unique slot", status)) return status->code;
   {
     herald::Int64IndexMap seen(u);

@@ -3,6 +3,7 @@
 // scatter for pulled rows, and deterministic row/state initialisation.
 #include <stdint.h>
 
+#include "kernels/core/apply_checks.h"
 #include "kernels/core/initializer.h"
 #include "kernels/core/optimizer.h"
 #include "kernels/cuda/apply.cuh"
@@ -228,15 +229,6 @@ __global__ void InitRowsKernel(HeraldInitializerParams params, const int64_t* __
 
 }  // namespace
 
-int CheckOptimizer(const HeraldOptimizerParams* params, HeraldStatus* status) {
-  if (params == nullptr || !IsValidOptimizerKind(params->kind)) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected optimizer kind in {0: sgd, 1: adagrad, 2: adam}. Received: %d",
-                     params ? params->kind : -1);
-  }
-  return SetOk(status);
-}
-
 template <int KIND>
 int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* state,
                 int64_t* versions, int64_t dim, const int64_t* unique_slots, int64_t u,
@@ -261,26 +253,6 @@ int LaunchApply(const HeraldOptimizerParams& params, float* storage, float* stat
   }
   HERALD_CUDA_CHECK_LAUNCH(status);
   return HERALD_OK;
-}
-
-int CheckApplyArgs(const HeraldOptimizerParams* params, int64_t slots, int64_t dim, int64_t u,
-                   const float* state, HeraldStatus* status) {
-  HERALD_RETURN_IF_ERROR(CheckOptimizer(params, status));
-  if (slots < 0 || dim <= 0 || u < 0) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected slots >= 0, dim > 0 and u >= 0. Received: slots=%lld, dim=%lld, "
-                     "u=%lld",
-                     static_cast<long long>(slots), static_cast<long long>(dim),
-                     static_cast<long long>(u));
-  }
-  const int64_t width = StateWidth(params->kind, dim);
-  if (width > 0 && state == nullptr) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected optimizer state of shape (slots, %lld) for this optimizer. "
-                     "Received: none",
-                     static_cast<long long>(width));
-  }
-  return SetOk(status);
 }
 
 int EnqueueApply(const HeraldOptimizerParams& params, float* storage, float* state,
@@ -317,7 +289,7 @@ int herald_cuda_sparse_apply(const HeraldOptimizerParams* params, float* storage
                              const float* grads, cudaStream_t stream,
                              const HeraldCudaAllocator* allocator, HeraldCudaError* error,
                              HeraldStatus* status) {
-  HERALD_RETURN_IF_ERROR(herald::cuda::CheckApplyArgs(params, slots, dim, u, state, status));
+  HERALD_RETURN_IF_ERROR(herald::CheckApplyArgs(params, slots, dim, u, state, status));
   TempBlock temp(allocator, stream);
   ErrorScope scope(error, &temp);
   const size_t bitmap = temp.Take<unsigned int>(herald::cuda::BitmapWords(slots));
@@ -392,7 +364,7 @@ int herald_cuda_init_rows(const HeraldInitializerParams* params, const int64_t* 
 
 int herald_cuda_init_state(const HeraldOptimizerParams* params, int64_t n, int64_t dim,
                            float* state, cudaStream_t stream, HeraldStatus* status) {
-  HERALD_RETURN_IF_ERROR(herald::cuda::CheckOptimizer(params, status));
+  HERALD_RETURN_IF_ERROR(herald::CheckOptimizerKind(params, status));
   HERALD_RETURN_IF_ERROR(herald::cuda::CheckRowArgs(0, dim, n, status));
   HERALD_RETURN_IF_ERROR(herald::cuda::EnqueueFill(state,
                                                    n * herald::StateWidth(params->kind, dim),

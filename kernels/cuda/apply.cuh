@@ -62,10 +62,6 @@ struct GradientRows {
   Sources sources;
 };
 
-// Host checks of an apply call: optimizer kind, sizes, state present when the kind needs it.
-int CheckApplyArgs(const HeraldOptimizerParams* params, int64_t slots, int64_t dim, int64_t u,
-                   const float* state, HeraldStatus* status);
-
 // Enqueues the apply of row k's gradient (see GradientRows) to row unique_slots[k] for k < u
 // (capped at *u_device when given); writes nothing when `error` is set by then. No input checks:
 // the caller has made sure that the slots are distinct and in range and the gradients finite

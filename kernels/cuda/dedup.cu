@@ -16,6 +16,7 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 
+#include "kernels/core/apply_checks.h"
 #include "kernels/cuda/apply.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/vec.cuh"
@@ -771,7 +772,7 @@ int herald_cuda_dedup_apply(const HeraldOptimizerParams* params, float* storage,
                             int64_t* unique, int64_t* num_unique, float* summed,
                             cudaStream_t stream, const HeraldCudaAllocator* allocator,
                             HeraldCudaError* error, HeraldStatus* status) {
-  HERALD_RETURN_IF_ERROR(herald::cuda::CheckApplyArgs(params, slots, dim, n, state, status));
+  HERALD_RETURN_IF_ERROR(herald::CheckApplyArgs(params, slots, dim, n, state, status));
   return herald::cuda::DedupGrad(slot_ids, n, slots, grad_out, row_splits, batch, combiner, dim,
                                  unique, nullptr, num_unique, summed, params, storage, state,
                                  versions, stream, allocator, error, status);

@@ -3,6 +3,7 @@
 // re-check distinctness and finiteness, which the PS checked on arrival (twice the time here).
 #include <stdint.h>
 
+#include "kernels/core/apply_checks.h"
 #include "kernels/core/optimizer.h"
 #include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
@@ -15,18 +16,7 @@ extern "C" {
 int herald_ps_apply_rows(const HeraldOptimizerParams* params, float* values, float* state,
                          int64_t* versions, int64_t num_rows, int64_t dim, const int64_t* rows,
                          int64_t n, const float* grads, HeraldStatus* status) {
-  if (params == nullptr || !herald::IsValidOptimizerKind(params->kind)) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected optimizer kind in {0: sgd, 1: adagrad, 2: adam}. Received: %d",
-                     params ? params->kind : -1);
-  }
-  if (num_rows < 0 || dim <= 0 || n < 0) {
-    return SetStatus(status, HERALD_INVALID_ARGUMENT,
-                     "Expected num_rows >= 0, dim > 0 and n >= 0. Received: num_rows=%lld, "
-                     "dim=%lld, n=%lld",
-                     static_cast<long long>(num_rows), static_cast<long long>(dim),
-                     static_cast<long long>(n));
-  }
+  if (herald::CheckApplyArgs(params, num_rows, dim, n, state, status)) return status->code;
   const int64_t width = herald::StateWidth(params->kind, dim);
   if (n > 0 && (values == nullptr || versions == nullptr || rows == nullptr ||
                 grads == nullptr || (width > 0 && state == nullptr))) {
