@@ -136,8 +136,10 @@ class DenseSync(abc.ABC):
             raise ValueError("Expected a built model: its dense weights must exist to be "
                              "broadcast. Build it (call it on a batch) before fit. Received: "
                              f"unbuilt model {model.name!r}")
+        from herald_tf.keras.compat import optimizer_built
+
         optimizer = getattr(model, "optimizer", None)
-        if optimizer is not None and not optimizer.built:
+        if optimizer is not None and not optimizer_built(optimizer):
             optimizer.build(model.trainable_variables)
         variables = dense_variables(model)
         if optimizer is not None:

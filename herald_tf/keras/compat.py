@@ -40,6 +40,7 @@ __all__ = [
     "compute_loss",
     "dtype_policy_name",
     "is_loss_scale_optimizer",
+    "optimizer_built",
     "keras",
     "scale_loss",
     "tf_variable",
@@ -85,3 +86,8 @@ def is_loss_scale_optimizer(optimizer: Any) -> bool:
     wrapper = (keras.mixed_precision.LossScaleOptimizer if LEGACY_KERAS
                else keras.optimizers.LossScaleOptimizer)
     return isinstance(optimizer, wrapper)
+
+
+def optimizer_built(optimizer: Any) -> bool:
+    """True once the optimizer has created its variables (tf-keras keeps the flag private)."""
+    return bool(getattr(optimizer, "_built" if LEGACY_KERAS else "built", False))

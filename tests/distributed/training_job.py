@@ -226,7 +226,9 @@ def _keras_name() -> np.ndarray:
     return np.array("tf_keras" if compat.LEGACY_KERAS else "keras3")
 
 
-def _steps_of_distributed_dataset(args: argparse.Namespace) -> dict[str, int]:
+def _steps_of_unsized_dataset(args: argparse.Namespace) -> dict[str, int]:
+    """tf-keras needs the number of steps of the runtime's datasets (a generator of unknown
+    size) when they are distributed or run several steps per execution; Keras 3 runs them out."""
     from herald_tf.keras import compat
 
     return {"steps_per_epoch": args.steps - args.resume_step} if compat.LEGACY_KERAS else {}
@@ -281,16 +283,16 @@ def run_worker(args: argparse.Namespace) -> None:
                                 dense_sync=sync)
         resume(model, runtime, args)
         history = model.fit(runtime.dataset(specs), epochs=1, verbose=0,
-                            callbacks=sync.callbacks() + callbacks)
+                            callbacks=sync.callbacks() + callbacks,
+                            **_steps_of_unsized_dataset(args))
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         with strategy.scope(), runtime.scope():
             # Keras' multi-step loop fails under MultiWorkerMirroredStrategy (HeraldModel).
             model = build_model(args.model, args.optimizer, steps_per_execution=1)
             resume(model, runtime, args)
-        # tf-keras needs the number of steps of a distributed dataset (Keras 3 runs it out).
         history = model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
-                            callbacks=callbacks, **_steps_of_distributed_dataset(args))
+                            callbacks=callbacks, **_steps_of_unsized_dataset(args))
     stats = runtime.stats()  # the plans' traffic, before the final flush of owned rows
     runtime.flush_dirty()
     if args.export:
