@@ -64,8 +64,12 @@ OK, ERROR = 0, 1
 #: Largest meta accepted (JSON with table names and array specs), and before authentication.
 MAX_META_BYTES = 1 << 20
 MAX_HELLO_META_BYTES = 4 << 10
-#: Largest payload accepted in one request (keys + gradients).
+#: Largest payload of a frame a client accepts (a reply: rows of one shard's pull).
 MAX_PAYLOAD_BYTES = 1 << 36
+#: Largest payload the PS accepts in one request (keys + gradients; one step's push for a shard
+#: is tens of MB): refused from the header, before any allocation, so one client cannot make a
+#: PS that serves everyone else allocate without bound.
+MAX_REQUEST_BYTES = 1 << 32
 CONNECT_TIMEOUT_S = 10.0
 DTYPES = {"i8": np.dtype("<i8"), "f4": np.dtype("<f4")}
 _CODES = {v.str: k for k, v in DTYPES.items()}
@@ -279,8 +283,9 @@ class DataPlaneServer:
             while True:
                 checked: dict[str, int] = {}
                 try:
-                    kind, meta, arrays = recv_frame(sock, last=functools.partial(
-                        _recv_checked, checked=checked))
+                    kind, meta, arrays = recv_frame(
+                        sock, max_payload=MAX_REQUEST_BYTES,
+                        last=functools.partial(_recv_checked, checked=checked))
                 except FrameError as e:
                     self.store.count_error()
                     send_frame(sock, ERROR, {"code": "INVALID_ARGUMENT", "message": str(e)})

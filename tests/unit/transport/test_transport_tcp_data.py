@@ -87,7 +87,9 @@ def test_malformed_requests_are_refused_and_change_nothing(grpc_shards) -> None:
         # frames that break the format: an error reply, then the server closes the connection
         for frame in (HEADER.pack(b"XXXX", PULL, 2, 0) + b"{}",
                       HEADER.pack(MAGIC, PULL, 2, 8) + b"{}" + b"\0" * 8,  # undeclared bytes
-                      HEADER.pack(MAGIC, PULL, 5, 0) + b"nojsn"):
+                      HEADER.pack(MAGIC, PULL, 5, 0) + b"nojsn",
+                      # a request larger than the PS accepts: refused before any allocation
+                      HEADER.pack(MAGIC, PUSH, 2, tcp_data.MAX_REQUEST_BYTES + 1) + b"{}"):
             s = _hello(port)
             s.sendall(frame)
             status, meta, _ = tcp_data.recv_frame(s)
@@ -103,7 +105,7 @@ def test_malformed_requests_are_refused_and_change_nothing(grpc_shards) -> None:
     finally:
         t.close()
     assert unchanged(stores[0])
-    assert stores[0].stats()["errors"] == len(cases) + 3
+    assert stores[0].stats()["errors"] == len(cases) + 4
 
 
 def test_large_pull_lands_in_request_order_and_counts_its_bytes(grpc_shards) -> None:
