@@ -99,7 +99,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
         try:
             first = None
             keys, have, need = [], [], []
-            for req in request_iterator:
+            for req in wire.bounded(request_iterator, lambda r: len(r.keys)
+                                    + len(r.have_versions) + len(r.min_versions)):
                 if first is None:
                     first = req
                 keys.append(req.keys)
@@ -133,7 +134,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
         try:
             first = None
             entries = []
-            for req in request_iterator:
+            for req in wire.bounded(request_iterator, lambda r: len(r.keys) + len(r.grads)):
                 if first is None:
                     first = req
                 if req.step != first.step or req.rank != first.rank:
@@ -168,7 +169,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
             first = None
             parts: dict[str, list[bytes]] = {"keys": [], "values": [], "state": [],
                                              "versions": []}
-            for req in request_iterator:
+            for req in wire.bounded(request_iterator, lambda r: len(r.keys) + len(r.values)
+                                    + len(r.state) + len(r.versions)):
                 if first is None:
                     first = req
                 for name, lst in parts.items():
@@ -191,7 +193,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
         try:
             first = None
             keys = []
-            for req in request_iterator:
+            for req in wire.bounded(request_iterator, lambda r: len(r.keys)):
                 if first is None:
                     first = req
                 keys.append(req.keys)

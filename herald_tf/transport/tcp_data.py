@@ -56,6 +56,7 @@ from herald_tf.ps.errors import (
     grpc_code_of,
 )
 from herald_tf.ps.store import PushEntry, ShardStore
+from herald_tf.transport import wire
 
 MAGIC = b"HRLD"
 HEADER = struct.Struct("<4sIIQ")
@@ -66,10 +67,7 @@ MAX_META_BYTES = 1 << 20
 MAX_HELLO_META_BYTES = 4 << 10
 #: Largest payload of a frame a client accepts (a reply: rows of one shard's pull).
 MAX_PAYLOAD_BYTES = 1 << 36
-#: Largest payload the PS accepts in one request (keys + gradients; one step's push for a shard
-#: is tens of MB): refused from the header, before any allocation, so one client cannot make a
-#: PS that serves everyone else allocate without bound.
-MAX_REQUEST_BYTES = 1 << 32
+
 CONNECT_TIMEOUT_S = 10.0
 DTYPES = {"i8": np.dtype("<i8"), "f4": np.dtype("<f4")}
 _CODES = {v.str: k for k, v in DTYPES.items()}
@@ -283,8 +281,10 @@ class DataPlaneServer:
             while True:
                 checked: dict[str, int] = {}
                 try:
+                    # a request over the PS's limit is refused from its header, before any
+                    # allocation
                     kind, meta, arrays = recv_frame(
-                        sock, max_payload=MAX_REQUEST_BYTES,
+                        sock, max_payload=wire.MAX_REQUEST_BYTES,
                         last=functools.partial(_recv_checked, checked=checked))
                 except FrameError as e:
                     self.store.count_error()

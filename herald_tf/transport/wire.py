@@ -8,7 +8,8 @@ on both ends to ``MAX_MESSAGE_BYTES`` so a chunk never hits it (DESIGN §4a).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,11 +17,17 @@ from herald_tf.errors import InvalidArgumentError
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 MAX_MESSAGE_BYTES = 64 << 20
+#: Largest request (all its chunks) a PS accepts: one step's push for a shard is tens of MB.
+#: Larger ones are refused, so one client cannot make a PS that serves everyone else hold
+#: unbounded memory.
+MAX_REQUEST_BYTES = 1 << 32
 #: Channel/server options raising gRPC's 4 MB default message limit on both ends.
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+
+T = TypeVar("T")
 
 if sys.byteorder != "little":  # pragma: no cover
     raise ImportError("herald_tf's wire format assumes a little-endian host")
@@ -59,3 +66,16 @@ def row_ranges(n: int, row_bytes: int, chunk_bytes: int) -> Iterator[tuple[int, 
         return
     for begin in range(0, n, per):
         yield begin, min(n, begin + per)
+
+
+def bounded(chunks: Iterable[T], nbytes: Callable[[T], int],
+            limit: int = MAX_REQUEST_BYTES) -> Iterator[T]:
+    """The chunks of one streamed request, refused with ``InvalidArgumentError`` as soon as
+    their payload (``nbytes`` of each) exceeds ``limit`` bytes."""
+    total = 0
+    for chunk in chunks:
+        total += nbytes(chunk)
+        if total > limit:
+            raise InvalidArgumentError(f"Expected a request of at most {limit} bytes. Received: "
+                                       f"more than {limit} bytes (split it into several calls)")
+        yield chunk

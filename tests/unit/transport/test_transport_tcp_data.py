@@ -12,7 +12,7 @@ from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps.errors import FailedPreconditionError, UnauthenticatedError
 from herald_tf.ps.store import ShardStore
-from herald_tf.transport import make_transport, tcp_data
+from herald_tf.transport import make_transport, tcp_data, wire
 from herald_tf.transport.grpc_server import serve
 from herald_tf.transport.tcp_data import HEADER, HELLO, MAGIC, PULL, PUSH, DataPlaneClient
 
@@ -89,7 +89,7 @@ def test_malformed_requests_are_refused_and_change_nothing(grpc_shards) -> None:
                       HEADER.pack(MAGIC, PULL, 2, 8) + b"{}" + b"\0" * 8,  # undeclared bytes
                       HEADER.pack(MAGIC, PULL, 5, 0) + b"nojsn",
                       # a request larger than the PS accepts: refused before any allocation
-                      HEADER.pack(MAGIC, PUSH, 2, tcp_data.MAX_REQUEST_BYTES + 1) + b"{}"):
+                      HEADER.pack(MAGIC, PUSH, 2, wire.MAX_REQUEST_BYTES + 1) + b"{}"):
             s = _hello(port)
             s.sendall(frame)
             status, meta, _ = tcp_data.recv_frame(s)

@@ -25,3 +25,13 @@ def test_row_ranges_cover_all_rows_within_the_chunk_size() -> None:
     assert ranges == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert list(wire.row_ranges(0, 8, 100)) == [(0, 0)]
     assert list(wire.row_ranges(5, 1000, 10)) == [(i, i + 1) for i in range(5)]
+
+
+def test_a_streamed_request_over_the_limit_is_refused_once_it_exceeds_it():
+    chunks = [b"x" * 40, b"y" * 40, b"z" * 40]
+    seen = []
+    with pytest.raises(InvalidArgumentError, match="at most 100 bytes"):
+        for c in wire.bounded(iter(chunks), len, limit=100):
+            seen.append(c)
+    assert seen == chunks[:2]
+    assert list(wire.bounded(iter(chunks), len, limit=120)) == chunks
