@@ -26,11 +26,13 @@ from herald_tf.scheduler.types import (
     Traffic,
 )
 
-API_VERSION = 2
+API_VERSION = 3
 #: Environment variable naming a library that exports the scheduler ABI (development and tests).
 CORE_LIB_VAR = "HERALD_CORE_LIB"
 _NUM_LISTS = 19
 _OCCURRENCE = 18
+#: Lists not bounded by the worker's unique keys: flush, drop, write-back and install lists.
+_SMALL_LISTS = [2, 3, 12, 13, 14, 15, 16, 17]
 
 
 class _Config(ctypes.Structure):
@@ -65,14 +67,14 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.herald_sched_destroy.restype = None
     lib.herald_sched_step.argtypes = [ctypes.c_void_p, _I64P, ctypes.c_int64, ctypes.c_int64,
                                       _I64P, _ST]
+    lib.herald_sched_step_into.argtypes = [ctypes.c_void_p, _I64P, ctypes.c_int64,
+                                           ctypes.c_int64, _I64P, _I64P, _I64P, _I64P, _ST]
     lib.herald_sched_traffic.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Traffic), _ST]
     lib.herald_sched_list_size.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                                            _I64P, _ST]
     lib.herald_sched_copy_list.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                                            _I64P, ctypes.c_int64, _ST]
     lib.herald_sched_set_emit_plans.argtypes = [ctypes.c_void_p, ctypes.c_int32, _ST]
-    lib.herald_sched_plan_sizes.argtypes = [ctypes.c_void_p, _I64P, _ST]
-    lib.herald_sched_copy_plans.argtypes = [ctypes.c_void_p, _I64P, ctypes.c_int64, _ST]
     version = lib.herald_sched_api_version()
     if version != API_VERSION:
         raise LibraryNotFoundError(
@@ -141,7 +143,24 @@ class NativeEngine:
         self._handle = handle
         self._sizes = np.empty((config.num_workers, _NUM_LISTS), dtype=np.int64)
         self._sizes_ptr = self._sizes.ctypes.data_as(_I64P)
+        # Entries reserved per plan list in each step's plan buffer (herald_sched_step_into).
+        # A worker's unique keys (<= B * F) bound its keys, pull, init, local and push lists;
+        # the others start at a quarter of that. A list longer than its share is copied out,
+        # and its share is twice that length from the next step on.
+        per_worker = config.batch_size * config.num_fields
+        self._capacity = np.full((config.num_workers, _NUM_LISTS), per_worker, dtype=np.int64)
+        self._capacity[:, _SMALL_LISTS] = max(per_worker // 4, 1)
+        self._capacity_ptr = self._capacity.ctypes.data_as(_I64P)
+        self._layout()
+        self._region: np.ndarray | None = None  # the last step's plan buffer (read by _list)
         self.step_id = 0
+
+    def _layout(self) -> None:
+        """Where each list's share of the plan buffer starts, and the buffer's length."""
+        caps = self._capacity.ravel().tolist()
+        ends = np.cumsum(caps).tolist()
+        self._starts = [0] + ends[:-1]
+        self._total = ends[-1]
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)
@@ -178,25 +197,24 @@ class NativeEngine:
         occ = self._list(worker, _OCCURRENCE).reshape(cfg.batch_size, cfg.num_fields)
         return StepPlan(slots=occ, **fields)
 
-    def _plans(self) -> list[StepPlan]:
-        """All workers' plans of the last step, copied in one call (views of one buffer)."""
+    def _plans(self, region: np.ndarray) -> list[StepPlan]:
+        """All workers' plans of the last step: views of ``region``, the buffer the engine wrote
+        them into (a fresh one each step, so earlier plans stay as they were)."""
         cfg = self.config
-        status = _Status()
         sizes = self._sizes
-        _check(self._lib.herald_sched_plan_sizes(self._handle, self._sizes_ptr,
-                                                 ctypes.byref(status)), status)
-        ends = np.cumsum(sizes.ravel()).tolist()
-        total = ends[-1]
-        flat = np.empty(total, dtype=np.int64)
-        _check(self._lib.herald_sched_copy_plans(self._handle, flat.ctypes.data_as(_I64P), total,
-                                                 ctypes.byref(status)), status)
-        # Plain slices (np.split costs more than the copy itself at 19 lists per worker), and
-        # StepPlan's fields by position: keys, key_slots, slots, then the C order from flush_keys.
-        views = [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
+        # Plain slices (np.split costs more at 19 lists per worker), and StepPlan's fields by
+        # position: keys, key_slots, slots, then the C order from flush_keys.
+        views = [region[a:a + n] for a, n in zip(self._starts, sizes.ravel().tolist())]
+        over = sizes > self._capacity
+        if over.any():  # lists longer than their share are not in region
+            for w, index in zip(*np.nonzero(over)):
+                views[w * _NUM_LISTS + index] = self._list(int(w), int(index))
+            self._capacity[over] = 2 * sizes[over]
+            self._layout()
         shape = (cfg.batch_size, cfg.num_fields)
         plans = []
-        for w in range(cfg.num_workers):
-            v = views[w * _NUM_LISTS:(w + 1) * _NUM_LISTS]
+        for w in range(0, len(views), _NUM_LISTS):
+            v = views[w:w + _NUM_LISTS]
             plans.append(StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(shape), *v[2:_OCCURRENCE]))
         return plans
 
@@ -224,12 +242,20 @@ class NativeEngine:
         keys = check_batch(cfg, keys)
         samples = np.empty((cfg.num_workers, cfg.batch_size), dtype=np.int64)
         status = _Status()
-        _check(self._lib.herald_sched_step(
-            self._handle, keys.ctypes.data_as(_I64P), keys.shape[0], keys.shape[1],
-            samples.ctypes.data_as(_I64P), ctypes.byref(status)), status)
         plans = None
         if self.emit_plans and emit_plans is not False:
-            plans = self._plans()
+            # A fresh buffer: the plans handed out before stay untouched.
+            region = np.empty(self._total, dtype=np.int64)
+            _check(self._lib.herald_sched_step_into(
+                self._handle, keys.ctypes.data_as(_I64P), keys.shape[0], keys.shape[1],
+                samples.ctypes.data_as(_I64P), region.ctypes.data_as(_I64P), self._capacity_ptr,
+                self._sizes_ptr, ctypes.byref(status)), status)
+            self._region = region
+            plans = self._plans(region)
+        else:
+            _check(self._lib.herald_sched_step(
+                self._handle, keys.ctypes.data_as(_I64P), keys.shape[0], keys.shape[1],
+                samples.ctypes.data_as(_I64P), ctypes.byref(status)), status)
         step = self.step_id
         self.step_id += 1
         return ScheduledStep(step=step, samples=samples, plans=plans)

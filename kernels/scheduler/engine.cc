@@ -37,11 +37,20 @@ int32_t Engine::InternNew(int64_t key) {
   return idx;
 }
 
-void Engine::Step(const int64_t* keys, int64_t* samples_out) {
+void Engine::Step(const int64_t* keys, int64_t* samples_out, int64_t* region,
+                  const int64_t* capacity) {
   const int64_t g = static_cast<int64_t>(n_) * b_;
   Dedup(keys);
   Snapshot();
-  for (auto& l : lists_) l.clear();
+  if (region != nullptr && cfg_.emit_plans) {
+    int64_t* at = region;
+    for (size_t i = 0; i < lists_.size(); ++i) {
+      lists_[i].Attach(at, static_cast<size_t>(capacity[i]));
+      at += capacity[i];
+    }
+  } else {
+    for (auto& l : lists_) l.Detach();
+  }
   samples_.resize(g);
   Allocate(samples_.data());
   BuildWorkerKeys(samples_.data());
@@ -55,6 +64,9 @@ void Engine::Step(const int64_t* keys, int64_t* samples_out) {
     default:
       PlanHerald();
       break;
+  }
+  if (region != nullptr && cfg_.emit_plans) {
+    for (size_t i = 0; i < lists_.size(); ++i) lists_[i].Settle(static_cast<size_t>(capacity[i]));
   }
   for (int64_t i = 0; i < g; ++i) samples_out[i] = samples_[i];
   traffic_.samples += g;
@@ -201,15 +213,15 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
       wk[i] = WorkerKey{lk.key, l, slot, e, lk.kidx, lk.version, lk.touched};
     }
     if (cfg_.emit_plans) {
-      ScratchVector<int64_t>& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);  // (B, F)
+      PlanList& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);  // (B, F)
       o.resize(per_worker);
       for (int32_t j = 0; j < b_; ++j) {
         const int32_t* row = occ_.data() + samples[static_cast<int64_t>(w) * b_ + j] * f_;
         int64_t* out = o.data() + static_cast<size_t>(j) * f_;
         for (int32_t f = 0; f < f_; ++f) out[f] = lread_[row[f]];
       }
-      ScratchVector<int64_t>& k = L(w, HERALD_SCHED_KEYS);
-      ScratchVector<int64_t>& s = L(w, HERALD_SCHED_KEY_SLOTS);
+      PlanList& k = L(w, HERALD_SCHED_KEYS);
+      PlanList& s = L(w, HERALD_SCHED_KEY_SLOTS);
       k.resize(wk.size());
       s.resize(wk.size());
       for (size_t i = 0; i < wk.size(); ++i) {

@@ -9,6 +9,7 @@
 
 #include "kernels/scheduler/directory.h"
 #include "kernels/scheduler/hash_map.h"
+#include "kernels/scheduler/plan_list.h"
 #include "kernels/scheduler/scheduler_api.h"
 #include "kernels/scheduler/scratch_vector.h"
 
@@ -59,11 +60,14 @@ class Engine {
  public:
   explicit Engine(const HeraldSchedConfig& config);
 
-  // keys: (N*B, F); samples_out: (N, B).
-  void Step(const int64_t* keys, int64_t* samples_out);
+  // keys: (N*B, F); samples_out: (N, B). With a region, plan list l of worker w is written at
+  // region + (sum of capacity before entry w * LISTS + l) while it fits its capacity (see
+  // herald_sched_step_into); without, into the lists' own storage.
+  void Step(const int64_t* keys, int64_t* samples_out, int64_t* region = nullptr,
+            const int64_t* capacity = nullptr /* (N, LISTS) */);
 
   const HeraldSchedTraffic& traffic() const { return traffic_; }
-  const ScratchVector<int64_t>& list(int32_t worker, int32_t list) const {
+  const PlanList& list(int32_t worker, int32_t list) const {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
 
@@ -79,7 +83,7 @@ class Engine {
   const HeraldSchedConfig& config() const { return cfg_; }
 
  private:
-  ScratchVector<int64_t>& L(int32_t worker, int32_t list) {
+  PlanList& L(int32_t worker, int32_t list) {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
   int32_t InternNew(int64_t key);  // adds a key seen for the first time
@@ -144,7 +148,7 @@ class Engine {
   std::vector<int32_t> picked_;                // herald: rows picked by a pass
   std::vector<uint8_t> flags_;                 // herald: per local key, kFlush | kDrop
   ScratchVector<int64_t> samples_;    // (N, B)
-  std::vector<ScratchVector<int64_t>> lists_;
+  std::vector<PlanList> lists_;
 };
 
 }  // namespace sched

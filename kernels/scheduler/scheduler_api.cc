@@ -1,7 +1,6 @@
 // C ABI of the scheduler: validation, status conversion, no exceptions across the boundary.
 #include "kernels/scheduler/scheduler_api.h"
 
-#include <algorithm>
 #include <new>
 
 #include "kernels/scheduler/engine.h"
@@ -79,8 +78,9 @@ int herald_sched_create(const HeraldSchedConfig* config, HeraldScheduler** out,
 
 void herald_sched_destroy(HeraldScheduler* scheduler) { delete scheduler; }
 
-int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys, int64_t num_samples,
-                      int64_t num_fields, int64_t* samples_out, HeraldStatus* status) {
+static int CheckStep(const HeraldScheduler* scheduler, const int64_t* keys,
+                     int64_t num_samples, int64_t num_fields, const int64_t* samples_out,
+                     HeraldStatus* status) {
   if (scheduler == nullptr || keys == nullptr || samples_out == nullptr) {
     return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
                              "Expected a scheduler, keys and samples_out. Received: NULL");
@@ -94,11 +94,58 @@ int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys, int64_t n
                              static_cast<long long>(num_samples),
                              static_cast<long long>(num_fields));
   }
+  return herald::SetOk(status);
+}
+
+static int RunStep(HeraldScheduler* scheduler, const int64_t* keys, int64_t* samples_out,
+                   int64_t* plans_out, const int64_t* capacity, HeraldStatus* status) {
   try {
-    scheduler->engine.Step(keys, samples_out);
+    scheduler->engine.Step(keys, samples_out, plans_out, capacity);
   } catch (const std::bad_alloc&) {
     return herald::SetStatus(status, HERALD_INTERNAL,
                              "Out of memory in a scheduler step; the scheduler is unusable.");
+  }
+  return herald::SetOk(status);
+}
+
+int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys, int64_t num_samples,
+                      int64_t num_fields, int64_t* samples_out, HeraldStatus* status) {
+  int code = CheckStep(scheduler, keys, num_samples, num_fields, samples_out, status);
+  if (code != HERALD_OK) return code;
+  return RunStep(scheduler, keys, samples_out, nullptr, nullptr, status);
+}
+
+int herald_sched_step_into(HeraldScheduler* scheduler, const int64_t* keys, int64_t num_samples,
+                           int64_t num_fields, int64_t* samples_out, int64_t* plans_out,
+                           const int64_t* capacity, int64_t* sizes_out, HeraldStatus* status) {
+  int code = CheckStep(scheduler, keys, num_samples, num_fields, samples_out, status);
+  if (code != HERALD_OK) return code;
+  if (capacity == nullptr || sizes_out == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected capacity and sizes_out. Received: NULL");
+  }
+  const int64_t lists =
+      static_cast<int64_t>(scheduler->engine.config().num_workers) * HERALD_SCHED_NUM_LISTS;
+  int64_t total = 0;
+  for (int64_t i = 0; i < lists; ++i) {
+    if (capacity[i] < 0) {
+      return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                               "Expected capacities >= 0. Received: capacity[%lld]=%lld",
+                               static_cast<long long>(i), static_cast<long long>(capacity[i]));
+    }
+    total += capacity[i];
+  }
+  if (plans_out == nullptr && total > 0) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected plans_out of %lld entries. Received: NULL",
+                             static_cast<long long>(total));
+  }
+  code = RunStep(scheduler, keys, samples_out, plans_out, capacity, status);
+  if (code != HERALD_OK) return code;
+  for (int64_t i = 0; i < lists; ++i) {
+    sizes_out[i] = static_cast<int64_t>(
+        scheduler->engine.list(static_cast<int32_t>(i / HERALD_SCHED_NUM_LISTS),
+                               static_cast<int32_t>(i % HERALD_SCHED_NUM_LISTS)).size());
   }
   return herald::SetOk(status);
 }
@@ -153,49 +200,6 @@ int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int
                              static_cast<long long>(v.size()), static_cast<long long>(capacity));
   }
   for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
-  return herald::SetOk(status);
-}
-
-int herald_sched_plan_sizes(const HeraldScheduler* scheduler, int64_t* sizes,
-                            HeraldStatus* status) {
-  if (scheduler == nullptr || sizes == nullptr) {
-    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "Expected a scheduler and sizes.");
-  }
-  const int32_t n = scheduler->engine.config().num_workers;
-  for (int32_t w = 0; w < n; ++w) {
-    for (int32_t l = 0; l < HERALD_SCHED_NUM_LISTS; ++l) {
-      sizes[w * HERALD_SCHED_NUM_LISTS + l] =
-          static_cast<int64_t>(scheduler->engine.list(w, l).size());
-    }
-  }
-  return herald::SetOk(status);
-}
-
-int herald_sched_copy_plans(const HeraldScheduler* scheduler, int64_t* out, int64_t capacity,
-                            HeraldStatus* status) {
-  if (scheduler == nullptr) {
-    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT, "Expected a scheduler.");
-  }
-  const int32_t n = scheduler->engine.config().num_workers;
-  int64_t total = 0;
-  for (int32_t w = 0; w < n; ++w) {
-    for (int32_t l = 0; l < HERALD_SCHED_NUM_LISTS; ++l) {
-      total += static_cast<int64_t>(scheduler->engine.list(w, l).size());
-    }
-  }
-  if (capacity < total || (out == nullptr && total > 0)) {
-    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
-                             "Expected an output of at least %lld entries. Received: %lld",
-                             static_cast<long long>(total), static_cast<long long>(capacity));
-  }
-  int64_t pos = 0;
-  for (int32_t w = 0; w < n; ++w) {
-    for (int32_t l = 0; l < HERALD_SCHED_NUM_LISTS; ++l) {
-      const auto& v = scheduler->engine.list(w, l);
-      std::copy(v.begin(), v.end(), out + pos);
-      pos += static_cast<int64_t>(v.size());
-    }
-  }
   return herald::SetOk(status);
 }
 

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HERALD_SCHED_API_VERSION 2
+#define HERALD_SCHED_API_VERSION 3
 #define HERALD_SCHED_MAX_WORKERS 64
 
 // Fixed integer values, mirrored by herald_tf.scheduler.types.Policy.
@@ -105,6 +105,23 @@ int herald_sched_step(HeraldScheduler* scheduler, const int64_t* keys /* (N*B, F
                       int64_t num_samples, int64_t num_fields, int64_t* samples_out /* (N, B) */,
                       HeraldStatus* status);
 
+// herald_sched_step that writes the plan lists straight into plans_out (one copy, no second
+// pass): list l of worker w starts at entry capacity[0] + ... + capacity[w * NUM_LISTS + l - 1]
+// and holds sizes_out[w * NUM_LISTS + l] entries when that size is at most its capacity; a
+// longer list is not in plans_out (read it with herald_sched_copy_list). plans_out must hold
+// the sum of capacity; the scheduler reads it (list functions below) until the next step or
+// destroy, and never writes it after this call returns. Lists of keys, key slots, pulls,
+// inits, locals and pushes may be written up to the worker's unique keys (<= B * F) before
+// being trimmed: a smaller capacity for them works but costs a copy. Sizes are 0 when plans
+// are not emitted.
+int herald_sched_step_into(HeraldScheduler* scheduler, const int64_t* keys /* (N*B, F) */,
+                           int64_t num_samples, int64_t num_fields,
+                           int64_t* samples_out /* (N, B) */,
+                           int64_t* plans_out /* (sum of capacity) */,
+                           const int64_t* capacity /* (N, HERALD_SCHED_NUM_LISTS) */,
+                           int64_t* sizes_out /* (N, HERALD_SCHED_NUM_LISTS) */,
+                           HeraldStatus* status);
+
 int herald_sched_traffic(const HeraldScheduler* scheduler, HeraldSchedTraffic* out,
                          HeraldStatus* status);
 
@@ -120,15 +137,6 @@ int herald_sched_list_size(const HeraldScheduler* scheduler, int32_t worker, int
 // Copies plan list `list` of `worker` into out (capacity entries, at least its size).
 int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
                            int64_t* out /* (capacity) */, int64_t capacity, HeraldStatus* status);
-
-// Sizes of all plan lists of the last step: sizes[w * HERALD_SCHED_NUM_LISTS + list].
-int herald_sched_plan_sizes(const HeraldScheduler* scheduler,
-                            int64_t* sizes /* (N, HERALD_SCHED_NUM_LISTS) */, HeraldStatus* status);
-
-// Copies all plan lists of the last step, concatenated in (worker, list) order, into out
-// (capacity entries, at least the sum of the sizes).
-int herald_sched_copy_plans(const HeraldScheduler* scheduler, int64_t* out /* (capacity) */,
-                            int64_t capacity, HeraldStatus* status);
 
 #ifdef __cplusplus
 }  // extern "C"

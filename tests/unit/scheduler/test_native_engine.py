@@ -14,6 +14,7 @@ from herald_tf.scheduler import (
     ReferenceEngine,
     SchedulerConfig,
     SchedulerConfigError,
+    StepPlan,
 )
 from herald_tf.scheduler._native import NativeEngine
 
@@ -95,3 +96,34 @@ def test_only_rows_applied_by_the_puller_are_pulled_with_state(native_lib: str) 
             with_state += len(np.intersect1d(plan.pull_keys, plan.local_keys))
     traffic = engine.traffic
     assert traffic.pull_state_rows == with_state < traffic.pull_rows
+
+
+@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
+    str(v.name if hasattr(v, "name") else v) for v in c.values()))
+def test_lists_longer_than_their_share_of_the_plan_buffer_are_the_same(
+        native_lib: str, overrides: dict) -> None:
+    base = dict(num_workers=4, batch_size=16, num_fields=5, cache_capacity=60)
+    cfg = SchedulerConfig(**{**base, **overrides})
+    trace = zipf_trace(7, 12, cfg.global_batch, 5, 300, 1.05)
+    native, reference = NativeEngine(cfg), ReferenceEngine(cfg)
+    native._capacity[:] = 1  # every longer list leaves the engine's plan buffer
+    native._layout()
+    for t in range(12):
+        batch = trace[t * cfg.global_batch:(t + 1) * cfg.global_batch]
+        assert_same_step(native.step(batch), reference.step(batch))
+    assert (native._capacity > 1).any()
+
+
+def test_plans_handed_out_are_not_overwritten_by_later_steps(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=4, batch_size=16, num_fields=5, cache_capacity=60)
+    trace = zipf_trace(8, 10, cfg.global_batch, 5, 300, 1.05)
+    engine = NativeEngine(cfg)
+    steps, copies = [], []
+    for t in range(10):
+        step = engine.step(trace[t * cfg.global_batch:(t + 1) * cfg.global_batch])
+        steps.append(step)
+        copies.append([StepPlan(**{n: getattr(p, n).copy() for n in StepPlan.LISTS + ("slots",)})
+                       for p in step.plans])
+    for step, kept in zip(steps, copies, strict=True):
+        for plan, copy in zip(step.plans, kept, strict=True):
+            assert plan.equals(copy)
