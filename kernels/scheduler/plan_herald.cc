@@ -11,10 +11,20 @@ namespace sched {
 
 namespace {
 constexpr size_t kAhead = 16;  // prefetch distance of the loops below
+
+// c ? a : b without a branch (the mask is opaque, so the compiler cannot make it one).
+inline int64_t* Pick(int64_t c, int64_t* a, int64_t* b) {
+  uintptr_t mask = 0 - static_cast<uintptr_t>(c);
+  asm("" : "+r"(mask));
+  const uintptr_t pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return reinterpret_cast<int64_t*>(pb ^ ((pa ^ pb) & mask));
+}
 }  // namespace
 
-// Steps 2 and 3a of one worker, without branches: a row is written at the end of every list it
-// may go to, and only the lists it goes to grow (the conditions do not predict well).
+// Steps 2 and 3a of one worker, without branches (the conditions do not predict well): each
+// row's key is written once to the list it goes to (local or push), and once to pull or init;
+// a held row's pull/init key and slot, and a row's pull version and local slot, are written at
+// the end of a list that grows only where the row goes to it.
 template <bool kEmit>
 void Engine::HeraldReads(int32_t w) {
   const uint64_t bit = 1ULL << w;
@@ -37,14 +47,18 @@ void Engine::HeraldReads(int32_t w) {
     const int64_t pulled = absent & (x.touched ? 1 : 0);
     const int64_t local = users[x.local] == bit ? 1 : 0;
     if (kEmit) {
-      out[HERALD_SCHED_PULL_KEYS][pulls] = x.key;
-      out[HERALD_SCHED_PULL_SLOTS][pulls] = x.slot;
+      // Destinations first (selects, not branches), then one store each.
+      int64_t* const key_to =
+          Pick(local, out[HERALD_SCHED_LOCAL_KEYS] + locals, out[HERALD_SCHED_PUSH_KEYS] + pushes);
+      int64_t* const read_key_to =
+          Pick(pulled, out[HERALD_SCHED_PULL_KEYS] + pulls, out[HERALD_SCHED_INIT_KEYS] + inits);
+      int64_t* const read_slot_to =
+          Pick(pulled, out[HERALD_SCHED_PULL_SLOTS] + pulls, out[HERALD_SCHED_INIT_SLOTS] + inits);
+      *key_to = x.key;
+      *read_key_to = x.key;
+      *read_slot_to = x.slot;
       out[HERALD_SCHED_PULL_VERSIONS][pulls] = x.version;
-      out[HERALD_SCHED_INIT_KEYS][inits] = x.key;
-      out[HERALD_SCHED_INIT_SLOTS][inits] = x.slot;
-      out[HERALD_SCHED_LOCAL_KEYS][locals] = x.key;
       out[HERALD_SCHED_LOCAL_SLOTS][locals] = x.slot;
-      out[HERALD_SCHED_PUSH_KEYS][pushes] = x.key;
     }
     mine[locals] = static_cast<int32_t>(i);
     pulls += pulled;
