@@ -11,16 +11,13 @@ behind the measurement predicts every pulled row's PS version; it must equal wha
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 
 import numpy as np
 import pytest
 from ps_cluster import PsCluster
-from training_job import free_ports, job_env, run_jobs
+from training_job import job_env, run_jobs, worker_commands
 
-JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_job.py")
 STEPS = 31
 
 
@@ -31,15 +28,8 @@ def _run_het(tmp_path, bound: int, eviction: str) -> tuple[list[dict], str]:
               "--eviction", eviction, "--herald-metrics"]
     logs = [str(tmp_path / f"w{rank}.log") for rank in range(2)]
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=2) as cluster:
-        hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
-        commands = []
-        for rank in range(2):
-            tf_config = json.dumps({"cluster": {"worker": hosts},
-                                    "task": {"type": "worker", "index": rank}})
-            commands.append([sys.executable, JOB, "worker", *common, "--rank", str(rank),
-                             "--ps-addrs", ",".join(cluster.addresses), "--token",
-                             cluster.token, "--tf-config", tf_config,
-                             "--out", str(tmp_path / f"w{rank}.npz")])
+        commands = worker_commands(cluster, [str(tmp_path / f"w{rank}.npz") for rank in range(2)],
+                                   common)
         run_jobs(commands, logs, [job_env(), job_env()])
     stats = [json.loads(str(np.load(tmp_path / f"w{rank}.npz")["stats"])) for rank in range(2)]
     return stats, open(logs[0], errors="replace").read()

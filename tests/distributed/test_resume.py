@@ -9,7 +9,6 @@ dense weight must equal run A's within 1e-6 (DESIGN §2a asks for bitwise; it is
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from ps_cluster import PsCluster
 from test_training_equivalence import JOB, TIMEOUT_S
-from training_job import free_ports, job_env, run_jobs
+from training_job import job_env, run_jobs, worker_commands
 
 from herald_tf.keras.checkpoint import CheckpointError, load_worker  # noqa: F401
 
@@ -26,20 +25,11 @@ STEPS, CHECKPOINT, CRASH = 60, 30, 33
 
 
 def _workers(cluster: PsCluster, tmp, tag: str, mode: str, extra: list[str]) -> list[list[str]]:
-    ports = free_ports(2)
-    hosts = [f"127.0.0.1:{p}" for p in ports]
-    commands = []
-    for rank in range(2):
-        tf_config = json.dumps({"cluster": {"worker": hosts},
-                                "task": {"type": "worker", "index": rank}})
-        commands.append([sys.executable, JOB, "worker", "--model", "wdl", "--optimizer", "adam",
-                         "--num-workers", "2", "--steps", str(STEPS), "--batch-size", "8",
-                         "--rank", str(rank), "--mode", mode,
-                         "--ps-addrs", ",".join(cluster.addresses), "--token", cluster.token,
-                         "--tf-config", tf_config, "--checkpoint-dir", cluster.checkpoint_dir,
-                         "--checkpoint-every", str(CHECKPOINT),
-                         "--out", str(tmp / f"{tag}-w{rank}.npz"), *extra])
-    return commands
+    return worker_commands(
+        cluster, [str(tmp / f"{tag}-w{rank}.npz") for rank in range(2)],
+        ["--model", "wdl", "--optimizer", "adam", "--num-workers", "2", "--steps", str(STEPS),
+         "--batch-size", "8", "--mode", mode, "--checkpoint-dir", cluster.checkpoint_dir,
+         "--checkpoint-every", str(CHECKPOINT), *extra])
 
 
 def _state(cluster: PsCluster, keys: np.ndarray, tmp, tag: str) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -48,6 +49,23 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def worker_commands(cluster: Any, outs: list[str], args: list[str]) -> list[list[str]]:
+    """The commands of ``len(outs)`` workers of one job against ``cluster`` (its PS addresses and
+    token): ``args`` (model, mode, ...) plus each worker's rank, a TF_CONFIG over free loopback
+    ports, a Horovod coordinator port and its output file."""
+    ports = free_ports(len(outs) + 1)
+    hosts = [f"127.0.0.1:{p}" for p in ports[:-1]]
+    commands = []
+    for rank, out in enumerate(outs):
+        tf_config = json.dumps({"cluster": {"worker": hosts},
+                                "task": {"type": "worker", "index": rank}})
+        commands.append([sys.executable, os.path.abspath(__file__), "worker", *args,
+                         "--rank", str(rank), "--ps-addrs", ",".join(cluster.addresses),
+                         "--token", cluster.token, "--tf-config", tf_config,
+                         "--coordinator", f"127.0.0.1:{ports[-1]}", "--out", out])
+    return commands
 
 
 def job_env(legacy_keras: bool = False) -> dict[str, str]:

@@ -25,7 +25,7 @@ JOB = os.path.join(DISTRIBUTED, "training_job.py")
 sys.path.insert(0, DISTRIBUTED)
 
 from ps_cluster import PsCluster  # noqa: E402
-from training_job import free_ports, job_env, run_jobs  # noqa: E402
+from training_job import job_env, run_jobs, worker_commands  # noqa: E402
 
 # One process per Keras: a HeraldEmbedding's forward pass and storage gradient, then an ordinary
 # tf.keras model trained with fit (progress bar, a metric, two standard callbacks), evaluate and
@@ -165,17 +165,9 @@ def _check_tf_keras_workers_equal_keras3_reference(tmp_path, mode: str, optimize
               str(steps), "--batch-size", "8"]
     ref_out = str(tmp_path / "ref.npz")
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=2) as cluster:
-        ports = free_ports(3)
-        hosts = [f"127.0.0.1:{p}" for p in ports[:2]]
-        commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out]]
-        for rank in range(2):
-            tf_config = json.dumps({"cluster": {"worker": hosts},
-                                    "task": {"type": "worker", "index": rank}})
-            commands.append([sys.executable, JOB, "worker", *common, "--rank", str(rank),
-                             "--mode", mode, "--ps-addrs", ",".join(cluster.addresses),
-                             "--token", cluster.token, "--tf-config", tf_config,
-                             "--backend", backend, "--coordinator", f"127.0.0.1:{ports[2]}",
-                             "--out", str(tmp_path / f"w{rank}.npz")])
+        commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out],
+                    *worker_commands(cluster, [str(tmp_path / f"w{rank}.npz") for rank in range(2)],
+                                     [*common, "--mode", mode, "--backend", backend])]
         # The reference is Keras 3; the workers run tf-keras.
         run_jobs(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))],
                  [job_env(False), job_env(True), job_env(True)])
