@@ -173,7 +173,9 @@ def dense_variables(model: Any) -> list[Any]:
 
 
 def tf_variable(variable: Any) -> Any:
-    """The ``tf.Variable`` behind a Keras 3 variable (or ``variable`` itself)."""
+    """The ``tf.Variable`` behind a layer weight, what ``GradientTape`` watches and TF ops read:
+    a Keras 3 variable's ``.value``; a tf-keras weight (or any tf.Variable, tf.distribute
+    variables included) is one itself."""
     value = getattr(variable, "value", None)
     return value if isinstance(value, tf.Variable) else variable
 

@@ -17,6 +17,9 @@ from typing import Any
 
 import tensorflow as tf
 
+# The variable behind a weight, for either Keras (one implementation, re-exported here).
+from herald_tf.dense.types import tf_variable
+
 #: TensorFlow's own switch (tensorflow/__init__.py and its Keras lazy loader read it the same way).
 LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
 
@@ -45,13 +48,6 @@ __all__ = [
     "scale_loss",
     "tf_variable",
 ]
-
-
-def tf_variable(variable: Any) -> Any:
-    """The TensorFlow variable behind a layer weight (what ``GradientTape`` watches and TF ops
-    read): Keras 3 wraps it (``.value``); tf-keras weights are tf.Variables (or tf.distribute
-    variables) themselves."""
-    return variable if LEGACY_KERAS else variable.value
 
 
 def compute_loss(model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> tf.Tensor:
