@@ -213,7 +213,7 @@ def gather_rows_checked(rows: np.ndarray, positions: np.ndarray) -> tuple[np.nda
 
 
 def recv_rows(fd: int, out: np.ndarray, positions: np.ndarray, timeout_s: float | None) -> int:
-    """Receives ``len(positions)`` rows from socket ``fd`` into ``out[positions]`` (readv).
+    """Receives ``len(positions)`` rows from socket ``fd`` into ``out[positions]`` (staged in C++).
 
     ``out`` is C-contiguous; each row is ``out.strides[0]`` bytes on the wire. Returns 0 when all
     arrived, -1 when the peer closed, else an errno (``errno.ETIMEDOUT`` after ``timeout_s``

@@ -7,8 +7,8 @@ bare gRPC, with no PS work at all, moves a 4096 × 26 × 64 pull at 0.30-0.47 an
 sizes 1-16 MiB, 2 calls per shard and raised window/frame/read-chunk options measured no
 better), short of the 0.5 goal before any PS work. Here arrays go from numpy straight to
 ``sendall``; a pull's rows are received straight into their places in the caller's output
-(``readv`` in kernels/ps) and a push's gradients into arrays checked finite as they arrive: no
-copy beyond the kernel's.
+(through a cache-sized stage, in kernels/ps) and a push's gradients into arrays checked finite as
+they arrive.
 
 Only ``pull`` and ``push`` use it; flush, versions and control calls (connect, checkpoints, ...)
 stay on gRPC, which also tells the client the data port (control op ``data_plane``). Same rules
@@ -181,8 +181,8 @@ def _recv_checked(arrays: Arrays, sock: socket.socket, name: str, dtype: np.dtyp
 def recv_rows_into(sock: socket.socket, out: np.ndarray, dest: np.ndarray) -> None:
     """Receives ``len(dest)`` rows of ``out``'s row size into ``out[dest]``.
 
-    On a plain socket the kernel copies each row to its place (``readv``, in C++); through TLS
-    the rows arrive in cache-sized chunks that are scattered at once.
+    On a plain socket C++ receives cache-sized chunks and copies each row to its place; through
+    TLS the same is done here in Python.
     """
     if not isinstance(sock, ssl.SSLSocket):
         timeout = sock.gettimeout()

@@ -82,3 +82,21 @@ def test_recv_rows_lands_rows_at_their_places_across_partial_reads() -> None:
     b.close()
     with pytest.raises(InvalidArgumentError, match="every position in"):
         _native.recv_rows(0, out, np.array([n + 5], np.int64), 1)
+
+
+@pytest.mark.parametrize("width", [24, 70_000])  # rows smaller and larger than the stage
+def test_recv_rows_reads_nothing_past_the_rows(width: int) -> None:
+    n = 7
+    rows = np.random.default_rng(4).normal(size=(n, width)).astype(np.float32)
+    dest = np.array([6, 0, 3, 1, 5, 2, 4], np.int64)
+    out = np.zeros((n, width), np.float32)
+    a, b = socket.socketpair()
+    th = threading.Thread(target=a.sendall, args=(rows.tobytes() + b"next frame",))
+    th.start()
+    b.settimeout(10)
+    assert _native.recv_rows(b.fileno(), out, dest, 10) == 0
+    th.join()
+    np.testing.assert_array_equal(out[dest], rows)
+    assert b.recv(64) == b"next frame"
+    a.close()
+    b.close()
