@@ -88,8 +88,8 @@ int herald_ps_gather_rows_checked(const float* src /* (src_rows, width) */, int6
                                   HeraldStatus* status);
 
 // Receives n rows of `row_bytes` from socket `fd` into out[positions[k]], through a cache-sized
-// staging buffer, so a pull reply lands in request order; reads nothing past the rows. Waits up to timeout_ms (< 0: no
-// limit) for each piece of data. I/O outcome in *io_error: 0 all received, -1 the peer closed,
+// staging buffer, so a pull reply lands in request order; reads nothing past the rows. Waits up
+// to timeout_ms (< 0: no limit) for each piece of data. I/O outcome in *io_error: 0 all received, -1 the peer closed,
 // ETIMEDOUT, or the errno of a failed call (the connection is then unusable). Positions are
 // range-checked before anything is read.
 int herald_ps_recv_rows(int fd, char* out /* (out_rows, row_bytes) */, int64_t out_rows,
