@@ -1,6 +1,7 @@
-// CPU sparse optimizer apply over slot storage. The math is herald::ApplyRow from
-// kernels/core/optimizer.h, the same code the parameter server runs.
+// CPU sparse optimizer apply over slot storage. The loop is herald::ApplyRows from
+// kernels/core/apply_rows.h, the same code the parameter server runs.
 #include "kernels/core/apply_checks.h"
+#include "kernels/core/apply_rows.h"
 #include "kernels/core/c_api.h"
 #include "kernels/cpu/int64_map.h"
 #include "kernels/cpu/runner.h"
@@ -34,14 +35,9 @@ int herald_cpu_sparse_apply(const HeraldOptimizerParams* params, float* storage,
   }
   if (herald::CheckFinite(grads, u * dim, "gradients", status)) return status->code;
 
-  const HeraldOptimizerParams p = *params;
   auto apply = [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t s = unique_slots[k];
-      herald::ApplyRow(p, storage + s * dim, width > 0 ? state + s * width : nullptr,
-                       versions[s], grads + k * dim, dim);
-      versions[s] += 1;
-    }
+    herald::ApplyRows(*params, storage, state, versions, dim, width, unique_slots, grads, begin,
+                      end);
   };
   herald::ParallelFor(runner, u, 8 * dim, apply);
   return SetOk(status);

@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "kernels/core/apply_checks.h"
+#include "kernels/core/apply_rows.h"
 #include "kernels/core/optimizer.h"
 #include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
@@ -25,13 +26,7 @@ int herald_ps_apply_rows(const HeraldOptimizerParams* params, float* values, flo
                      width > 0 ? " and optimizer state" : "");
   }
   if (herald::CheckIdsInRange(rows, n, num_rows, "row", status)) return status->code;
-  const HeraldOptimizerParams p = *params;
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t r = rows[k];
-    herald::ApplyRow(p, values + r * dim, width > 0 ? state + r * width : nullptr, versions[r],
-                     grads + k * dim, dim);
-    versions[r] += 1;
-  }
+  herald::ApplyRows(*params, values, state, versions, dim, width, rows, grads, 0, n);
   return SetOk(status);
 }
 

@@ -10,6 +10,7 @@
 
 #include <vector>
 
+#include "kernels/core/apply_rows.h"
 #include "kernels/core/initializer.h"
 #include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
@@ -74,6 +75,9 @@ int herald_ps_gather_rows_checked(const float* src, int64_t src_rows, int64_t wi
   if (herald::CheckIdsInRange(positions, n, src_rows, "position", status)) return status->code;
   *first_bad = -1;
   for (int64_t k = 0; k < n; ++k) {
+    if (k + herald::kRowsAhead < n) {
+      herald::PrefetchRow(src + positions[k + herald::kRowsAhead] * width, width, false);
+    }
     const float* row = src + positions[k] * width;
     float* dst = out + k * width;
     uint32_t any = 0;
