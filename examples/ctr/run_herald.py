@@ -93,8 +93,11 @@ def _load_data(dataset: str):
         path = os.path.join("data", f"synthetic_avazu_{_flag('num-samples')}.csv")
         if not os.path.exists(path):
             os.makedirs("data", exist_ok=True)
-            write_synthetic_avazu(path + ".tmp", _flag("num-samples"), seed=0)
-            os.replace(path + ".tmp", path)
+            # workers sharing a folder may both write it: each its own temporary file, then an
+            # atomic rename (the contents are identical: same seed)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            write_synthetic_avazu(tmp, _flag("num-samples"), seed=0)
+            os.replace(tmp, path)
     if path:
         reader = AvazuReader(path) if dataset == "avazu" else CriteoReader(path)
         parts = []
