@@ -85,6 +85,27 @@ def test_errors_reach_the_caller_with_their_type(transport_factory) -> None:
     assert [h["applied_step"] for h in t.health()] == [0, 0]
 
 
+@pytest.mark.parametrize("bad", ["non-finite", "duplicate"])
+def test_a_bad_part_on_one_shard_records_the_push_on_no_shard(transport_factory,
+                                                             bad: str) -> None:
+    t = transport_factory(2)
+    t.connect([CFG], num_workers=1)
+    keys = np.arange(200, dtype=np.int64)
+    grads = np.ones((200, 6), np.float32)
+    if bad == "non-finite":
+        grads[137, 4] = np.inf  # in one shard's part only
+        match = "finite"
+    else:
+        keys[150] = keys[149]  # both in one shard's part: a key lands on one shard
+        match = "distinct"
+    with pytest.raises(InvalidArgumentError, match=match):
+        t.push(0, 0, {"emb": (keys, grads)}, {"emb": 0.2}).wait()
+    assert all(h["applied_step"] == -1 and not h["pending_steps"] for h in t.health())
+    t.push(0, 0, {"emb": (k(1, 2), np.ones((2, 6), np.float32))}, {"emb": 0.2}).wait()
+    assert [h["applied_step"] for h in t.health()] == [0, 0]
+    assert (t.versions("emb", np.arange(200, dtype=np.int64)).wait() > 0).sum() == 2
+
+
 def test_byte_counters_equal_payload_bytes(transport_factory) -> None:
     t = transport_factory(3)
     t.connect([CFG], num_workers=1)
