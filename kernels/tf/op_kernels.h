@@ -30,14 +30,22 @@ struct LookupGradInputs {
   int32_t combiner;
 };
 
-template <class Backend>
-class LookupOp : public ::tensorflow::OpKernel {
- public:
-  explicit LookupOp(::tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+// Base of the kernels with a "combiner" attr (sum, mean, sqrtn or none), parsed once here.
+class CombinerOpKernel : public ::tensorflow::OpKernel {
+ protected:
+  explicit CombinerOpKernel(::tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string name;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("combiner", &name));
     combiner_ = CombinerFromName(name);
   }
+
+  int32_t combiner_;
+};
+
+template <class Backend>
+class LookupOp : public CombinerOpKernel {
+ public:
+  explicit LookupOp(::tensorflow::OpKernelConstruction* ctx) : CombinerOpKernel(ctx) {}
 
   void Compute(::tensorflow::OpKernelContext* ctx) override {
     const ::tensorflow::Tensor& ids = ctx->input(1);
@@ -63,19 +71,12 @@ class LookupOp : public ::tensorflow::OpKernel {
                                         pooled ? splits.flat<int64_t>().data() : nullptr, batch,
                                         combiner_, out->flat<float>().data()));
   }
-
- private:
-  int32_t combiner_;
 };
 
 template <class Backend>
-class LookupGradOp : public ::tensorflow::OpKernel {
+class LookupGradOp : public CombinerOpKernel {
  public:
-  explicit LookupGradOp(::tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string name;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("combiner", &name));
-    combiner_ = CombinerFromName(name);
-  }
+  explicit LookupGradOp(::tensorflow::OpKernelConstruction* ctx) : CombinerOpKernel(ctx) {}
 
   void Compute(::tensorflow::OpKernelContext* ctx) override {
     const ::tensorflow::Tensor& grad = ctx->input(0);
@@ -102,9 +103,6 @@ class LookupGradOp : public ::tensorflow::OpKernel {
                               combiner_};
     OP_REQUIRES_OK(ctx, Backend::LookupGrad(ctx, in));
   }
-
- private:
-  int32_t combiner_;
 };
 
 template <class Backend>
