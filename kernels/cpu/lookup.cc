@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/core/c_api.h"
+#include "kernels/core/scattered_rows.h"
 #include "kernels/cpu/int64_map.h"
 #include "kernels/cpu/runner.h"
 #include "kernels/cpu/validate.h"
@@ -13,15 +14,6 @@ namespace {
 
 // How many ids ahead to prefetch: random rows of a large table are latency bound.
 constexpr int64_t kPrefetchDistance = 12;
-constexpr int64_t kCacheLine = 64;
-
-// Prefetches every cache line of a row (a 64-float row spans four).
-inline void PrefetchRow(const float* row, int64_t dim) {
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t b = 0; b < dim * static_cast<int64_t>(sizeof(float)); b += kCacheLine) {
-    __builtin_prefetch(p + b);
-  }
-}
 
 inline void AddRow(float* __restrict acc, const float* __restrict row, int64_t dim) {
   for (int64_t j = 0; j < dim; ++j) acc[j] += row[j];
@@ -58,7 +50,7 @@ int herald_cpu_lookup(const float* storage, int64_t slots, int64_t dim, const in
     auto gather = [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         if (i + herald::kPrefetchDistance < end) {
-          herald::PrefetchRow(storage + slot_ids[i + herald::kPrefetchDistance] * dim, dim);
+          herald::PrefetchRow(storage + slot_ids[i + herald::kPrefetchDistance] * dim, dim, false);
         }
         memcpy(out + i * dim, storage + slot_ids[i] * dim, sizeof(float) * dim);
       }
@@ -75,7 +67,7 @@ int herald_cpu_lookup(const float* storage, int64_t slots, int64_t dim, const in
       const int64_t last = row_splits[end];
       for (int64_t i = lo; i < hi; ++i) {
         if (i + herald::kPrefetchDistance < last) {
-          herald::PrefetchRow(storage + slot_ids[i + herald::kPrefetchDistance] * dim, dim);
+          herald::PrefetchRow(storage + slot_ids[i + herald::kPrefetchDistance] * dim, dim, false);
         }
         herald::AddRow(acc, storage + slot_ids[i] * dim, dim);
       }

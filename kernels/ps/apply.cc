@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "kernels/core/apply_checks.h"
-#include "kernels/core/apply_rows.h"
+#include "kernels/core/scattered_rows.h"
 #include "kernels/core/optimizer.h"
 #include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"

@@ -10,7 +10,7 @@
 
 #include <vector>
 
-#include "kernels/core/apply_rows.h"
+#include "kernels/core/scattered_rows.h"
 #include "kernels/core/initializer.h"
 #include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
