@@ -15,10 +15,20 @@ using herald::SetOk;
 using herald::SetStatus;
 
 struct HeraldKeyIndex {
+  static constexpr int64_t kPrefetchAhead = 32;
   uint64_t mask = 0;
   std::vector<int64_t> slot_keys;  // (capacity) key of each bucket
   std::vector<int64_t> slot_rows;  // (capacity) row of each bucket, -1 = empty
   std::vector<int64_t> row_keys;   // (size) key of each row
+
+  // Hints the bucket where `key`'s probe starts into the cache (batch loops call it for the key
+  // kPrefetchAhead places on: a shard's index outgrows the caches and the optimizer apply
+  // between pushes evicts it, so each lookup would otherwise wait for memory).
+  void Prefetch(int64_t key) const {
+    const uint64_t pos = herald::Mix64(static_cast<uint64_t>(key)) & mask;
+    __builtin_prefetch(&slot_rows[pos]);
+    __builtin_prefetch(&slot_keys[pos]);
+  }
 
   int64_t Find(int64_t key) const {
     uint64_t pos = herald::Mix64(static_cast<uint64_t>(key)) & mask;
@@ -119,7 +129,12 @@ int herald_ps_key_index_lookup(const HeraldKeyIndex* index, const int64_t* keys,
     for (int64_t i = 0; i < n; ++i) rows[i] = -1;
     return SetOk(status);
   }
-  for (int64_t i = 0; i < n; ++i) rows[i] = index->Find(keys[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i + HeraldKeyIndex::kPrefetchAhead < n) {
+      index->Prefetch(keys[i + HeraldKeyIndex::kPrefetchAhead]);
+    }
+    rows[i] = index->Find(keys[i]);
+  }
   return SetOk(status);
 }
 
@@ -141,6 +156,9 @@ int herald_ps_key_index_lookup_or_insert(HeraldKeyIndex* index, const int64_t* k
   }
   int64_t inserted = 0;
   for (int64_t i = 0; i < n; ++i) {
+    if (i + HeraldKeyIndex::kPrefetchAhead < n) {  // no rehash in this loop: the hint holds
+      index->Prefetch(keys[i + HeraldKeyIndex::kPrefetchAhead]);
+    }
     const int64_t found = index->Find(keys[i]);
     if (found >= 0) {
       rows[i] = found;
@@ -187,6 +205,9 @@ int herald_ps_find_duplicate(const int64_t* keys, int64_t n, int64_t* first_dupl
     HeraldKeyIndex seen;
     seen.Reserve(n);
     for (int64_t i = 0; i < n; ++i) {
+      if (i + HeraldKeyIndex::kPrefetchAhead < n) {
+        seen.Prefetch(keys[i + HeraldKeyIndex::kPrefetchAhead]);
+      }
       const int64_t found = seen.Find(keys[i]);
       if (found >= 0) {
         *first_duplicate = i;
