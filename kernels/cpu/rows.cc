@@ -3,6 +3,7 @@
 
 #include "kernels/core/apply_checks.h"
 #include "kernels/core/c_api.h"
+#include "kernels/core/scattered_rows.h"
 #include "kernels/cpu/int64_map.h"
 #include "kernels/cpu/validate.h"
 
@@ -62,6 +63,9 @@ int herald_cpu_gather_rows(const float* storage, int64_t slots, int64_t width,
   if (CheckCounts(n, width, status)) return status->code;
   if (herald::CheckIdsInRange(slot_ids, n, slots, "slot id", status)) return status->code;
   for (int64_t i = 0; i < n; ++i) {
+    if (i + herald::kRowsAhead < n) {
+      herald::PrefetchRow(storage + slot_ids[i + herald::kRowsAhead] * width, width, false);
+    }
     memcpy(out + i * width, storage + slot_ids[i] * width, sizeof(float) * width);
   }
   return SetOk(status);
