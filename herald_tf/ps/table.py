@@ -60,6 +60,13 @@ def check_rows(rows: np.ndarray, n: int, width: int, what: str, table: str,
     return rows
 
 
+def _gather(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``table[rows]`` (rows in range), by the C++ gather for rows of any width."""
+    if table.shape[1] == 0:  # SGD keeps no state
+        return np.empty((rows.shape[0], 0), dtype=table.dtype)
+    return _core.gather_rows(table, rows)
+
+
 class TableShard:
     """The rows of one table that live on one shard."""
 
@@ -119,8 +126,7 @@ class TableShard:
         present = rows >= 0
         if present.all():
             # the C++ gather fetches rows ahead (they are scattered over the table)
-            return (_core.gather_rows(self.values, rows),
-                    _core.gather_rows(self.state, rows) if with_state else None,
+            return (_gather(self.values, rows), _gather(self.state, rows) if with_state else None,
                     np.take(self.versions, rows))
         n = keys.shape[0]
         values = np.empty((n, self.dim), dtype=np.float32)
