@@ -13,8 +13,8 @@ so ``StalenessMeter`` replays what each worker pushes and applies, independently
 scheduler's own bookkeeping, and records for this worker: reads, stale reads (staleness > 0), the
 largest staleness and their sum. It also predicts each pulled row's PS version (steps at which
 the PS applied pushes of it) and compares it with the version the PS returned, so the replay is
-checked against the real servers. Cost per step: a few vectorised hash-table operations
-(``tf.lookup`` tables of key → PS clock and PS version, over the keys read and pushed) and a few
+checked against the real servers. Cost per step: a few vectorised hash-table operations (the
+PS's C++ key index, keys → PS clock and PS version, over the keys read and pushed) and a few
 numpy operations per worker on slot-indexed arrays (pending updates per worker slot, this
 worker's copy versions): an int32 per slot and worker, and an int64 per slot of this worker.
 
@@ -29,47 +29,37 @@ import time
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+from herald_tf.ps import KeyIndex
 
 
 class _KeyClock:
     """int64 key → (PS clock, PS version), both 0 for a key never pushed; vectorised.
 
-    Two open-addressing ``tf.lookup`` tables; the two smallest int64 values mark their empty
-    and deleted buckets, so those two keys are never measured (``usable``). The tables are made
-    on first use: creating them initialises TensorFlow's eager context, which must not happen
-    before a MultiWorkerMirroredStrategy is created.
+    The PS's C++ key index numbers the keys; the clocks and versions are int64 arrays by row.
     """
 
-    _EMPTY, _DELETED = np.iinfo(np.int64).min, np.iinfo(np.int64).min + 1
-
     def __init__(self) -> None:
-        self._tables: list[Any] = []
-
-    @classmethod
-    def usable(cls, keys: np.ndarray) -> np.ndarray:
-        """Which of ``keys`` the tables can hold."""
-        return keys > cls._DELETED
-
-    def _made(self) -> list[Any]:
-        if not self._tables:
-            self._tables = [tf.lookup.experimental.DenseHashTable(
-                tf.int64, tf.int64, default_value=0, empty_key=self._EMPTY,
-                deleted_key=self._DELETED) for _ in range(2)]
-        return self._tables
+        self._index = KeyIndex()
+        self._values = np.zeros((2, 0), np.int64)  # row 0: clocks, row 1: versions
 
     def get(self, keys: np.ndarray, which: int) -> np.ndarray:
-        """The clocks (``which`` 0) or versions (1) of usable ``keys``."""
-        if keys.size == 0:
-            return np.zeros(0, np.int64)
-        return self._made()[which].lookup(tf.constant(keys, tf.int64)).numpy()
+        """The clocks (``which`` 0) or versions (1) of ``keys``."""
+        rows = self._index.lookup(keys)
+        out = np.zeros(keys.shape[0], np.int64)
+        known = rows >= 0
+        out[known] = self._values[which, rows[known]]
+        return out
 
     def add(self, keys: np.ndarray, clocks: np.ndarray) -> None:
-        """Adds ``clocks`` to the clocks and 1 to the versions of distinct usable ``keys``."""
-        if keys.size:
-            tensor = tf.constant(keys, tf.int64)
-            for table, delta in zip(self._made(), (clocks, 1)):
-                table.insert(tensor, tf.constant(table.lookup(tensor).numpy() + delta))
+        """Adds ``clocks`` to the clocks and 1 to the versions of distinct ``keys``."""
+        rows, _ = self._index.lookup_or_insert(keys)
+        if len(self._index) > self._values.shape[1]:
+            grown = np.zeros((2, max(len(self._index), 2 * self._values.shape[1])), np.int64)
+            grown[:, :self._values.shape[1]] = self._values
+            self._values = grown
+        self._values[0, rows] += clocks
+        self._values[1, rows] += 1
 
 
 def _grown(array: np.ndarray, slots: np.ndarray, fill: int) -> np.ndarray:
@@ -82,12 +72,20 @@ def _grown(array: np.ndarray, slots: np.ndarray, fill: int) -> np.ndarray:
     return grown
 
 
+def _members(keys: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` are in ``of`` (np.isin through a hash index instead of sorting)."""
+    index = KeyIndex(of.shape[0])
+    index.lookup_or_insert(of)
+    return index.lookup(keys) >= 0
+
+
 def _slots_of(plan: Any, keys: np.ndarray) -> np.ndarray:
     """Slots at which ``keys`` (a subset of ``plan.keys``) are read at the plan's step."""
     if keys.size == 0:
         return np.zeros(0, np.int64)
-    order = np.argsort(plan.keys, kind="stable")
-    return plan.key_slots[order[np.searchsorted(plan.keys, keys, sorter=order)]]
+    index = KeyIndex(plan.keys.shape[0])
+    index.lookup_or_insert(plan.keys)  # plan.keys are distinct: row i holds plan.keys[i]
+    return plan.key_slots[index.lookup(keys)]
 
 
 class StalenessMeter:
@@ -106,7 +104,6 @@ class StalenessMeter:
         # Per slot of this worker: the version of the copy there (-1: unknown, e.g. resumed).
         self._version = np.zeros(0, np.int64)
         self._expected_pull_versions = np.zeros(0, np.int64)
-        self._pulled = np.zeros(0, bool)
         self.resumed = False  # set after a resume: the replay does not know the PS versions
         self.seconds = 0.0  # spent measuring
         self.reads = 0
@@ -119,10 +116,9 @@ class StalenessMeter:
         """Measures this worker's reads of the step (``plan``: its own ``StepPlan``)."""
         start = time.perf_counter()
         self._version = _grown(self._version, plan.key_slots, -1)
-        usable = _KeyClock.usable(plan.keys)
-        keys, slots = plan.keys[usable], plan.key_slots[usable]
+        keys, slots = plan.keys, plan.key_slots
         clock = self._ps.get(keys, 0)
-        fresh = np.isin(keys, plan.pull_keys) | np.isin(keys, plan.init_keys)
+        fresh = _members(keys, np.concatenate([plan.pull_keys, plan.init_keys]))
         version = self._version[slots]
         measured = ~fresh & (version >= 0)  # copies cached before a resume are not measured
         staleness = clock[measured] - version[measured]
@@ -133,8 +129,7 @@ class StalenessMeter:
             self.max_staleness = max(self.max_staleness, int(stale.max()))
             self.total_staleness += int(stale.sum())
         self._version[slots[fresh]] = clock[fresh]
-        self._pulled = _KeyClock.usable(plan.pull_keys)
-        self._expected_pull_versions = self._ps.get(plan.pull_keys[self._pulled], 1)
+        self._expected_pull_versions = self._ps.get(plan.pull_keys, 1)
         self.seconds += time.perf_counter() - start
 
     def check_pulled_versions(self, versions: np.ndarray) -> None:
@@ -142,8 +137,7 @@ class StalenessMeter:
         replay."""
         if self.resumed:
             return
-        self.version_mismatches += int(
-            (self._expected_pull_versions != versions[self._pulled]).sum())
+        self.version_mismatches += int((self._expected_pull_versions != versions).sum())
 
     def after_step(self, plans: list[Any]) -> None:
         """Replays every worker's updates and pushes of the step (``plans``: all workers')."""
@@ -165,12 +159,11 @@ class StalenessMeter:
         self._version = _grown(self._version, own.install_dst, -1)
         self._version[own.install_dst] = self._version[own.install_src]
         keys, counts = np.concatenate(pushed_keys), np.concatenate(pushed_counts)
-        usable = _KeyClock.usable(keys)
-        if usable.any():
-            unique, inverse = np.unique(keys[usable], return_inverse=True)
-            clock = np.bincount(inverse, weights=counts[usable],
-                                minlength=unique.size).astype(np.int64)
-            self._ps.add(unique, clock)  # the PS applies a key's pushes of a step once
+        if keys.size:  # the PS applies a key's pushes of a step once: one clock step per key
+            distinct = KeyIndex(keys.shape[0])
+            ids, _ = distinct.lookup_or_insert(keys)
+            clock = np.bincount(ids, weights=counts, minlength=len(distinct)).astype(np.int64)
+            self._ps.add(distinct.keys(), clock)
         self.seconds += time.perf_counter() - start
 
     def stats(self) -> dict[str, Any]:
