@@ -1,5 +1,7 @@
 #include "kernels/scheduler/engine.h"
 
+#include <algorithm>
+
 namespace herald {
 namespace sched {
 
@@ -75,46 +77,64 @@ void Engine::Step(const int64_t* keys, int64_t* samples_out, int64_t* region,
 }
 
 // Numbers the step's distinct keys in order of first occurrence with a small table (the batch's
-// keys repeat a lot), so only distinct keys visit the large key table.
+// keys repeat a lot), so only distinct keys visit the large key table. The table is sized for
+// the distinct keys of earlier steps, not for the worst case (every key distinct), so it stays
+// in L2; a step with more distinct keys than it takes starts over with a larger one.
 void Engine::Dedup(const int64_t* keys) {
   const int64_t total = static_cast<int64_t>(n_) * b_ * f_;
-  uint64_t cap = 1024;
-  while (cap < 2 * static_cast<uint64_t>(total)) cap *= 2;  // load <= 1/2
-  if (ltable_.size() != cap) ltable_.assign(cap, -1);
-  const uint64_t mask = cap - 1;
-  // The small table takes a multiplicative hash (top bits); the key table's stronger hash is
-  // computed for distinct keys only.
-  int shift = 64;
-  for (uint64_t c = cap; c > 1; c >>= 1) --shift;
-  occ_place_.resize(total + kAhead);  // kAhead zeros at the end: prefetch without a test
-  uint64_t* place = occ_place_.data();
-  for (int64_t i = 0; i < total; ++i) {
-    place[i] = (static_cast<uint64_t>(keys[i]) * 0x9e3779b97f4a7c15ULL) >> shift;
-  }
-  for (int64_t i = total; i < total + kAhead; ++i) place[i] = 0;
   // At most `total` distinct keys: write by index, shrink at the end.
   occ_.resize(total);
   lkeys_.resize(total);
   lcount_.resize(total);
   lplace_.resize(total);
+  if (ltable_.empty()) ltable_.assign(4096, -1);
+  int32_t unique;
+  while ((unique = DedupInto(keys, total)) < 0) ltable_.assign(2 * ltable_.size(), -1);
+  lkeys_.resize(unique);
+  lhash_.resize(unique);
+  for (int32_t l = 0; l < unique; ++l) lhash_[l] = KeyIndexMap::HashOf(lkeys_[l]);
+  lcount_.resize(unique);
+  lplace_.resize(unique);
+}
+
+// One attempt of Dedup with the current table (all -1, and so again on return): the number of
+// distinct keys, or -1 when they would fill more than half of it.
+int32_t Engine::DedupInto(const int64_t* keys, int64_t total) {
+  const uint64_t cap = ltable_.size();
+  const uint64_t mask = cap - 1;
+  const int32_t limit = static_cast<int32_t>(std::min<uint64_t>(cap / 2, total));
+  // The small table takes a multiplicative hash (top bits); the key table's stronger hash is
+  // computed for distinct keys only.
+  const int shift = 64 - __builtin_ctzll(cap);
+  const auto home = [shift](int64_t key) {
+    return (static_cast<uint64_t>(key) * 0x9e3779b97f4a7c15ULL) >> shift;
+  };
   int32_t* table = ltable_.data();
   int32_t* occ = occ_.data();
   int64_t* lkeys = lkeys_.data();
   int32_t* lcount = lcount_.data();
+  int32_t* lplace = lplace_.data();
   int32_t unique = 0;
+  const auto clear = [&]() {
+    for (int32_t j = 0; j < unique; ++j) table[lplace[j]] = -1;
+  };
   for (int64_t i = 0; i < total; ++i) {
-    __builtin_prefetch(&table[place[i + kAhead]]);
+    __builtin_prefetch(&table[home(keys[std::min(i + kAhead, total - 1)])]);
     const int64_t key = keys[i];
-    uint64_t p = place[i];
+    uint64_t p = home(key);
     int32_t l;
     while (true) {
       l = table[p];
       if (l < 0) {
+        if (unique == limit) {
+          clear();
+          return -1;
+        }
         l = unique++;
         table[p] = l;
         lkeys[l] = key;
         lcount[l] = 0;
-        lplace_[l] = static_cast<int32_t>(p);
+        lplace[l] = static_cast<int32_t>(p);
         break;
       }
       if (lkeys[l] == key) break;
@@ -123,12 +143,8 @@ void Engine::Dedup(const int64_t* keys) {
     occ[i] = l;
     ++lcount[l];
   }
-  lkeys_.resize(unique);
-  lhash_.resize(unique);
-  for (int32_t l = 0; l < unique; ++l) lhash_[l] = KeyIndexMap::HashOf(lkeys[l]);
-  lcount_.resize(unique);
-  lplace_.resize(unique);
-  for (int32_t p : lplace_) table[p] = -1;
+  clear();
+  return unique;
 }
 
 // Finds (or adds) each distinct key in the key table and snapshots its state into local_.

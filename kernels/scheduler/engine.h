@@ -88,6 +88,7 @@ class Engine {
   }
   int32_t InternNew(int64_t key);  // adds a key seen for the first time
   void Dedup(const int64_t* keys);  // fills occ_, lkeys_, lcount_
+  int32_t DedupInto(const int64_t* keys, int64_t total);  // one try; -1: ltable_ too small
   void Snapshot();                  // fills local_ from lkeys_, lcount_ and the key table
   void Allocate(int64_t* samples_out);
   void AllocateGreedy(int64_t* samples_out);
@@ -122,12 +123,12 @@ class Engine {
   ScratchVector<int32_t> occ_;        // (G, F) local key index of every occurrence
   std::vector<int32_t> pushed_;        // het: key indices pushed at this step
   std::vector<int32_t> ltable_;     // open addressing over the step's keys: local index or -1
+                                    // (power of two, grown to twice the most distinct keys)
   ScratchVector<int64_t> lkeys_;      // key of each local index
   ScratchVector<uint64_t> lhash_;     // key table hash of each local key
   ScratchVector<int32_t> lcount_;     // occurrences of each local key
   ScratchVector<int32_t> lplace_;     // ltable_ position of each local key (to clear it)
   ScratchVector<int32_t> lkidx_;      // key table index of each local key
-  ScratchVector<uint64_t> occ_place_;  // (G, F) home of every occurrence in ltable_
   ScratchVector<int32_t> order_;    // local indices, first occurrence, worker-major
   ScratchVector<uint64_t> lusers_;  // users of each local key (FindFirsts or the lane allocator)
   ScratchVector<int32_t> lread_;    // slot the worker being built reads each local key at
