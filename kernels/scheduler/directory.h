@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/scheduler/hash_map.h"
+#include "kernels/scheduler/table_vector.h"
 
 namespace herald {
 namespace sched {
@@ -110,7 +111,7 @@ class Directory {
   bool keyed_;
   int64_t size_ = 0;                                    // live entries
   KeyIndexMap map_;                                     // key -> entry when keyed_
-  std::vector<DirEntry> entries_;
+  TableVector<DirEntry> entries_;
   std::vector<int32_t> free_entries_;
   std::vector<int32_t> free_slots_;                     // stack: back() is reused first
   std::vector<std::pair<int32_t, int64_t>> pending_;   // (entry, key) in insertion order

@@ -12,6 +12,7 @@
 #include "kernels/scheduler/plan_list.h"
 #include "kernels/scheduler/scheduler_api.h"
 #include "kernels/scheduler/scratch_vector.h"
+#include "kernels/scheduler/table_vector.h"
 
 namespace herald {
 namespace sched {
@@ -115,7 +116,7 @@ class Engine {
   int32_t n_, b_, f_;
   int64_t staging_size_;
   KeyIndexMap key_map_;
-  std::vector<KeyState> keys_;
+  TableVector<KeyState> keys_;
   std::vector<Directory> dirs_;
   HeraldSchedTraffic traffic_{};
   // Scratch of the current step.

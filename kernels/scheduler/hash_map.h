@@ -7,6 +7,8 @@
 
 #include <vector>
 
+#include "kernels/scheduler/table_vector.h"
+
 namespace herald {
 namespace sched {
 
@@ -97,7 +99,7 @@ class KeyIndexMap {
   }
 
   void Rehash(uint64_t capacity) {
-    std::vector<Slot> old;
+    TableVector<Slot> old;
     old.swap(slots_);
     slots_.assign(capacity, Slot());
     mask_ = capacity - 1;
@@ -107,7 +109,7 @@ class KeyIndexMap {
     }
   }
 
-  std::vector<Slot> slots_;
+  TableVector<Slot> slots_;
   uint64_t mask_ = 0;
   int64_t size_ = 0;
 };
