@@ -14,31 +14,6 @@ Directory::Directory(int64_t capacity, bool lfu, bool keyed)
   for (int64_t s = capacity - 1; s >= 0; --s) free_slots_.push_back(static_cast<int32_t>(s));
 }
 
-int32_t Directory::NewEntry() {
-  if (!free_entries_.empty()) {
-    int32_t e = free_entries_.back();
-    free_entries_.pop_back();
-    return e;
-  }
-  entries_.emplace_back();
-  return static_cast<int32_t>(entries_.size() - 1);
-}
-
-Directory::Group& Directory::GroupOf(int64_t step) {
-  if (step == cached_step_) return *cached_group_;
-  // Drop leading groups whose rows all moved on (keeps memory bounded when nothing is evicted).
-  while (groups_.size() > 1 && groups_.front().live == 0) {
-    groups_.pop_front();
-    ++base_step_;
-  }
-  if (groups_.empty()) base_step_ = step;
-  while (base_step_ + static_cast<int64_t>(groups_.size()) <= step) groups_.emplace_back();
-  // References to deque elements survive push_back and pop_front of other elements.
-  cached_step_ = step;
-  cached_group_ = &groups_[step - base_step_];
-  return *cached_group_;
-}
-
 void Directory::Compact(Group& g) {
   size_t out = 0;
   for (size_t i = g.cursor; i < g.items.size(); ++i) {
@@ -49,15 +24,6 @@ void Directory::Compact(Group& g) {
   }
   g.items.resize(out);
   g.cursor = 0;
-}
-
-void Directory::Unlink(int32_t e) {
-  if (lfu_) return;  // stale heap items are skipped lazily
-  DirEntry& d = entries_[e];
-  Group& g = groups_[d.last_step - base_step_];
-  g.items[d.gpos] = -1;
-  --g.live;
-  if (g.items.size() > 64 && g.live * 4 < static_cast<int64_t>(g.items.size())) Compact(g);
 }
 
 void Directory::PushLfu(const DirEntry& d, int32_t e) {
@@ -75,50 +41,6 @@ void Directory::PushLfu(const DirEntry& d, int32_t e) {
 
 int32_t Directory::Touch(int64_t key, int32_t kidx, int64_t step, int32_t staging) {
   return TouchKnown(map_.Find(key), key, kidx, step, staging);
-}
-
-int32_t Directory::TouchKnown(int32_t e, int64_t key, int32_t kidx, int64_t step,
-                              int32_t staging) {
-  if (e < 0) {
-    e = NewEntry();
-    DirEntry& d = entries_[e];
-    d = DirEntry();
-    d.key = key;
-    d.kidx = kidx;
-    d.last_step = step;
-    d.freq = 1;
-    d.staging = staging;
-    d.live = true;
-    if (keyed_) map_.Insert(key, e);
-    ++size_;
-    pending_.emplace_back(e, key);
-  } else {
-    DirEntry& d = entries_[e];
-    if (d.last_step == step) return e;
-    if (!lfu_) Unlink(e);
-    d.last_step = step;
-    d.freq += 1;
-  }
-  DirEntry& d = entries_[e];
-  if (lfu_) {
-    PushLfu(d, e);
-  } else {
-    Group& g = GroupOf(step);
-    d.gpos = static_cast<int32_t>(g.items.size());
-    g.items.push_back(e);
-    ++g.live;
-  }
-  return e;
-}
-
-void Directory::Remove(int32_t e) {
-  DirEntry& d = entries_[e];
-  Unlink(e);
-  if (d.slot != kPending) free_slots_.push_back(d.slot);
-  if (keyed_) map_.Erase(d.key);
-  --size_;
-  d.live = false;
-  free_entries_.push_back(e);
 }
 
 int32_t Directory::NextLruVictim() {

@@ -32,13 +32,6 @@ Engine::Engine(const HeraldSchedConfig& config)
   }
 }
 
-int32_t Engine::InternNew(int64_t key) {
-  const int32_t idx = static_cast<int32_t>(keys_.size());
-  keys_.emplace_back();
-  key_map_.Insert(key, idx);
-  return idx;
-}
-
 void Engine::Step(const int64_t* keys, int64_t* samples_out, int64_t* region,
                   const int64_t* capacity) {
   const int64_t g = static_cast<int64_t>(n_) * b_;

@@ -87,7 +87,12 @@ class Engine {
   PlanList& L(int32_t worker, int32_t list) {
     return lists_[worker * HERALD_SCHED_NUM_LISTS + list];
   }
-  int32_t InternNew(int64_t key);  // adds a key seen for the first time
+  int32_t InternNew(int64_t key) {  // adds a key seen for the first time
+    const int32_t idx = static_cast<int32_t>(keys_.size());
+    keys_.emplace_back();
+    key_map_.Insert(key, idx);
+    return idx;
+  }
   void Dedup(const int64_t* keys);  // fills occ_, lkeys_, lcount_
   int32_t DedupInto(const int64_t* keys, int64_t total);  // one try; -1: ltable_ too small
   void Snapshot();                  // fills local_ from lkeys_, lcount_ and the key table
