@@ -5,6 +5,10 @@
 namespace herald {
 namespace sched {
 
+namespace {
+constexpr size_t kAhead = 16;  // prefetch distance of the loops over a group's entries
+}  // namespace
+
 Directory::Directory(int64_t capacity, bool lfu, bool keyed)
     : capacity_(capacity),
       lfu_(lfu),
@@ -17,8 +21,9 @@ Directory::Directory(int64_t capacity, bool lfu, bool keyed)
 void Directory::Compact(Group& g) {
   size_t out = 0;
   for (size_t i = g.cursor; i < g.items.size(); ++i) {
-    int32_t e = g.items[i];
-    if (e < 0) continue;
+    if (i + kAhead < g.items.size()) PrefetchEntry(g.items[i + kAhead]);
+    if (!Linked(g, i)) continue;
+    const int32_t e = g.items[i];
     entries_[e].gpos = static_cast<int32_t>(out);
     g.items[out++] = e;
   }
@@ -56,7 +61,8 @@ int32_t Directory::NextLruVictim() {
       std::vector<std::pair<int64_t, int32_t>>& pairs = sort_scratch_;
       pairs.clear();
       for (size_t i = g.cursor; i < g.items.size(); ++i) {
-        if (g.items[i] >= 0) pairs.emplace_back(entries_[g.items[i]].key, g.items[i]);
+        if (i + kAhead < g.items.size()) PrefetchEntry(g.items[i + kAhead]);
+        if (Linked(g, i)) pairs.emplace_back(entries_[g.items[i]].key, g.items[i]);
       }
       std::sort(pairs.begin(), pairs.end());
       g.items.resize(pairs.size());
@@ -67,8 +73,12 @@ int32_t Directory::NextLruVictim() {
       }
       g.sorted = true;
     }
-    while (g.items[g.cursor] < 0) ++g.cursor;
-    return g.items[g.cursor];
+    // Victims come in item order: keep the entries a few items ahead on their way.
+    while (true) {
+      if (g.cursor + kAhead < g.items.size()) PrefetchEntry(g.items[g.cursor + kAhead]);
+      if (Linked(g, g.cursor)) return g.items[g.cursor];
+      ++g.cursor;
+    }
   }
 }
 

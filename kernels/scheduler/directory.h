@@ -31,7 +31,7 @@ struct alignas(64) DirEntry {  // one cache line each
   int32_t staging = -1;      // staging slot of the step that inserted the row
   int32_t freq = 0;          // steps used since insertion
   int32_t pending_updates = 0;  // het: local updates not pushed yet
-  int32_t gpos = -1;         // LRU: position inside its step group
+  int32_t gpos = -1;         // LRU: position of its item in its step group
   bool dirty = false;
   bool live = false;
 };
@@ -90,17 +90,26 @@ class Directory {
   }
 
  private:
+  // The entries last used at one step. An entry that is used again or removed leaves a stale
+  // item behind (see Linked) rather than writing a mark at a random place of the group; stale
+  // items are dropped when the group is compacted or evicted from.
   struct Group {
-    std::vector<int32_t> items;  // entry indices, -1 for removed ones
+    std::vector<int32_t> items;  // entry indices
+    int64_t step = 0;            // the step its entries were last used at
     size_t cursor = 0;           // eviction cursor once sorted
-    int64_t live = 0;
+    int64_t live = 0;            // items that are not stale
     bool sorted = false;
   };
   using LfuItem = std::tuple<int32_t, int64_t, int64_t, int32_t>;  // freq, step, key, entry
 
   int32_t NewEntry();
   Group& GroupOf(int64_t step);
-  void Unlink(int32_t e);
+  // Whether items[i] of `g` is current: its entry is live, last used at g's step, at position i.
+  bool Linked(const Group& g, size_t i) const {
+    const DirEntry& d = entries_[g.items[i]];
+    return d.live && d.last_step == g.step && d.gpos == static_cast<int32_t>(i);
+  }
+  void Unlink(int64_t step);  // after an entry last used at `step` moved on or was removed
   void Compact(Group& g);
   int32_t NextLruVictim();
   int32_t NextLfuVictim();
@@ -143,18 +152,19 @@ inline Directory::Group& Directory::GroupOf(int64_t step) {
     ++base_step_;
   }
   if (groups_.empty()) base_step_ = step;
-  while (base_step_ + static_cast<int64_t>(groups_.size()) <= step) groups_.emplace_back();
+  while (base_step_ + static_cast<int64_t>(groups_.size()) <= step) {
+    groups_.emplace_back();
+    groups_.back().step = base_step_ + static_cast<int64_t>(groups_.size()) - 1;
+  }
   // References to deque elements survive push_back and pop_front of other elements.
   cached_step_ = step;
   cached_group_ = &groups_[step - base_step_];
   return *cached_group_;
 }
 
-inline void Directory::Unlink(int32_t e) {
+inline void Directory::Unlink(int64_t step) {
   if (lfu_) return;  // stale heap items are skipped lazily
-  DirEntry& d = entries_[e];
-  Group& g = groups_[d.last_step - base_step_];
-  g.items[d.gpos] = -1;
+  Group& g = groups_[step - base_step_];
   --g.live;
   if (g.items.size() > 64 && g.live * 4 < static_cast<int64_t>(g.items.size())) Compact(g);
 }
@@ -177,9 +187,10 @@ inline int32_t Directory::TouchKnown(int32_t e, int64_t key, int32_t kidx, int64
   } else {
     DirEntry& d = entries_[e];
     if (d.last_step == step) return e;
-    if (!lfu_) Unlink(e);
+    const int64_t was = d.last_step;
     d.last_step = step;
     d.freq += 1;
+    Unlink(was);
   }
   DirEntry& d = entries_[e];
   if (lfu_) {
@@ -195,11 +206,11 @@ inline int32_t Directory::TouchKnown(int32_t e, int64_t key, int32_t kidx, int64
 
 inline void Directory::Remove(int32_t e) {
   DirEntry& d = entries_[e];
-  Unlink(e);
+  d.live = false;
+  Unlink(d.last_step);
   if (d.slot != kPending) free_slots_.push_back(d.slot);
   if (keyed_) map_.Erase(d.key);
   --size_;
-  d.live = false;
   free_entries_.push_back(e);
 }
 
