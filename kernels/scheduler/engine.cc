@@ -6,7 +6,9 @@ namespace herald {
 namespace sched {
 
 namespace {
-constexpr int64_t kAhead = 16;  // prefetch distance of the loops below
+// Prefetch distance of the loops below, in keys: a key's work is short next to a miss in the
+// key map or key table (with its page walk), so the hint must go out many keys early.
+constexpr int64_t kAhead = 48;
 }  // namespace
 
 Engine::Engine(const HeraldSchedConfig& config)
