@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/core/initializer.h"
+#include "kernels/core/table_vector.h"
 #include "kernels/ps/ps_api.h"
 
 using herald::SetOk;
@@ -17,8 +18,8 @@ using herald::SetStatus;
 struct HeraldKeyIndex {
   static constexpr int64_t kPrefetchAhead = 32;
   uint64_t mask = 0;
-  std::vector<int64_t> slot_keys;  // (capacity) key of each bucket
-  std::vector<int64_t> slot_rows;  // (capacity) row of each bucket, -1 = empty
+  herald::TableVector<int64_t> slot_keys;  // (capacity) key of each bucket
+  herald::TableVector<int64_t> slot_rows;  // (capacity) row of each bucket, -1 = empty
   std::vector<int64_t> row_keys;   // (size) key of each row
 
   // Hints the bucket where `key`'s probe starts into the cache (batch loops call it for the key
@@ -58,8 +59,8 @@ struct HeraldKeyIndex {
       row_keys.reserve(std::max(static_cast<size_t>(total), 2 * row_keys.capacity()));
     }
     if (wanted <= capacity) return;
-    std::vector<int64_t> new_keys(wanted, 0);
-    std::vector<int64_t> new_rows(wanted, -1);
+    herald::TableVector<int64_t> new_keys(wanted, 0);
+    herald::TableVector<int64_t> new_rows(wanted, -1);
     slot_keys.swap(new_keys);
     slot_rows.swap(new_rows);
     mask = wanted - 1;

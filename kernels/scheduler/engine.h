@@ -12,7 +12,7 @@
 #include "kernels/scheduler/plan_list.h"
 #include "kernels/scheduler/scheduler_api.h"
 #include "kernels/scheduler/scratch_vector.h"
-#include "kernels/scheduler/table_vector.h"
+#include "kernels/core/table_vector.h"
 
 namespace herald {
 namespace sched {

@@ -7,7 +7,7 @@
 
 #include <vector>
 
-#include "kernels/scheduler/table_vector.h"
+#include "kernels/core/table_vector.h"
 
 namespace herald {
 namespace sched {

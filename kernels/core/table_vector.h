@@ -1,10 +1,10 @@
-// TableVector<T>: a std::vector for the scheduler's large tables that are read at random (key
-// table, key map, directories). Buffers of 2 MiB or more are aligned to 2 MiB and advised as
+// TableVector<T>: a std::vector for large tables that are read at random (the scheduler's key
+// table, key map and directories; the parameter server's key index). Buffers of 2 MiB or more are aligned to 2 MiB and advised as
 // transparent huge pages: with 4 KiB pages nearly every access to these tables also misses the
 // TLB, and a page walk costs about as much as the access (more in a virtual machine); growing a
 // table also takes 512 times fewer page faults. Without huge pages it works all the same.
-#ifndef HERALD_KERNELS_SCHEDULER_TABLE_VECTOR_H_
-#define HERALD_KERNELS_SCHEDULER_TABLE_VECTOR_H_
+#ifndef HERALD_KERNELS_CORE_TABLE_VECTOR_H_
+#define HERALD_KERNELS_CORE_TABLE_VECTOR_H_
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -15,7 +15,6 @@
 #include <vector>
 
 namespace herald {
-namespace sched {
 
 template <typename T>
 struct TableAllocator {
@@ -55,7 +54,6 @@ bool operator!=(const TableAllocator<T>&, const TableAllocator<U>&) {
 template <typename T>
 using TableVector = std::vector<T, TableAllocator<T>>;
 
-}  // namespace sched
 }  // namespace herald
 
-#endif  // HERALD_KERNELS_SCHEDULER_TABLE_VECTOR_H_
+#endif  // HERALD_KERNELS_CORE_TABLE_VECTOR_H_
