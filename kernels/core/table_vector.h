@@ -1,8 +1,9 @@
 // TableVector<T>: a std::vector for large tables that are read at random (the scheduler's key
-// table, key map and directories; the parameter server's key index). Buffers of 2 MiB or more are aligned to 2 MiB and advised as
-// transparent huge pages: with 4 KiB pages nearly every access to these tables also misses the
-// TLB, and a page walk costs about as much as the access (more in a virtual machine); growing a
-// table also takes 512 times fewer page faults. Without huge pages it works all the same.
+// table, key map and directories; the parameter server's key index). Buffers of 2 MiB or more
+// are aligned to 2 MiB and advised as transparent huge pages: with 4 KiB pages nearly every
+// access to these tables also misses the TLB, and a page walk costs about as much as the access
+// (more in a virtual machine); growing a table also takes 512 times fewer page faults. Without
+// huge pages it works all the same.
 #ifndef HERALD_KERNELS_CORE_TABLE_VECTOR_H_
 #define HERALD_KERNELS_CORE_TABLE_VECTOR_H_
 

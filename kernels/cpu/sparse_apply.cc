@@ -1,8 +1,8 @@
 // CPU sparse optimizer apply over slot storage. The loop is herald::ApplyRows from
 // kernels/core/scattered_rows.h, the same code the parameter server runs.
 #include "kernels/core/apply_checks.h"
-#include "kernels/core/scattered_rows.h"
 #include "kernels/core/c_api.h"
+#include "kernels/core/scattered_rows.h"
 #include "kernels/cpu/int64_map.h"
 #include "kernels/cpu/runner.h"
 #include "kernels/cpu/validate.h"

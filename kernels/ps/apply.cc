@@ -4,8 +4,8 @@
 #include <stdint.h>
 
 #include "kernels/core/apply_checks.h"
-#include "kernels/core/scattered_rows.h"
 #include "kernels/core/optimizer.h"
+#include "kernels/core/scattered_rows.h"
 #include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
 

@@ -22,11 +22,12 @@ struct HeraldKeyIndex {
   herald::TableVector<int64_t> slot_rows;  // (capacity) row of each bucket, -1 = empty
   std::vector<int64_t> row_keys;   // (size) key of each row
 
-  // Hints the bucket where `key`'s probe starts into the cache (batch loops call it for the key
-  // kPrefetchAhead places on: a shard's index outgrows the caches and the optimizer apply
-  // between pushes evicts it, so each lookup would otherwise wait for memory).
-  void Prefetch(int64_t key) const {
-    const uint64_t pos = herald::Mix64(static_cast<uint64_t>(key)) & mask;
+  // Batch loops call this at keys[i] to hint into the cache the bucket where the probe of the key
+  // kPrefetchAhead places on starts: a shard's index outgrows the caches and the optimizer apply
+  // between pushes evicts it, so each lookup would otherwise wait for memory.
+  void PrefetchAhead(const int64_t* keys, int64_t i, int64_t n) const {
+    if (i + kPrefetchAhead >= n) return;
+    const uint64_t pos = herald::Mix64(static_cast<uint64_t>(keys[i + kPrefetchAhead])) & mask;
     __builtin_prefetch(&slot_rows[pos]);
     __builtin_prefetch(&slot_keys[pos]);
   }
@@ -131,9 +132,7 @@ int herald_ps_key_index_lookup(const HeraldKeyIndex* index, const int64_t* keys,
     return SetOk(status);
   }
   for (int64_t i = 0; i < n; ++i) {
-    if (i + HeraldKeyIndex::kPrefetchAhead < n) {
-      index->Prefetch(keys[i + HeraldKeyIndex::kPrefetchAhead]);
-    }
+    index->PrefetchAhead(keys, i, n);
     rows[i] = index->Find(keys[i]);
   }
   return SetOk(status);
@@ -157,9 +156,7 @@ int herald_ps_key_index_lookup_or_insert(HeraldKeyIndex* index, const int64_t* k
   }
   int64_t inserted = 0;
   for (int64_t i = 0; i < n; ++i) {
-    if (i + HeraldKeyIndex::kPrefetchAhead < n) {  // no rehash in this loop: the hint holds
-      index->Prefetch(keys[i + HeraldKeyIndex::kPrefetchAhead]);
-    }
+    index->PrefetchAhead(keys, i, n);  // no rehash in this loop: the hint holds
     const int64_t found = index->Find(keys[i]);
     if (found >= 0) {
       rows[i] = found;
@@ -206,9 +203,7 @@ int herald_ps_find_duplicate(const int64_t* keys, int64_t n, int64_t* first_dupl
     HeraldKeyIndex seen;
     seen.Reserve(n);
     for (int64_t i = 0; i < n; ++i) {
-      if (i + HeraldKeyIndex::kPrefetchAhead < n) {
-        seen.Prefetch(keys[i + HeraldKeyIndex::kPrefetchAhead]);
-      }
+      seen.PrefetchAhead(keys, i, n);
       const int64_t found = seen.Find(keys[i]);
       if (found >= 0) {
         *first_duplicate = i;

@@ -10,8 +10,8 @@
 
 #include <vector>
 
-#include "kernels/core/scattered_rows.h"
 #include "kernels/core/initializer.h"
+#include "kernels/core/scattered_rows.h"
 #include "kernels/cpu/validate.h"
 #include "kernels/ps/ps_api.h"
 

@@ -14,8 +14,8 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels/scheduler/hash_map.h"
 #include "kernels/core/table_vector.h"
+#include "kernels/scheduler/hash_map.h"
 
 namespace herald {
 namespace sched {
