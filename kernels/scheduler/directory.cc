@@ -14,6 +14,9 @@ Directory::Directory(int64_t capacity, bool lfu, bool keyed)
       lfu_(lfu),
       keyed_(keyed),
       map_(keyed ? std::min<int64_t>(capacity, 1 << 20) + 16 : 0) {
+  // Room for a full cache and a step's insertions beyond it: growing the entry table while
+  // the cache fills would copy it and fault its pages in again at each doubling.
+  entries_.reserve(std::min<int64_t>(capacity + capacity / 4 + 1024, 1 << 21));
   free_slots_.reserve(capacity);
   for (int64_t s = capacity - 1; s >= 0; --s) free_slots_.push_back(static_cast<int32_t>(s));
 }

@@ -9,6 +9,14 @@ namespace {
 // Prefetch distance of the loops below, in keys: a key's work is short next to a miss in the
 // key map or key table (with its page walk), so the hint must go out many keys early.
 constexpr int64_t kAhead = 48;
+
+// Keys the key table is sized for at the start. It holds every key seen, so once the caches
+// are full it holds at least the N * C keys they can hold: growing to that size step by step
+// would stall the scheduler for a rehash of the key map every doubling (tens of milliseconds
+// at a million keys). Bounded, so a huge cache does not reserve gigabytes up front.
+int64_t InitialKeys(const HeraldSchedConfig& c) {
+  return std::clamp<int64_t>(c.num_workers * c.cache_capacity, 1 << 16, 1 << 21);
+}
 }  // namespace
 
 Engine::Engine(const HeraldSchedConfig& config)
@@ -17,7 +25,7 @@ Engine::Engine(const HeraldSchedConfig& config)
       b_(config.batch_size),
       f_(config.num_fields),
       staging_size_(static_cast<int64_t>(config.num_fields) * config.batch_size),
-      key_map_(1 << 16) {
+      key_map_(InitialKeys(config)) {
   dirs_.reserve(n_);
   for (int32_t w = 0; w < n_; ++w) {
     dirs_.emplace_back(cfg_.cache_capacity, cfg_.eviction == HERALD_SCHED_EVICT_LFU,
@@ -27,7 +35,7 @@ Engine::Engine(const HeraldSchedConfig& config)
   private_.resize(n_);
   found_.resize(n_);
   lists_.resize(static_cast<size_t>(n_) * HERALD_SCHED_NUM_LISTS);
-  keys_.reserve(1 << 16);
+  keys_.reserve(InitialKeys(config));
   for (uint32_t m = 0; m < 256; ++m) {
     spread_[m] = 0;
     for (int32_t w = 0; w < 8; ++w) spread_[m] |= static_cast<uint64_t>((m >> w) & 1) << (8 * w);

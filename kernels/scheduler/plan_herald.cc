@@ -2,6 +2,7 @@
 // DESIGN §3. Dirty rows are flushed before a step where another worker reads them or when
 // evicted; private keys are applied locally by their user (who then owns them); shared keys are
 // pushed by all users and applied once by the PS; stale copies are dropped.
+#include <algorithm>
 #include <vector>
 
 #include "kernels/scheduler/engine.h"
@@ -137,6 +138,11 @@ void Engine::PlanHerald() {
     drops += flags_[order_[i]] >> 1;
   }
   for (size_t k = 0; k < drops; ++k) {  // the only copy is stale: drop it
+    if (k + 2 * kAhead < drops) {  // the local key whose entry is hinted kAhead rows later
+      const char* later = reinterpret_cast<const char*>(&local_[picked[k + 2 * kAhead]]);
+      __builtin_prefetch(later);
+      __builtin_prefetch(later + sizeof(LocalKey) - 1);
+    }
     if (k + kAhead < drops) {
       const LocalKey& ahead = local_[picked[k + kAhead]];
       dirs_[__builtin_ctzll(ahead.holders)].PrefetchEntry(ahead.entry);
@@ -152,21 +158,31 @@ void Engine::PlanHerald() {
     const uint64_t bit = 1ULL << w;
     const std::vector<WorkerKey>& wk = wkeys_[w];
     const std::vector<int32_t>& mine = private_[w];  // positions in wk of its private keys
+    // Keys new to the directory take recycled entries in turn: count them ahead of the loop.
+    size_t inserted_ahead = 0;  // new keys among mine[0, k + kAhead)
+    for (size_t k = 0; k < std::min(kAhead, mine.size()); ++k) {
+      if (wk[mine[k]].entry < 0) dir.PrefetchInsertion(inserted_ahead++);
+    }
     for (size_t k = 0; k < mine.size(); ++k) {
       if (k + kAhead < mine.size()) {
         const WorkerKey& y = wk[mine[k + kAhead]];
-        dir.PrefetchEntry(y.entry);
+        if (y.entry < 0) {
+          dir.PrefetchInsertion(inserted_ahead++);
+        } else {
+          dir.PrefetchEntry(y.entry);
+        }
         __builtin_prefetch(&keys_[y.kidx]);
       }
       const WorkerKey& x = wk[mine[k]];
       // A private key's entry survived step 3b (only other workers' copies are dropped).
       const int32_t e = dir.TouchKnown(x.entry, x.key, x.kidx, step_, x.slot);
-      DirEntry& d = dir.at(e);
-      d.dirty = true;
+      dir.at(e).dirty = true;
       KeyState& ks = keys_[x.kidx];
       ks.holders = bit;
       ks.entry = e;
-      ks.slot = d.slot;  // kPending for a new row until AssignPending below
+      // A held row keeps its slot (x.slot, the key table's); a new one has none until
+      // AssignPending below.
+      ks.slot = x.entry < 0 ? kPending : x.slot;
     }
     dir.EvictToCapacity([&](const DirEntry& d) {
       KeyState& ks = keys_[d.kidx];
