@@ -103,24 +103,6 @@ void Engine::PlanHerald() {
     ks.version += 1;
     ks.touched = true;
   }
-  // The passes below pick rows in order_ without branching on their data (candidates are
-  // written, and counted only where they qualify), then act on the picked rows in that order.
-  std::vector<int32_t>& picked = picked_;
-  picked.resize(unique + 1);
-  // 1. Flush dirty rows that another worker reads at this step. Herald keeps at most one copy
-  // of a row, and the key table snapshot has its slot. The flushed copy is dropped in 3b below
-  // (the key is shared, or private to another worker), so its dirty bit needs no update.
-  size_t flushes = 0;
-  for (size_t i = 0; i < unique; ++i) {
-    picked[flushes] = order_[i];
-    flushes += flags_[order_[i]] & kFlush;
-  }
-  for (size_t k = 0; k < flushes; ++k) {
-    const LocalKey& lk = local_[picked[k]];
-    Add(lk.owner, HERALD_SCHED_FLUSH_KEYS, lk.key);
-    Add(lk.owner, HERALD_SCHED_FLUSH_SLOTS, lk.slot);
-  }
-  traffic_.flush_rows += static_cast<int64_t>(flushes);
   // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
   // 3a. After the backward pass: local update of private keys, push of shared ones.
   for (int32_t w = 0; w < n_; ++w) {
@@ -130,28 +112,47 @@ void Engine::PlanHerald() {
       HeraldReads<false>(w);
     }
   }
+  // 1 and 3b, in one pass over the rows flagged for either, in order_ (neither list depends on
+  // the other, and 2/3a above read the snapshot, not the directories):
+  // 1. Flush dirty rows that another worker reads at this step. Herald keeps at most one copy
+  // of a row, and the key table snapshot has its slot. A flushed copy is also dropped (the key
+  // is shared, or private to another worker), so its dirty bit needs no update.
   // 3b. A copy held elsewhere than at the key's only user is stale: drop it (owner and version
   // were updated above).
-  size_t drops = 0;
+  // The rows are picked without branching on their data (a candidate is written, and counted
+  // only where it qualifies).
+  std::vector<int32_t>& picked = picked_;
+  picked.resize(unique + 1);
+  size_t flagged = 0;
   for (size_t i = 0; i < unique; ++i) {
-    picked[drops] = order_[i];
-    drops += flags_[order_[i]] >> 1;
+    picked[flagged] = order_[i];
+    flagged += flags_[order_[i]] != 0 ? 1 : 0;
   }
-  for (size_t k = 0; k < drops; ++k) {  // the only copy is stale: drop it
-    if (k + 2 * kAhead < drops) {  // the local key whose entry is hinted kAhead rows later
+  size_t flushes = 0;
+  for (size_t k = 0; k < flagged; ++k) {
+    if (k + 2 * kAhead < flagged) {  // the local key whose entry is hinted kAhead rows later
       const char* later = reinterpret_cast<const char*>(&local_[picked[k + 2 * kAhead]]);
       __builtin_prefetch(later);
       __builtin_prefetch(later + sizeof(LocalKey) - 1);
     }
-    if (k + kAhead < drops) {
+    if (k + kAhead < flagged) {
       const LocalKey& ahead = local_[picked[k + kAhead]];
-      dirs_[__builtin_ctzll(ahead.holders)].PrefetchEntry(ahead.entry);
+      if (ahead.holders != 0) dirs_[__builtin_ctzll(ahead.holders)].PrefetchEntry(ahead.entry);
     }
     const LocalKey& lk = local_[picked[k]];
-    const int32_t w = __builtin_ctzll(lk.holders);
-    dirs_[w].Remove(lk.entry);
-    Add(w, HERALD_SCHED_DROP_KEYS, lk.key);
+    const uint8_t f = flags_[picked[k]];
+    if (f & kFlush) {
+      Add(lk.owner, HERALD_SCHED_FLUSH_KEYS, lk.key);
+      Add(lk.owner, HERALD_SCHED_FLUSH_SLOTS, lk.slot);
+      ++flushes;
+    }
+    if (f & kDrop) {  // the only copy is stale: drop it
+      const int32_t w = __builtin_ctzll(lk.holders);
+      dirs_[w].Remove(lk.entry);
+      Add(w, HERALD_SCHED_DROP_KEYS, lk.key);
+    }
   }
+  traffic_.flush_rows += static_cast<int64_t>(flushes);
   // 4. Private keys enter their user's directory (dirty); evict to capacity; write back.
   for (int32_t w = 0; w < n_; ++w) {
     Directory& dir = dirs_[w];
