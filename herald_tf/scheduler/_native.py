@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableSequence
 
 import numpy as np
 
@@ -119,6 +119,52 @@ def available() -> bool:
     return True
 
 
+class StepPlans(MutableSequence):
+    """The N plans of one step, views of the step's plan buffer. A worker's plan is made when it
+    is first read: a worker process reads only its own (``plans[rank]``), and making the 19
+    views of all N plans each step would cost more than the engine's plan pass for one worker.
+    Plans may be replaced (``plans[w] = plan``), not added or removed."""
+
+    def __init__(self, region: np.ndarray, starts: list[int], sizes: list[int],
+                 config: SchedulerConfig, outside: dict[int, np.ndarray]) -> None:
+        self._region = region
+        self._starts = starts
+        self._sizes = sizes
+        self._shape = (config.batch_size, config.num_fields)
+        self._outside = outside  # lists copied out of the engine (longer than their share)
+        self._made: list[StepPlan | None] = [None] * config.num_workers
+
+    def _make(self, w: int) -> StepPlan:
+        base = w * _NUM_LISTS
+        v = [self._outside.get(i) if i in self._outside else
+             self._region[self._starts[i]:self._starts[i] + self._sizes[i]]
+             for i in range(base, base + _NUM_LISTS)]
+        # StepPlan's fields by position: keys, key_slots, slots, then the C order from flush_keys.
+        return StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(self._shape), *v[2:_OCCURRENCE])
+
+    def __len__(self) -> int:
+        return len(self._made)
+
+    def __getitem__(self, w):  # noqa: ANN001, ANN204 (int or slice, as a list)
+        if isinstance(w, slice):
+            return [self[i] for i in range(len(self._made))[w]]
+        plan = self._made[w]
+        if plan is None:
+            plan = self._made[w] = self._make(range(len(self._made))[w])
+        return plan
+
+    def __setitem__(self, w: int, plan: StepPlan) -> None:
+        self[w]  # noqa: B018 (checks the index)
+        self._made[w] = plan
+
+    def __delitem__(self, w: int) -> None:
+        raise TypeError("A step has one plan per worker: plans cannot be removed")
+
+    def insert(self, index: int, value: StepPlan) -> None:
+        """Not supported: a step has one plan per worker."""
+        raise TypeError("A step has one plan per worker: plans cannot be added")
+
+
 class NativeEngine:
     """The C++ engine behind the interface of ``ReferenceEngine``.
 
@@ -197,26 +243,20 @@ class NativeEngine:
         occ = self._list(worker, _OCCURRENCE).reshape(cfg.batch_size, cfg.num_fields)
         return StepPlan(slots=occ, **fields)
 
-    def _plans(self, region: np.ndarray) -> list[StepPlan]:
-        """All workers' plans of the last step: views of ``region``, the buffer the engine wrote
-        them into (a fresh one each step, so earlier plans stay as they were)."""
-        cfg = self.config
-        sizes = self._sizes
-        # Plain slices (np.split costs more at 19 lists per worker), and StepPlan's fields by
-        # position: keys, key_slots, slots, then the C order from flush_keys.
-        views = [region[a:a + n] for a, n in zip(self._starts, sizes.ravel().tolist())]
-        over = sizes > self._capacity
-        if over.any():  # lists longer than their share are not in region
+    def _plans(self, region: np.ndarray) -> StepPlans:
+        """All workers' plans of the last step, as views of ``region``, the buffer the engine
+        wrote them into (a fresh one each step, so earlier plans stay as they were)."""
+        sizes = self._sizes.ravel().tolist()
+        views: dict[int, np.ndarray] = {}
+        over = self._sizes > self._capacity
+        if over.any():  # lists longer than their share are not in region: copy them out now
             for w, index in zip(*np.nonzero(over)):
-                views[w * _NUM_LISTS + index] = self._list(int(w), int(index))
-            self._capacity[over] = 2 * sizes[over]
+                views[int(w) * _NUM_LISTS + int(index)] = self._list(int(w), int(index))
+            self._capacity[over] = 2 * self._sizes[over]
+            plans = StepPlans(region, self._starts, sizes, self.config, views)
             self._layout()
-        shape = (cfg.batch_size, cfg.num_fields)
-        plans = []
-        for w in range(0, len(views), _NUM_LISTS):
-            v = views[w:w + _NUM_LISTS]
-            plans.append(StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(shape), *v[2:_OCCURRENCE]))
-        return plans
+            return plans
+        return StepPlans(region, self._starts, sizes, self.config, views)
 
     def fast_forward(self, batches: Iterable[np.ndarray]) -> int:
         """Schedules ``batches`` without producing plans (same decisions, faster): restores the

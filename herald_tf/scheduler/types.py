@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+from collections.abc import MutableSequence
 from typing import Any
 
 import numpy as np
@@ -254,12 +255,13 @@ class ScheduledStep:
       step: the step id (0, 1, ...), which the runtime asserts against its own counter.
       samples: (N, B) indices into the global batch: row w lists worker w's samples in order;
         together a permutation of ``range(N * B)``.
-      plans: one :class:`StepPlan` per worker, or ``None`` when plans were not requested.
+      plans: one :class:`StepPlan` per worker (a list, or the native engine's lazily made
+        ``StepPlans``), or ``None`` when plans were not requested.
     """
 
     step: int
     samples: np.ndarray
-    plans: list[StepPlan] | None
+    plans: MutableSequence[StepPlan] | None
 
 
 @dataclasses.dataclass

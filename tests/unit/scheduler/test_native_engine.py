@@ -127,3 +127,37 @@ def test_plans_handed_out_are_not_overwritten_by_later_steps(native_lib: str) ->
     for step, kept in zip(steps, copies, strict=True):
         for plan, copy in zip(step.plans, kept, strict=True):
             assert plan.equals(copy)
+
+
+@pytest.mark.parametrize("share", [None, 1], ids=["in-buffer", "copied-out"])
+def test_a_plan_first_read_after_later_steps_equals_one_read_at_once(
+        native_lib: str, share: int | None) -> None:
+    cfg = SchedulerConfig(num_workers=4, batch_size=16, num_fields=5, cache_capacity=60)
+    trace = zipf_trace(8, 10, cfg.global_batch, 5, 300, 1.05)
+    eager, lazy = NativeEngine(cfg), NativeEngine(cfg)
+    if share is not None:  # lists longer than their share are copied out of the engine
+        lazy._capacity[:] = share
+        lazy._layout()
+    read_at_once, unread = [], []
+    for t in range(10):
+        batch = trace[t * cfg.global_batch:(t + 1) * cfg.global_batch]
+        read_at_once.append(list(eager.step(batch).plans))
+        unread.append(lazy.step(batch).plans)
+    for plans, later in zip(read_at_once, unread, strict=True):
+        for w in reversed(range(cfg.num_workers)):
+            assert later[w].equals(plans[w])
+
+
+def test_step_plans_can_be_replaced_but_not_added_or_removed(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=2, batch_size=4, num_fields=2, cache_capacity=6)
+    plans = NativeEngine(cfg).step(zipf_trace(1, 1, 8, 2, 20, 1.0)).plans
+    replacement = StepPlan(keys=np.array([7], np.int64))
+    plans[1] = replacement
+    assert plans[1] is replacement and plans[-1] is replacement and len(plans) == 2
+    assert plans[:1] == [plans[0]]
+    with pytest.raises(IndexError):
+        plans[2]  # noqa: B018
+    with pytest.raises(TypeError, match="one plan per worker"):
+        plans.append(replacement)
+    with pytest.raises(TypeError, match="one plan per worker"):
+        del plans[0]
