@@ -101,11 +101,11 @@ void Engine::Dedup(const int64_t* keys) {
 }
 
 // One attempt of Dedup with the current table (all -1, and so again on return): the number of
-// distinct keys, or -1 when they would fill more than half of it.
+// distinct keys, or -1 when they would fill more than a quarter of it (fewer collisions).
 int32_t Engine::DedupInto(const int64_t* keys, int64_t total) {
   const uint64_t cap = ltable_.size();
   const uint64_t mask = cap - 1;
-  const int32_t limit = static_cast<int32_t>(std::min<uint64_t>(cap / 2, total));
+  const int32_t limit = static_cast<int32_t>(std::min<uint64_t>(cap / 4, total));
   // The small table takes a multiplicative hash (top bits); the key table's stronger hash is
   // computed for distinct keys only.
   const int shift = 64 - __builtin_ctzll(cap);

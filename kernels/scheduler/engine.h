@@ -129,7 +129,7 @@ class Engine {
   ScratchVector<int32_t> occ_;        // (G, F) local key index of every occurrence
   std::vector<int32_t> pushed_;        // het: key indices pushed at this step
   std::vector<int32_t> ltable_;     // open addressing over the step's keys: local index or -1
-                                    // (power of two, grown to twice the most distinct keys)
+                                    // (power of two, grown to 4x the most distinct keys)
   ScratchVector<int64_t> lkeys_;      // key of each local index
   ScratchVector<uint64_t> lhash_;     // key table hash of each local key
   ScratchVector<int32_t> lcount_;     // occurrences of each local key
