@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -166,7 +166,7 @@ class WorkerRuntime:
         # het: the staleness of every read, replayed from all workers' plans (staleness.py).
         self._staleness = (StalenessMeter(config.num_workers, config.rank)
                            if config.mode == "het" and config.measure_staleness else None)
-        self._all_plans: dict[int, list[StepPlan]] = {}
+        self._all_plans: dict[int, Sequence[StepPlan]] = {}
 
     # -- model construction -------------------------------------------------------------------
 

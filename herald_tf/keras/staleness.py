@@ -26,6 +26,7 @@ not compared (``resumed``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -139,7 +140,7 @@ class StalenessMeter:
             return
         self.version_mismatches += int((self._expected_pull_versions != versions).sum())
 
-    def after_step(self, plans: list[Any]) -> None:
+    def after_step(self, plans: Sequence[Any]) -> None:
         """Replays every worker's updates and pushes of the step (``plans``: all workers')."""
         start = time.perf_counter()
         pushed_keys, pushed_counts = [], []
