@@ -226,8 +226,12 @@ class WorkerRuntime:
         self._connect()
         # After resume_at(S), steps before S are re-planned without plans: the scheduler's state
         # is a deterministic function of the batches, so this restores it exactly.
+        # Every worker runs its own copy of the scheduler and reads its own plan; the staleness
+        # meter replays all workers' plans.
         self._scheduler = Scheduler(self._scheduler_config(), self._keys_for_scheduler(),
-                                    start_step=self._next_step)
+                                    start_step=self._next_step,
+                                    emit_worker=None if self._staleness is not None
+                                    else self.config.rank)
         self._scheduled = iter(self._scheduler)
 
     def _connect(self) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from herald_tf._core import Status as _Status
 from herald_tf._core import check_status as _check
-from herald_tf.errors import LibraryNotFoundError
+from herald_tf.errors import InvalidArgumentError, LibraryNotFoundError
 from herald_tf.scheduler.reference import check_batch
 from herald_tf.scheduler.types import (
     ScheduledStep,
@@ -26,7 +26,7 @@ from herald_tf.scheduler.types import (
     Traffic,
 )
 
-API_VERSION = 3
+API_VERSION = 4
 #: Environment variable naming a library that exports the scheduler ABI (development and tests).
 CORE_LIB_VAR = "HERALD_CORE_LIB"
 _NUM_LISTS = 19
@@ -47,6 +47,7 @@ class _Config(ctypes.Structure):
         ("staging_regions", ctypes.c_int32),
         ("cache_capacity", ctypes.c_int64),
         ("emit_plans", ctypes.c_int32),
+        ("emit_worker", ctypes.c_int32),
     ]
 
 
@@ -123,11 +124,14 @@ class StepPlans(MutableSequence):
     """The N plans of one step, views of the step's plan buffer. A worker's plan is made when it
     is first read: a worker process reads only its own (``plans[rank]``), and making the 19
     views of all N plans each step would cost more than the engine's plan pass for one worker.
-    Plans may be replaced (``plans[w] = plan``), not added or removed."""
+    With ``emit_worker`` set, the other workers' plans are None (the engine did not write
+    them). Plans may be replaced (``plans[w] = plan``), not added or removed."""
 
     def __init__(self, region: np.ndarray, starts: list[int], sizes: list[int],
-                 config: SchedulerConfig, outside: dict[int, np.ndarray]) -> None:
+                 config: SchedulerConfig, outside: dict[int, np.ndarray],
+                 emit_worker: int | None = None) -> None:
         self._region = region
+        self._emit_worker = emit_worker
         self._starts = starts
         self._sizes = sizes
         self._shape = (config.batch_size, config.num_fields)
@@ -149,8 +153,9 @@ class StepPlans(MutableSequence):
         if isinstance(w, slice):
             return [self[i] for i in range(len(self._made))[w]]
         plan = self._made[w]
-        if plan is None:
-            plan = self._made[w] = self._make(range(len(self._made))[w])
+        index = range(len(self._made))[w]
+        if plan is None and self._emit_worker in (None, index):
+            plan = self._made[w] = self._make(index)
         return plan
 
     def __setitem__(self, w: int, plan: StepPlan) -> None:
@@ -171,9 +176,11 @@ class NativeEngine:
     Not thread-safe: one thread drives an engine (the ``Scheduler``'s background thread).
     """
 
-    def __init__(self, config: SchedulerConfig, emit_plans: bool = True) -> None:
+    def __init__(self, config: SchedulerConfig, emit_plans: bool = True,
+                 emit_worker: int | None = None) -> None:
         self.config = config
         self.emit_plans = emit_plans
+        self.emit_worker = emit_worker
         self._lib = load_library()
         c = _Config(
             num_workers=config.num_workers, batch_size=config.batch_size,
@@ -181,6 +188,7 @@ class NativeEngine:
             allocation=int(config.allocation), eviction=int(config.eviction),
             bound=config.bound, staging_regions=config.staging_regions,
             cache_capacity=config.cache_capacity, emit_plans=int(emit_plans),
+            emit_worker=-1 if emit_worker is None else emit_worker,
         )
         handle = ctypes.c_void_p()
         status = _Status()
@@ -196,6 +204,9 @@ class NativeEngine:
         per_worker = config.batch_size * config.num_fields
         self._capacity = np.full((config.num_workers, _NUM_LISTS), per_worker, dtype=np.int64)
         self._capacity[:, _SMALL_LISTS] = max(per_worker // 4, 1)
+        if emit_worker is not None:  # the other workers' lists stay empty
+            others = np.arange(config.num_workers) != emit_worker
+            self._capacity[others] = 0
         self._capacity_ptr = self._capacity.ctypes.data_as(_I64P)
         self._layout()
         self._region: np.ndarray | None = None  # the last step's plan buffer (read by _list)
@@ -238,6 +249,10 @@ class NativeEngine:
 
     def worker_plan(self, worker: int) -> StepPlan:
         """Plan of one worker for the last step (a worker process needs only its own)."""
+        if self.emit_worker is not None and worker != self.emit_worker:
+            raise InvalidArgumentError(
+                f"Expected the worker whose plans this engine writes ({self.emit_worker}). "
+                f"Received: worker={worker}")
         cfg = self.config
         fields = {n: self._list(worker, i) for i, n in enumerate(StepPlan.LISTS)}
         occ = self._list(worker, _OCCURRENCE).reshape(cfg.batch_size, cfg.num_fields)
@@ -253,10 +268,10 @@ class NativeEngine:
             for w, index in zip(*np.nonzero(over)):
                 views[int(w) * _NUM_LISTS + int(index)] = self._list(int(w), int(index))
             self._capacity[over] = 2 * self._sizes[over]
-            plans = StepPlans(region, self._starts, sizes, self.config, views)
+            plans = StepPlans(region, self._starts, sizes, self.config, views, self.emit_worker)
             self._layout()
             return plans
-        return StepPlans(region, self._starts, sizes, self.config, views)
+        return StepPlans(region, self._starts, sizes, self.config, views, self.emit_worker)
 
     def fast_forward(self, batches: Iterable[np.ndarray]) -> int:
         """Schedules ``batches`` without producing plans (same decisions, faster): restores the

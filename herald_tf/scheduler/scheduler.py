@@ -36,16 +36,17 @@ def global_batches(keys: np.ndarray, global_batch: int) -> Iterator[np.ndarray]:
 
 
 def make_engine(config: SchedulerConfig, engine: str = "auto",
-                emit_plans: bool = True) -> object:
+                emit_plans: bool = True, emit_worker: int | None = None) -> object:
     """A scheduling engine: ``native`` (C++), ``reference`` (Python) or ``auto`` (native if
-    its library loads, else reference, which is far slower)."""
+    its library loads, else reference, which is far slower). ``emit_worker``: the native engine
+    writes only that worker's plan (the others are None); the reference engine writes all."""
     if engine not in ("auto", "native", "reference"):
         raise ValueError(f"Expected engine auto, native or reference. Received: {engine!r}")
     if engine != "reference":
         from herald_tf.scheduler import _native
 
         if engine == "native" or _native.available():
-            return _native.NativeEngine(config, emit_plans=emit_plans)
+            return _native.NativeEngine(config, emit_plans=emit_plans, emit_worker=emit_worker)
         warnings.warn(
             "herald_tf's native scheduler library is not available: using the Python reference "
             "engine, which is orders of magnitude slower. Build libherald_core.so (or set "
@@ -64,15 +65,18 @@ class Scheduler:
       batches: iterable of (N * B, F) int64 global batches, in training order.
       engine: ``auto``, ``native`` or ``reference`` (see ``make_engine``).
       emit_plans: produce per-worker plans (False: allocation and traffic counters only).
+      emit_worker: produce only this worker's plan (a worker running its own copy of the
+        scheduler reads no other); None: every worker's.
       start_step: resume at this step: the first ``start_step`` batches of ``batches`` are
         replayed without plans to rebuild the exact state (caches, owners, versions, touched
         set) of an uninterrupted run, and the first step handed out is ``start_step``.
     """
 
     def __init__(self, config: SchedulerConfig, batches: Iterable[np.ndarray],
-                 engine: str = "auto", emit_plans: bool = True, start_step: int = 0) -> None:
+                 engine: str = "auto", emit_plans: bool = True, start_step: int = 0,
+                 emit_worker: int | None = None) -> None:
         self.config = config
-        self._engine = make_engine(config, engine, emit_plans)
+        self._engine = make_engine(config, engine, emit_plans, emit_worker)
         self._batches = batches
         self._queue: queue.Queue = queue.Queue(maxsize=config.lookahead)
         self._stop = threading.Event()

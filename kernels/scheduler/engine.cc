@@ -231,7 +231,7 @@ void Engine::BuildWorkerKeys(const int64_t* samples) {
       lread_[l] = slot;
       wk[i] = WorkerKey{lk.key, l, slot, e, lk.kidx, lk.version, lk.touched};
     }
-    if (cfg_.emit_plans) {
+    if (Emits(w)) {
       PlanList& o = L(w, HERALD_SCHED_OCCURRENCE_SLOTS);  // (B, F)
       o.resize(per_worker);
       for (int32_t j = 0; j < b_; ++j) {

@@ -112,8 +112,12 @@ class Engine {
   void PlanHerald();
   template <bool kEmit>
   void HeraldReads(int32_t worker);
+  // Whether worker w's plan is written at this step.
+  bool Emits(int32_t w) const {
+    return cfg_.emit_plans && (cfg_.emit_worker < 0 || cfg_.emit_worker == w);
+  }
   void Add(int32_t w, int32_t list, int64_t v) {
-    if (cfg_.emit_plans) L(w, list).push_back(v);
+    if (Emits(w)) L(w, list).push_back(v);
   }
 
   HeraldSchedConfig cfg_;

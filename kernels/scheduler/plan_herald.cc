@@ -106,7 +106,7 @@ void Engine::PlanHerald() {
   // 2. Pull what is not held (held copies are always usable), initialise what is untouched.
   // 3a. After the backward pass: local update of private keys, push of shared ones.
   for (int32_t w = 0; w < n_; ++w) {
-    if (cfg_.emit_plans) {
+    if (Emits(w)) {
       HeraldReads<true>(w);
     } else {
       HeraldReads<false>(w);

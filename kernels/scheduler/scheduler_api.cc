@@ -47,6 +47,11 @@ int Validate(const HeraldSchedConfig* c, HeraldStatus* st) {
                      "Expected bound >= 0, and 0 unless policy is het. Received: bound=%d",
                      c->bound);
   }
+  if (c->emit_worker < -1 || c->emit_worker >= c->num_workers) {
+    return SetStatus(st, HERALD_INVALID_ARGUMENT,
+                     "Expected emit_worker -1 (every worker) or in [0, num_workers). Received: "
+                     "emit_worker=%d, num_workers=%d", c->emit_worker, c->num_workers);
+  }
   if (c->policy == HERALD_SCHED_POLICY_PS && c->allocation != HERALD_SCHED_ALLOC_NONE) {
     return SetStatus(st, HERALD_INVALID_ARGUMENT,
                      "Expected allocation none with policy ps. Received: allocation=%d",

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HERALD_SCHED_API_VERSION 3
+#define HERALD_SCHED_API_VERSION 4
 #define HERALD_SCHED_MAX_WORKERS 64
 
 // Fixed integer values, mirrored by herald_tf.scheduler.types.Policy.
@@ -78,6 +78,9 @@ typedef struct {
   int32_t staging_regions;  // >= 1; staging slots: region (step % regions) of F * B slots
   int64_t cache_capacity;   // rows held per worker between steps, >= 0
   int32_t emit_plans;       // 0: only allocation and traffic counters (faster)
+  int32_t emit_worker;      // -1: every worker's plan; w in [0, N): only worker w's (the other
+                            // workers' lists stay empty; a worker running its own copy reads
+                            // only its plan)
 } HeraldSchedConfig;
 
 // Rows moved so far.

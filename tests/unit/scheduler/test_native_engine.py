@@ -161,3 +161,31 @@ def test_step_plans_can_be_replaced_but_not_added_or_removed(native_lib: str) ->
         plans.append(replacement)
     with pytest.raises(TypeError, match="one plan per worker"):
         del plans[0]
+
+
+@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
+    str(v.name if hasattr(v, "name") else v) for v in c.values()))
+def test_an_engine_writing_one_workers_plan_gives_that_plan_and_the_same_decisions(
+        native_lib: str, overrides: dict) -> None:
+    base = dict(num_workers=4, batch_size=16, num_fields=5, cache_capacity=60)
+    cfg = SchedulerConfig(**{**base, **overrides})
+    trace = zipf_trace(7, 12, cfg.global_batch, 5, 300, 1.05)
+    every, one = NativeEngine(cfg), NativeEngine(cfg, emit_worker=2)
+    for t in range(12):
+        batch = trace[t * cfg.global_batch:(t + 1) * cfg.global_batch]
+        a, b = every.step(batch), one.step(batch)
+        np.testing.assert_array_equal(a.samples, b.samples)
+        assert b.plans[2].equals(a.plans[2])
+        assert one.worker_plan(2).equals(a.plans[2])
+        assert [b.plans[w] for w in (0, 1, 3)] == [None, None, None]
+    assert every.traffic == one.traffic
+
+
+def test_an_engine_writing_one_workers_plan_refuses_another_worker(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=2, batch_size=4, num_fields=2, cache_capacity=6)
+    engine = NativeEngine(cfg, emit_worker=0)
+    engine.step(zipf_trace(1, 1, 8, 2, 20, 1.0))
+    with pytest.raises(InvalidArgumentError, match="worker=1"):
+        engine.worker_plan(1)
+    with pytest.raises(InvalidArgumentError, match="emit_worker"):
+        NativeEngine(cfg, emit_worker=2)
