@@ -256,12 +256,13 @@ class ScheduledStep:
       samples: (N, B) indices into the global batch: row w lists worker w's samples in order;
         together a permutation of ``range(N * B)``.
       plans: one :class:`StepPlan` per worker (a list, or the native engine's lazily made
-        ``StepPlans``), or ``None`` when plans were not requested.
+        ``StepPlans``; None for a worker whose plan was not written, see ``emit_worker``), or
+        ``None`` when plans were not requested.
     """
 
     step: int
     samples: np.ndarray
-    plans: MutableSequence[StepPlan] | None
+    plans: MutableSequence[StepPlan | None] | None
 
 
 @dataclasses.dataclass
