@@ -27,13 +27,20 @@ CONFIGS = [
     dict(policy=Policy.HERALD, allocation=Allocation.GROUPED),
 ]
 
-
-@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
+per_config = pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
     str(v.name if hasattr(v, "name") else v) for v in c.values()))
-def test_native_plans_equal_reference_plans(native_lib: str, overrides: dict) -> None:
+
+
+def _config_and_trace(overrides: dict, steps: int) -> tuple[SchedulerConfig, np.ndarray]:
+    """4 workers, 16 samples of 5 keys each, 60 rows a cache, with `overrides`; a zipf trace."""
     base = dict(num_workers=4, batch_size=16, num_fields=5, cache_capacity=60)
     cfg = SchedulerConfig(**{**base, **overrides})
-    trace = zipf_trace(7, 25, cfg.global_batch, 5, 300, 1.05)
+    return cfg, zipf_trace(7, steps, cfg.global_batch, 5, 300, 1.05)
+
+
+@per_config
+def test_native_plans_equal_reference_plans(native_lib: str, overrides: dict) -> None:
+    cfg, trace = _config_and_trace(overrides, 25)
     native, reference = NativeEngine(cfg), ReferenceEngine(cfg)
     for t in range(25):
         batch = trace[t * cfg.global_batch:(t + 1) * cfg.global_batch]
@@ -98,13 +105,10 @@ def test_only_rows_applied_by_the_puller_are_pulled_with_state(native_lib: str) 
     assert traffic.pull_state_rows == with_state < traffic.pull_rows
 
 
-@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
-    str(v.name if hasattr(v, "name") else v) for v in c.values()))
+@per_config
 def test_lists_longer_than_their_share_of_the_plan_buffer_are_the_same(
         native_lib: str, overrides: dict) -> None:
-    base = dict(num_workers=4, batch_size=16, num_fields=5, cache_capacity=60)
-    cfg = SchedulerConfig(**{**base, **overrides})
-    trace = zipf_trace(7, 12, cfg.global_batch, 5, 300, 1.05)
+    cfg, trace = _config_and_trace(overrides, 12)
     native, reference = NativeEngine(cfg), ReferenceEngine(cfg)
     native._capacity[:] = 1  # every longer list leaves the engine's plan buffer
     native._layout()
@@ -163,13 +167,10 @@ def test_step_plans_can_be_replaced_but_not_added_or_removed(native_lib: str) ->
         del plans[0]
 
 
-@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
-    str(v.name if hasattr(v, "name") else v) for v in c.values()))
+@per_config
 def test_an_engine_writing_one_workers_plan_gives_that_plan_and_the_same_decisions(
         native_lib: str, overrides: dict) -> None:
-    base = dict(num_workers=4, batch_size=16, num_fields=5, cache_capacity=60)
-    cfg = SchedulerConfig(**{**base, **overrides})
-    trace = zipf_trace(7, 12, cfg.global_batch, 5, 300, 1.05)
+    cfg, trace = _config_and_trace(overrides, 12)
     every, one = NativeEngine(cfg), NativeEngine(cfg, emit_worker=2)
     for t in range(12):
         batch = trace[t * cfg.global_batch:(t + 1) * cfg.global_batch]
