@@ -140,7 +140,7 @@ class StepPlans(MutableSequence):
 
     def _make(self, w: int) -> StepPlan:
         base = w * _NUM_LISTS
-        v = [self._outside.get(i) if i in self._outside else
+        v = [self._outside[i] if i in self._outside else
              self._region[self._starts[i]:self._starts[i] + self._sizes[i]]
              for i in range(base, base + _NUM_LISTS)]
         # StepPlan's fields by position: keys, key_slots, slots, then the C order from flush_keys.
@@ -159,8 +159,7 @@ class StepPlans(MutableSequence):
         return plan
 
     def __setitem__(self, w: int, plan: StepPlan) -> None:
-        self[w]  # noqa: B018 (checks the index)
-        self._made[w] = plan
+        self._made[range(len(self._made))[w]] = plan  # an index, as for a list of N plans
 
     def __delitem__(self, w: int) -> None:
         raise TypeError("A step has one plan per worker: plans cannot be removed")
@@ -261,17 +260,15 @@ class NativeEngine:
     def _plans(self, region: np.ndarray) -> StepPlans:
         """All workers' plans of the last step, as views of ``region``, the buffer the engine
         wrote them into (a fresh one each step, so earlier plans stay as they were)."""
-        sizes = self._sizes.ravel().tolist()
-        views: dict[int, np.ndarray] = {}
+        starts, sizes = self._starts, self._sizes.ravel().tolist()  # this step's layout
+        outside: dict[int, np.ndarray] = {}
         over = self._sizes > self._capacity
         if over.any():  # lists longer than their share are not in region: copy them out now
             for w, index in zip(*np.nonzero(over)):
-                views[int(w) * _NUM_LISTS + int(index)] = self._list(int(w), int(index))
+                outside[int(w) * _NUM_LISTS + int(index)] = self._list(int(w), int(index))
             self._capacity[over] = 2 * self._sizes[over]
-            plans = StepPlans(region, self._starts, sizes, self.config, views, self.emit_worker)
-            self._layout()
-            return plans
-        return StepPlans(region, self._starts, sizes, self.config, views, self.emit_worker)
+            self._layout()  # the next step's
+        return StepPlans(region, starts, sizes, self.config, outside, self.emit_worker)
 
     def fast_forward(self, batches: Iterable[np.ndarray]) -> int:
         """Schedules ``batches`` without producing plans (same decisions, faster): restores the

@@ -42,11 +42,7 @@ class KeyIndexMap {
   // Inserts key -> value; `key` must be absent.
   void Insert(int64_t key, int32_t value) {
     if ((size_ + 1) * 4 > static_cast<int64_t>(slots_.size()) * 3) Rehash(slots_.size() * 2);
-    uint64_t i = Hash(key) & mask_;
-    while (slots_[i].value != kMissing) i = (i + 1) & mask_;
-    slots_[i].key = key;
-    slots_[i].value = value;
-    ++size_;
+    Place(Slot{key, value});
   }
 
   // Removes `key` if present.
@@ -98,6 +94,14 @@ class KeyIndexMap {
     return x;
   }
 
+  // Puts an absent key's slot at the first free place of its probe run (the table has room).
+  void Place(const Slot& s) {
+    uint64_t i = Hash(s.key) & mask_;
+    while (slots_[i].value != kMissing) i = (i + 1) & mask_;
+    slots_[i] = s;
+    ++size_;
+  }
+
   // Moves every entry into a table of `capacity` slots. The old slots are read in order and
   // the new ones written at random, so each key's home slot is hinted kAhead entries early: a
   // rehash of a large map is otherwise one cache miss after another.
@@ -113,12 +117,7 @@ class KeyIndexMap {
       if (i + kAhead < n && old[i + kAhead].value != kMissing) {
         PrefetchHashed(Hash(old[i + kAhead].key));
       }
-      const Slot& s = old[i];
-      if (s.value == kMissing) continue;
-      uint64_t j = Hash(s.key) & mask_;
-      while (slots_[j].value != kMissing) j = (j + 1) & mask_;
-      slots_[j] = s;
-      ++size_;
+      if (old[i].value != kMissing) Place(old[i]);
     }
   }
 
