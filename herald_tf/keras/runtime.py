@@ -2,9 +2,15 @@
 
 All distributed modes (``ps``, ``het``, ``herald``; DESIGN §5) are plan policies of one
 ``herald_tf.scheduler.Scheduler``: this module only executes plans, so the modes share one
-execution path. Every worker runs its own copy of the deterministic scheduler over the same
-global batches and executes ``plans[rank]``; the same directory decisions (key → slot,
-evictions) that the scheduler simulated are the ones used here.
+execution path. Every worker reads the same global batches and executes its own plan; the same
+directory decisions (key → slot, evictions) that the scheduler simulated are the ones used here.
+Where plans come from (``RuntimeConfig.plan_source``): by default worker 0 runs the scheduler
+for all workers and posts each other worker's samples and plan of step t to the PS (shard
+``t % S``, ``herald_tf.ps.plan_mailbox``) as soon as the step is scheduled, L steps ahead; the
+others take them (``scheduler.plan_codec``, which checks step, rank, configuration and batch).
+So the scheduling CPU is spent once, not N times. With ``every_worker`` each worker runs its
+own copy of the deterministic scheduler instead (no plan traffic); ``het`` with the staleness
+meter always does, since the meter replays every worker's plans.
 
 One step on worker ``rank`` (``HeraldModel.train_step`` drives it through ``tf.py_function``):
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,14 +48,25 @@ from herald_tf.errors import HeraldError, InvalidArgumentError
 from herald_tf.keras.replicated import ReplicatedPlanner
 from herald_tf.keras.staleness import StalenessMeter
 from herald_tf.scheduler import Allocation, Eviction, Policy, Scheduler, SchedulerConfig, StepPlan
+from herald_tf.scheduler.plan_codec import (
+    batch_checksum,
+    config_digest,
+    decode_worker_plan,
+    encode_worker_plan,
+)
 
 #: Model-input name carrying the step id of a batch (removed before the model is called).
 STEP_FEATURE = "herald_step"
 MODES = ("ps", "het", "herald", "allreduce")
+PLAN_SOURCES = ("rank0", "every_worker")
 
 _POLICY = {"ps": Policy.PS, "het": Policy.HET, "herald": Policy.HERALD}
 
 _current: list[WorkerRuntime] = []
+
+#: One step of this worker: (step, its sample indices in the global batch, its plan, every
+#: worker's plans or None where only its own is known).
+_WorkerStep = tuple[int, np.ndarray, StepPlan, Sequence[StepPlan | None] | None]
 
 
 def current_runtime() -> WorkerRuntime | None:
@@ -79,6 +97,11 @@ class RuntimeConfig:
         pull_timeout_s: how long a pull may wait at the PS for the version it needs.
         measure_staleness: ``het``: measure the staleness of every read (``stats()["staleness"]``,
             ``staleness.py``; a few milliseconds per step on the host).
+        plan_source: ``rank0`` (worker 0 schedules for all and posts the plans through the PS)
+            or ``every_worker`` (each worker runs its own copy of the scheduler); see the
+            module docstring.
+        plan_timeout_s: how long a worker waits for worker 0's plan of a step (worker 0 may
+            start later than the others).
     """
 
     mode: str
@@ -94,8 +117,13 @@ class RuntimeConfig:
     key_feature: str = "categorical"
     pull_timeout_s: float = 60.0
     measure_staleness: bool = True
+    plan_source: str = "rank0"
+    plan_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
+        if self.plan_source not in PLAN_SOURCES:
+            raise InvalidArgumentError(f"Expected plan_source in {PLAN_SOURCES}. Received: "
+                                       f"plan_source={self.plan_source!r}")
         if self.mode not in MODES:
             raise InvalidArgumentError(f"Expected mode in {MODES}. Received: mode={self.mode!r}")
         if not 0 <= self.rank < self.num_workers:
@@ -154,7 +182,8 @@ class WorkerRuntime:
         self._pending_grads: dict[str, np.ndarray] = {}
         self._pending: dict[int, Mapping[str, np.ndarray]] = {}
         self._lock = threading.Lock()
-        self._scheduler: Scheduler | None = None
+        self._scheduler: Scheduler | ReplicatedPlanner | None = None
+        self._scheduled: Iterator[_WorkerStep] | None = None  # set once training starts
         self._next_step = 0
         self._current: StepPlan | None = None
         self._connected = False
@@ -182,7 +211,7 @@ class WorkerRuntime:
 
     def register(self, layer: Any) -> None:
         """Called by a ``HeraldEmbedding`` built in ``scope()``."""
-        if self._scheduler is not None:
+        if self._scheduled is not None:
             raise PlanMismatchError("Expected every HeraldEmbedding to be built before training.")
         self.tables.append(layer)
 
@@ -213,26 +242,57 @@ class WorkerRuntime:
             yield keys
 
     def _start(self) -> None:
-        if self._scheduler is not None:
+        if self._scheduled is not None:
             return
         if not self.tables:
             raise PlanMismatchError("Expected HeraldEmbedding layers built in runtime.scope().")
+        rank = self.config.rank
         if self.config.mode == "allreduce":
             self._scheduler = ReplicatedPlanner(
-                self.config.num_workers, self.config.rank, self.config.batch_size,
+                self.config.num_workers, rank, self.config.batch_size,
                 self.config.cache_capacity, self._keys_for_scheduler(), self._next_step)
-            self._scheduled = iter(self._scheduler)
+            self._scheduled = self._own_steps(self._scheduler)
             return
         self._connect()
+        config = self._scheduler_config()
+        digest = config_digest(config)
+        # worker 0 schedules for all unless every worker runs its own copy (see the module
+        # docstring); the staleness meter replays every worker's plans, so it needs a copy
+        shipped = (self.config.plan_source == "rank0" and self.config.num_workers > 1
+                   and self._staleness is None)
+        if shipped and rank != 0:
+            self._scheduled = self._taken_steps(digest)
+            return
         # After resume_at(S), steps before S are re-planned without plans: the scheduler's state
         # is a deterministic function of the batches, so this restores it exactly.
-        # Every worker runs its own copy of the scheduler and reads its own plan; the staleness
-        # meter replays all workers' plans.
-        self._scheduler = Scheduler(self._scheduler_config(), self._keys_for_scheduler(),
-                                    start_step=self._next_step,
-                                    emit_worker=None if self._staleness is not None
-                                    else self.config.rank)
-        self._scheduled = iter(self._scheduler)
+        self._scheduler = Scheduler(
+            config, self._keys_for_scheduler(), start_step=self._next_step,
+            emit_worker=None if shipped or self._staleness is not None else rank,
+            on_step=functools.partial(self._post_plans, digest) if shipped else None)
+        self._scheduled = self._own_steps(self._scheduler)
+
+    def _own_steps(self, scheduled_steps: Iterable[Any]) -> Iterator[_WorkerStep]:
+        rank = self.config.rank
+        for s in scheduled_steps:
+            yield s.step, s.samples[rank], s.plans[rank], s.plans
+
+    def _post_plans(self, digest: int, scheduled: Any, keys: np.ndarray) -> None:
+        """Worker 0 (scheduler thread): posts the other workers' plans of a scheduled step."""
+        checksum = batch_checksum(keys)
+        self.transport.post_plans(scheduled.step, {
+            r: encode_worker_plan(scheduled.step, r, scheduled.samples[r], scheduled.plans[r],
+                                  digest, checksum)
+            for r in range(1, self.config.num_workers)})
+
+    def _taken_steps(self, digest: int) -> Iterator[_WorkerStep]:
+        """A worker other than 0: its samples and plan of every step, as worker 0 posted them."""
+        start, rank = self._next_step, self.config.rank
+        for step, keys in enumerate(self._keys_for_scheduler()):
+            if step < start:
+                continue
+            blob = self.transport.take_plan(step, rank, self.config.plan_timeout_s)
+            samples, plan = decode_worker_plan(blob, step, rank, digest, batch_checksum(keys))
+            yield step, samples, plan, None
 
     def _connect(self) -> None:
         if not self._connected:
@@ -246,17 +306,16 @@ class WorkerRuntime:
         After ``resume_at(S)`` the first step is S.
         """
         self._start()
-        for scheduled in self._scheduled:
+        for step, mine, plan, all_plans in self._scheduled:
             with self._lock:
-                batch = self._pending.pop(scheduled.step)
-                self._plans[scheduled.step] = scheduled.plans[self.config.rank]
+                batch = self._pending.pop(step)
+                self._plans[step] = plan
                 if self._staleness is not None:
-                    self._all_plans[scheduled.step] = scheduled.plans
-            mine = scheduled.samples[self.config.rank]
+                    self._all_plans[step] = all_plans
             features = {name: np.asarray(a)[mine] for name, a in batch.items()
                         if name != self._label}
             # Per sample, so that tf.distribute sees a batch dimension on every input.
-            features[STEP_FEATURE] = np.full(len(mine), scheduled.step, np.int64)
+            features[STEP_FEATURE] = np.full(len(mine), step, np.int64)
             yield features, np.asarray(batch[self._label])[mine]
 
     def dataset(self, feature_specs: Mapping[str, tf.TensorSpec]) -> tf.data.Dataset:
@@ -505,7 +564,7 @@ class WorkerRuntime:
 
     def resume_at(self, step: int, dirty_keys: np.ndarray, dirty_slots: np.ndarray) -> None:
         """Continues a checkpointed run at ``step`` (storage restored by the caller)."""
-        if self._scheduler is not None:
+        if self._scheduled is not None:
             raise PlanMismatchError("Expected resume_at before the first batch is drawn.")
         self._next_step = int(step)
         if self._staleness is not None:

@@ -40,6 +40,12 @@ class UnauthenticatedError(PsError, PermissionError):
     grpc_code = "UNAUTHENTICATED"
 
 
+class ResourceExhaustedError(PsError):
+    """A bounded server resource (the plan mailbox) is full; the request stored nothing."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
 class UnavailableError(PsError, ConnectionError):
     """The server could not be reached (after retries, for idempotent calls)."""
 
@@ -55,6 +61,7 @@ ERROR_BY_GRPC_CODE: dict[str, type[HeraldError]] = {
     "DEADLINE_EXCEEDED": DeadlineExceededError,
     "UNAUTHENTICATED": UnauthenticatedError,
     "UNAVAILABLE": UnavailableError,
+    "RESOURCE_EXHAUSTED": ResourceExhaustedError,
 }
 
 

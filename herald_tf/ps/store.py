@@ -31,6 +31,7 @@ import numpy as np
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps.errors import DeadlineExceededError, FailedPreconditionError
+from herald_tf.ps.plan_mailbox import PlanMailbox
 from herald_tf.ps.table import TableShard, check_keys, check_rows
 
 DEFAULT_WAIT_S = 60.0
@@ -95,6 +96,7 @@ class ShardStore:
         self._pending: dict[int, _PendingStep] = {}
         self._cond = threading.Condition()
         self._started = time.time()
+        self.plans = PlanMailbox()  # plans worker 0 scheduled for the others (plan_mailbox.py)
         self._counters = {k: 0 for k in (
             "pull_requests", "push_requests", "flush_requests", "rows_pulled", "rows_pushed",
             "rows_updated", "rows_flushed", "steps_applied", "errors")}
@@ -187,7 +189,8 @@ class ShardStore:
                 n = t.size
                 tables[name] = {"rows": n, "bytes": n * (4 * (t.dim + t.state_width) + 8),
                                 "dim": t.dim, "state_width": t.state_width}
-            return {**self._counters, "applied_step": self.applied_step, "tables": tables,
+            return {**self._counters, **self.plans.stats(), "applied_step": self.applied_step,
+                    "tables": tables,
                     "shard_index": self.shard_index, "num_shards": self.num_shards}
 
     def count_error(self) -> None:

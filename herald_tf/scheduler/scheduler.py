@@ -19,7 +19,7 @@ import itertools
 import queue
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -70,12 +70,18 @@ class Scheduler:
       start_step: resume at this step: the first ``start_step`` batches of ``batches`` are
         replayed without plans to rebuild the exact state (caches, owners, versions, touched
         set) of an uninterrupted run, and the first step handed out is ``start_step``.
+      on_step: called in the scheduler thread with every step handed out and its global batch,
+        before the step is queued (worker 0 posts the other workers' plans from here, so they
+        are sent as far ahead as the step is scheduled); an error in it ends the thread and is
+        re-raised by the consumer.
     """
 
     def __init__(self, config: SchedulerConfig, batches: Iterable[np.ndarray],
                  engine: str = "auto", emit_plans: bool = True, start_step: int = 0,
-                 emit_worker: int | None = None) -> None:
+                 emit_worker: int | None = None,
+                 on_step: Callable[[ScheduledStep, np.ndarray], None] | None = None) -> None:
         self.config = config
+        self._on_step = on_step
         self._engine = make_engine(config, engine, emit_plans, emit_worker)
         self._batches = batches
         self._queue: queue.Queue = queue.Queue(maxsize=config.lookahead)
@@ -126,6 +132,8 @@ class Scheduler:
                 scheduled = self._engine.step(batch)
                 with self._lock:
                     self._traffic = self._engine.traffic
+                if self._on_step is not None:
+                    self._on_step(scheduled, batch)
                 if not self._put(scheduled):
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer

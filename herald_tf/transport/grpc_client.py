@@ -170,6 +170,27 @@ class GrpcTransport(ShardedTransport):
         self.counters.add(control=len(reply.json.encode()))
         return json.loads(reply.json)
 
+    def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
+        # one message per group of plans under gRPC's message limit
+        groups: list[list[int]] = []
+        size = 0
+        for rank, blob in plans.items():
+            if not groups or size + len(blob) > wire.MAX_MESSAGE_BYTES // 2:
+                groups.append([])
+                size = 0
+            groups[-1].append(rank)
+            size += len(blob)
+        for ranks in groups:
+            request = pb.PlanPost(step=step, ranks=ranks, plans=[plans[r] for r in ranks])
+            self._call(self._stubs[shard].PostPlans, request, None)
+            self.counters.add(plans=sum(len(plans[r]) for r in ranks))
+
+    def _take_plan_shard(self, shard: int, step: int, rank: int, wait_s: float) -> bytes | None:
+        reply = self._call(self._stubs[shard].TakePlan,
+                           pb.PlanTake(step=step, rank=rank, wait_s=wait_s), wait_s)
+        self.counters.add(plans=len(reply.plan))
+        return reply.plan if reply.found else None
+
     def close(self) -> None:
         super().close()
         for channel in self._channels:

@@ -60,6 +60,16 @@ class ParameterServerStub:
                 request_serializer=herald__ps__pb2.ControlRequest.SerializeToString,
                 response_deserializer=herald__ps__pb2.ControlReply.FromString,
                 _registered_method=True)
+        self.PostPlans = channel.unary_unary(
+                '/herald.ps.ParameterServer/PostPlans',
+                request_serializer=herald__ps__pb2.PlanPost.SerializeToString,
+                response_deserializer=herald__ps__pb2.PlanPostReply.FromString,
+                _registered_method=True)
+        self.TakePlan = channel.unary_unary(
+                '/herald.ps.ParameterServer/TakePlan',
+                request_serializer=herald__ps__pb2.PlanTake.SerializeToString,
+                response_deserializer=herald__ps__pb2.PlanTakeReply.FromString,
+                _registered_method=True)
 
 
 class ParameterServerServicer:
@@ -95,6 +105,18 @@ class ParameterServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PostPlans(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TakePlan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParameterServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +144,16 @@ def add_ParameterServerServicer_to_server(servicer, server):
                     servicer.Control,
                     request_deserializer=herald__ps__pb2.ControlRequest.FromString,
                     response_serializer=herald__ps__pb2.ControlReply.SerializeToString,
+            ),
+            'PostPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostPlans,
+                    request_deserializer=herald__ps__pb2.PlanPost.FromString,
+                    response_serializer=herald__ps__pb2.PlanPostReply.SerializeToString,
+            ),
+            'TakePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakePlan,
+                    request_deserializer=herald__ps__pb2.PlanTake.FromString,
+                    response_serializer=herald__ps__pb2.PlanTakeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +291,60 @@ class ParameterServer:
             '/herald.ps.ParameterServer/Control',
             herald__ps__pb2.ControlRequest.SerializeToString,
             herald__ps__pb2.ControlReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.ps.ParameterServer/PostPlans',
+            herald__ps__pb2.PlanPost.SerializeToString,
+            herald__ps__pb2.PlanPostReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.ps.ParameterServer/TakePlan',
+            herald__ps__pb2.PlanTake.SerializeToString,
+            herald__ps__pb2.PlanTakeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,3 +61,12 @@ class LocalTransport(ShardedTransport):
 
     def _control_shard(self, shard: int, op: str, args: Mapping[str, Any]) -> Any:
         return self._control_impl[shard].control(op, dict(args))
+
+    def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
+        self.counters.add(plans=sum(len(b) for b in plans.values()))
+        self._control_impl[shard].post_plans(step, list(plans), list(plans.values()))
+
+    def _take_plan_shard(self, shard: int, step: int, rank: int, wait_s: float) -> bytes | None:
+        blob = self.stores[shard].plans.take(step, rank, wait_s)
+        self.counters.add(plans=len(blob or b""))
+        return blob

@@ -1,6 +1,6 @@
 """Splitting requests over shards, parallel sends, merging, retries and fault injection.
 
-``ShardedTransport`` implements the ``Transport`` contract on top of five per-shard calls that a
+``ShardedTransport`` implements the ``Transport`` contract on top of seven per-shard calls that a
 concrete transport provides (gRPC in grpc_client.py, in-process in local.py). Keys are split by
 ``herald_tf.ps.sharding.shard_of`` (in C++: ``_native.partition``), the per-shard calls run in
 parallel on a thread pool, and replies are scattered back into request order. Idempotent calls
@@ -22,7 +22,7 @@ import numpy as np
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps._native import find_duplicate, find_non_finite, gather_rows_checked, partition
-from herald_tf.ps.errors import UnavailableError
+from herald_tf.ps.errors import DeadlineExceededError, UnavailableError
 from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, PullRows, Transport
 
 #: Control ops that are safe to repeat.
@@ -197,6 +197,14 @@ class ShardedTransport(Transport):
     def _control_shard(self, shard: int, op: str, args: Mapping[str, Any]) -> Any:
         """One control op on one shard."""
 
+    @abc.abstractmethod
+    def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
+        """Posts plans of one step to one shard's plan mailbox."""
+
+    @abc.abstractmethod
+    def _take_plan_shard(self, shard: int, step: int, rank: int, wait_s: float) -> bytes | None:
+        """One take from a shard's plan mailbox (None: not posted within ``wait_s``)."""
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _attempt(self, op: str, call: Callable[[], Any], idempotent: bool) -> Any:
@@ -366,6 +374,30 @@ class ShardedTransport(Transport):
         result = super().connect(tables, num_workers, rank)
         self._tables.update({t.name: t for t in tables})
         return result
+
+    def post_plans(self, step: int, plans: Mapping[int, bytes]) -> None:
+        if step < 0:
+            raise InvalidArgumentError(f"Expected a plan step >= 0. Received: step={step}")
+        shard = step % self.num_shards
+        self._attempt("post_plans", lambda: self._post_plans_shard(shard, step, plans),
+                      idempotent=True)
+
+    def take_plan(self, step: int, rank: int, timeout: float) -> bytes:
+        shard = step % self.num_shards
+        deadline = time.monotonic() + timeout
+        while True:
+            # short waits at the server (it caps them), so a taker never holds a server thread
+            # for long; asking again until our own deadline
+            left = deadline - time.monotonic()
+            blob = self._attempt("take_plan", lambda w=max(0.0, min(left, 1.0)): (
+                self._take_plan_shard(shard, step, rank, w)), idempotent=True)
+            if blob is not None:
+                return blob
+            if time.monotonic() >= deadline:
+                raise DeadlineExceededError(
+                    f"Expected worker 0 to post the plan of step {step} for rank {rank} (at PS "
+                    f"shard {shard}) within {timeout} s. Received: none; is worker 0 running the "
+                    "same job (plan_source='rank0')?")
 
     def byte_counts(self) -> dict[str, int]:
         return self.counters.snapshot()

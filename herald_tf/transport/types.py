@@ -25,9 +25,10 @@ copied), so the caller may reuse them at once; arrays returned by ``wait()`` bel
 caller. Byte counters (``byte_counts``) count the payload bytes actually sent and received, by
 kind: ``keys`` (keys of every request), ``pulled_rows`` (values, state and versions of pull
 replies, plus the int64 request positions when ``have_versions`` let the server skip rows),
-``pushed_gradients``, ``flushed_rows`` (values, state, versions), and ``control`` (control JSON
-both ways, version replies, per-key versions in pull requests). Protobuf/HTTP2 framing is not
-counted.
+``pushed_gradients``, ``flushed_rows`` (values, state, versions), ``control`` (control JSON
+both ways, version replies, per-key versions in pull requests), and ``plans`` (encoded plans
+posted by worker 0 and taken by the others, ``post_plans``/``take_plan``). Protobuf/HTTP2
+framing is not counted.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from herald_tf.config import TableConfig
 
 T = TypeVar("T")
 
-BYTE_KINDS = ("keys", "pulled_rows", "pushed_gradients", "flushed_rows", "control")
+BYTE_KINDS = ("keys", "pulled_rows", "pushed_gradients", "flushed_rows", "control", "plans")
 
 
 class Handle(Generic[T]):
@@ -121,7 +122,8 @@ class FaultInjection:
     idempotent calls (pull, versions, flush, control reads) retried and pushes not retried.
 
     Args:
-        drop: op name ("pull", "push", "flush", "versions", "control") → requests to drop.
+        drop: op name ("pull", "push", "flush", "versions", "control", "post_plans",
+            "take_plan") → requests to drop.
     """
 
     drop: Mapping[str, int] = dataclasses.field(default_factory=dict)
@@ -171,6 +173,18 @@ class Transport(abc.ABC):
     def control(self, op: str, args: Mapping[str, Any] | None = None,
                 shards: Sequence[int] | None = None) -> list[Any]:
         """Runs a control op on the given shards (default all), in parallel; results by shard."""
+
+    @abc.abstractmethod
+    def post_plans(self, step: int, plans: Mapping[int, bytes]) -> None:
+        """Worker 0's encoded plans of ``step`` for other ranks (rank → bytes), stored at shard
+        ``step % S`` until taken (``herald_tf.ps.plan_mailbox``). Synchronous; retried (a
+        repeated post replaces identical plans). A full mailbox raises
+        ``ResourceExhaustedError``."""
+
+    @abc.abstractmethod
+    def take_plan(self, step: int, rank: int, timeout: float) -> bytes:
+        """The plan worker 0 posted for ``rank`` at ``step``, waiting up to ``timeout`` seconds
+        for the post (``DeadlineExceededError`` after). Synchronous; retried."""
 
     @abc.abstractmethod
     def byte_counts(self) -> dict[str, int]:

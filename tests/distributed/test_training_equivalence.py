@@ -71,7 +71,8 @@ def _check_exports_agree(tmp_path) -> None:
 
 
 def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer: str,
-                       backend: str, export: bool = False) -> dict:
+                       backend: str, export: bool = False,
+                       worker_args: tuple[str, ...] = ()) -> dict:
     if backend == "horovod":
         pytest.importorskip("horovod.tensorflow")
     common = ["--model", model, "--optimizer", optimizer, "--num-workers", str(workers),
@@ -82,7 +83,7 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
         commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out, *exports]]
         commands += worker_commands(
             cluster, [str(tmp_path / f"w{rank}.npz") for rank in range(workers)],
-            [*common, "--mode", mode, "--backend", backend,
+            [*common, "--mode", mode, "--backend", backend, *worker_args,
              "--checkpoint-dir", cluster.checkpoint_dir, "--checkpoint-every", "1000",
              *(["--export", str(tmp_path / "export_dist")] if export else [])])
         run_jobs(commands, [str(tmp_path / f"job{i}.log") for i in range(len(commands))],
@@ -141,8 +142,18 @@ def test_distributed_training_equals_single_process(tmp_path, workers, mode, mod
                                                   ("ps", "horovod"))
     result = _check_equivalence(tmp_path, workers, mode, model, optimizer, backend, export)
     assert all(s["steps"] == STEPS for s in result["stats"])
+    if mode in ("ps", "herald"):  # worker 0 scheduled for all and posted the others' plans
+        assert all(s["bytes"]["plans"] > 0 for s in result["stats"])
     if model == "wdl":
         _check_traffic_matches_schedule(result["stats"], workers, mode)
+
+
+def test_workers_running_their_own_scheduler_copies_train_the_same(tmp_path) -> None:
+    # the CI cases above take their plans from worker 0 (plan_source="rank0", the default)
+    result = _check_equivalence(tmp_path, 2, "herald", "wdl", "adagrad", "tf_distribute",
+                                worker_args=("--plan-source", "every_worker"))
+    assert all(s["bytes"]["plans"] == 0 for s in result["stats"])
+    _check_traffic_matches_schedule(result["stats"], 2, "herald")
 
 
 @pytest.mark.slow

@@ -276,7 +276,8 @@ def run_worker(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, num_fields=FIELDS,
         cache_capacity={"ps": 0, "allreduce": 1000}.get(args.mode, args.cache_capacity),
         eviction=args.eviction, bound=args.bound,
-        allocation=args.allocation if args.mode == "herald" else "none")
+        allocation=args.allocation if args.mode == "herald" else "none",
+        plan_source=args.plan_source)
     runtime = WorkerRuntime(config, transport, batches)
     callbacks = []
     if args.checkpoint_dir:
@@ -354,6 +355,7 @@ def main() -> None:
     parser.add_argument("--eviction", default="lru")
     parser.add_argument("--bound", type=int, default=0)
     parser.add_argument("--allocation", default="grouped", help="herald mode's allocator")
+    parser.add_argument("--plan-source", default="rank0", choices=["rank0", "every_worker"])
     parser.add_argument("--ps-addrs", default="")
     parser.add_argument("--token", default="")
     parser.add_argument("--tf-config", default="")

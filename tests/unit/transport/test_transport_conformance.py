@@ -8,7 +8,7 @@ import pytest
 from herald_tf import _core
 from herald_tf.config import OptimizerConfig, TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps.errors import FailedPreconditionError, UnavailableError
+from herald_tf.ps.errors import DeadlineExceededError, FailedPreconditionError, UnavailableError
 from herald_tf.transport import FaultInjection
 
 CFG = TableConfig("emb", 6, seed=3, optimizer=OptimizerConfig("adagrad", learning_rate=0.2))
@@ -133,3 +133,32 @@ def test_idempotent_calls_are_retried_pushes_are_not(transport_factory) -> None:
     assert t.pull("emb", k(1, 2, 3, 4)).wait().received.all()
     with pytest.raises(UnavailableError, match="fault injection"):
         t.push(0, 0, {}, {}).wait()
+
+
+def test_plans_posted_for_a_step_are_taken_by_their_ranks(transport_factory) -> None:
+    t = transport_factory(2)
+    t.connect([CFG], num_workers=3)
+    before = t.byte_counts()["plans"]
+    t.post_plans(5, {1: b"plan-of-1", 2: b"plan-of-two"})
+    assert t.take_plan(5, 2, timeout=5) == b"plan-of-two"
+    assert t.take_plan(5, 1, timeout=5) == b"plan-of-1"
+    assert t.byte_counts()["plans"] - before == 2 * (9 + 11)  # posted once, taken once
+    assert sum(s["plans_waiting"] for s in t.stats()) == 2  # kept until a later step is taken
+
+
+def test_take_of_a_plan_never_posted_times_out_naming_it(transport_factory) -> None:
+    t = transport_factory(2)
+    t.connect([CFG], num_workers=2)
+    with pytest.raises(DeadlineExceededError, match="plan of step 7 for rank 1"):
+        t.take_plan(7, 1, timeout=0.2)
+
+
+def test_plan_post_for_a_rank_outside_the_job_is_refused(transport_factory) -> None:
+    t = transport_factory(2)
+    t.connect([CFG], num_workers=2)
+    with pytest.raises(InvalidArgumentError, match="ranks 1..1"):
+        t.post_plans(0, {1: b"ok", 2: b"no such rank"})
+    with pytest.raises(InvalidArgumentError, match="keeps its own"):
+        t.post_plans(0, {0: b"worker 0's own"})
+    t.post_plans(0, {1: b"ok"})  # nothing of the refused posts was stored; still served
+    assert t.take_plan(0, 1, timeout=5) == b"ok"
