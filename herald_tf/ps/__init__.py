@@ -12,4 +12,5 @@ from herald_tf.ps.plan_mailbox import PlanMailbox
 from herald_tf.ps.sharding import shard_of, split_by_shard
 from herald_tf.ps.store import PullResult, PushEntry, ShardStore
 
-__all__ = ["KeyIndex", "PlanMailbox", "PullResult", "PushEntry", "ShardStore", "shard_of", "split_by_shard"]
+__all__ = ["KeyIndex", "PlanMailbox", "PullResult", "PushEntry", "ShardStore", "shard_of",
+           "split_by_shard"]

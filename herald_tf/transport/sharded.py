@@ -388,8 +388,8 @@ class ShardedTransport(Transport):
         while True:
             # short waits at the server (it caps them), so a taker never holds a server thread
             # for long; asking again until our own deadline
-            left = deadline - time.monotonic()
-            blob = self._attempt("take_plan", lambda w=max(0.0, min(left, 1.0)): (
+            wait_s = max(0.0, min(deadline - time.monotonic(), 1.0))
+            blob = self._attempt("take_plan", lambda w=wait_s: (
                 self._take_plan_shard(shard, step, rank, w)), idempotent=True)
             if blob is not None:
                 return blob
