@@ -6,9 +6,10 @@ execution path. Every worker reads the same global batches and executes its own 
 directory decisions (key → slot, evictions) that the scheduler simulated are the ones used here.
 Where plans come from (``RuntimeConfig.plan_source``): by default worker 0 runs the scheduler
 for all workers and posts each other worker's samples and plan of step t to the PS (shard
-``t % S``, ``herald_tf.ps.plan_mailbox``) as soon as the step is scheduled, L steps ahead; the
-others take them (``scheduler.plan_codec``, which checks step, rank, configuration and batch).
-So the scheduling CPU is spent once, not N times. With ``every_worker`` each worker runs its
+``rank % S``, ``herald_tf.ps.plan_mailbox``) as soon as the step is scheduled, up to
+``PLAN_WINDOW`` steps ahead; the others take them, several steps at a time
+(``scheduler.plan_codec``, which checks step, rank, configuration and batch). So the
+scheduling CPU is spent once, not N times. With ``every_worker`` each worker runs its
 own copy of the deterministic scheduler instead (no plan traffic); ``het`` with the staleness
 meter always does, since the meter replays every worker's plans.
 
@@ -49,6 +50,7 @@ from herald_tf.keras.replicated import ReplicatedPlanner
 from herald_tf.keras.staleness import StalenessMeter
 from herald_tf.scheduler import Allocation, Eviction, Policy, Scheduler, SchedulerConfig, StepPlan
 from herald_tf.scheduler.plan_codec import (
+    PLAN_WINDOW,
     batch_checksum,
     config_digest,
     decode_worker_plan,
@@ -268,7 +270,8 @@ class WorkerRuntime:
         self._scheduler = Scheduler(
             config, self._keys_for_scheduler(), start_step=self._next_step,
             emit_worker=None if shipped or self._staleness is not None else rank,
-            on_step=functools.partial(self._post_plans, digest) if shipped else None)
+            on_step=functools.partial(self._post_plans, digest) if shipped else None,
+            run_ahead=max(PLAN_WINDOW, self.config.lookahead) if shipped else None)
         self._scheduled = self._own_steps(self._scheduler)
 
     def _own_steps(self, scheduled_steps: Iterable[Any]) -> Iterator[_WorkerStep]:
@@ -285,13 +288,19 @@ class WorkerRuntime:
             for r in range(1, self.config.num_workers)})
 
     def _taken_steps(self, digest: int) -> Iterator[_WorkerStep]:
-        """A worker other than 0: its samples and plan of every step, as worker 0 posted them."""
+        """A worker other than 0: its samples and plan of every step, as worker 0 posted them.
+        One take also brings the plans of the next steps already posted (worker 0 posts up to
+        PLAN_WINDOW steps ahead), so there are fewer round trips than steps."""
         start, rank = self._next_step, self.config.rank
+        taken: collections.deque[bytes] = collections.deque()
         for step, keys in enumerate(self._keys_for_scheduler()):
             if step < start:
                 continue
-            blob = self.transport.take_plan(step, rank, self.config.plan_timeout_s)
-            samples, plan = decode_worker_plan(blob, step, rank, digest, batch_checksum(keys))
+            if not taken:
+                taken.extend(self.transport.take_plans(step, rank, self.config.plan_timeout_s,
+                                                       max_plans=PLAN_WINDOW))
+            samples, plan = decode_worker_plan(taken.popleft(), step, rank, digest,
+                                               batch_checksum(keys))
             yield step, samples, plan, None
 
     def _connect(self) -> None:

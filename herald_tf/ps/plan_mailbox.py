@@ -1,13 +1,15 @@
 """Per-step plans that one worker scheduled for the others, held by a PS shard until taken.
 
 With ``plan_source="rank0"`` (``herald_tf.keras.runtime``) worker 0 runs the scheduler for every
-worker and posts each other worker's encoded plan of step t to shard ``t % S``; that worker takes
-it before training step t. The mailbox only stores opaque bytes: the plan format and its checks
-live in ``herald_tf.scheduler.plan_codec``. Posting a (step, rank) again replaces the entry (a
-restarted worker 0 re-posts identical plans), so a post may be retried; a take leaves the plan
-in place, so a take may be retried too. Taking step t for a rank discards that rank's plans of
-earlier steps (a worker takes in step order), so a PS serving a long run holds only the plans of
-the look-ahead window plus one per rank; the mailbox is also bounded in bytes.
+worker and posts each other worker's encoded plan of step t to shard ``(t // PLAN_WINDOW) % S``;
+that worker takes it, with the plans of the next steps already posted, before training step t.
+
+The mailbox only stores opaque bytes: the plan format and its checks live in
+``herald_tf.scheduler.plan_codec``. Posting a (step, rank) again replaces the entry (a restarted
+worker 0 re-posts identical plans), so a post may be retried; a take leaves the plans in place,
+so a take may be retried too. Taking step t for a rank discards that rank's plans of earlier
+steps (a worker takes in step order), so a PS serving a long run holds only the plans of the
+look-ahead window plus a few per rank; the mailbox is also bounded in bytes.
 """
 
 from __future__ import annotations
@@ -67,13 +69,15 @@ class PlanMailbox:
             self.posted += len(plans)
             self._cond.notify_all()
 
-    def take(self, step: int, rank: int, wait_s: float = 0.0) -> bytes | None:
-        """The plan of (step, rank), waiting up to ``wait_s`` (at most ``MAX_TAKE_WAIT_S``) for
-        it to be posted; None if it was not. Discards the rank's plans of earlier steps; the
-        plan itself stays until then, so a take whose reply was lost may be repeated."""
-        if step < 0 or rank < 0:
+    def take(self, step: int, rank: int, wait_s: float = 0.0, max_plans: int = 1) -> list[bytes]:
+        """The plans of ``rank`` for ``step`` and the steps right after it that are here (at
+        most ``max_plans``), waiting up to ``wait_s`` (at most ``MAX_TAKE_WAIT_S``) for the
+        first to be posted; empty if it was not. Discards the rank's plans of earlier steps; the
+        plans returned stay until then, so a take whose reply was lost may be repeated."""
+        if step < 0 or rank < 0 or max_plans < 1:
             raise InvalidArgumentError(
-                f"Expected step >= 0 and rank >= 0. Received: step={step}, rank={rank}")
+                "Expected step >= 0, rank >= 0 and max_plans >= 1. Received: "
+                f"step={step}, rank={rank}, max_plans={max_plans}")
         deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_TAKE_WAIT_S)
         with self._cond:
             for k in [k for k in self._plans if k[1] == rank and k[0] < step]:
@@ -81,10 +85,13 @@ class PlanMailbox:
             while (step, rank) not in self._plans:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return None
+                    return []
                 self._cond.wait(timeout=left)
-            self.taken += 1
-            return self._plans[(step, rank)]
+            plans = []
+            while len(plans) < max_plans and (step + len(plans), rank) in self._plans:
+                plans.append(self._plans[(step + len(plans), rank)])
+            self.taken += len(plans)
+            return plans
 
     def stats(self) -> dict[str, int]:
         """Plans waiting, their bytes, and plans posted and taken so far."""

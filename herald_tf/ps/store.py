@@ -193,6 +193,22 @@ class ShardStore:
                     "tables": tables,
                     "shard_index": self.shard_index, "num_shards": self.num_shards}
 
+    def post_plans(self, step: int, ranks: Sequence[int], plans: Sequence[bytes]) -> None:
+        """Stores worker 0's plans of ``step`` for other ranks (``PlanMailbox.post``); refused
+        whole for a rank outside 1..N-1 or a rank given twice."""
+        workers = self.num_workers
+        if len(ranks) != len(plans) or len(set(ranks)) != len(ranks):
+            raise InvalidArgumentError(
+                f"Expected one plan per distinct rank in a plan post. Received: ranks "
+                f"{list(ranks)} with {len(plans)} plans at step {step}")
+        bad = [r for r in ranks if r <= 0 or (workers is not None and r >= workers)]
+        if bad:
+            allowed = f"1..{workers - 1}" if workers is not None else ">= 1"
+            raise InvalidArgumentError(
+                f"Expected plans for ranks {allowed} (worker 0 schedules and keeps its own). "
+                f"Received: ranks {bad} at step {step}")
+        self.plans.post(step, dict(zip(ranks, plans, strict=True)))
+
     def count_error(self) -> None:
         """Counts one refused request (called by the service)."""
         with self._cond:

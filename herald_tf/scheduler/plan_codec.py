@@ -16,6 +16,10 @@ import numpy as np
 
 from herald_tf.scheduler.types import SchedulerConfig, SchedulerError, StepPlan
 
+#: Steps worker 0 schedules ahead when it ships plans, and the most plans a worker takes at once
+#: (one round trip to the PS per PLAN_WINDOW steps instead of one per step).
+PLAN_WINDOW = 8
+
 _MAGIC = int.from_bytes(b"HRLDPLN1", "little")
 #: StepPlan arrays sent as int64 (keys, versions) and as int32 (slots), in wire order.
 _WIDE = ("keys", "flush_keys", "pull_keys", "pull_versions", "init_keys", "local_keys",

@@ -70,6 +70,9 @@ class Scheduler:
       start_step: resume at this step: the first ``start_step`` batches of ``batches`` are
         replayed without plans to rebuild the exact state (caches, owners, versions, touched
         set) of an uninterrupted run, and the first step handed out is ``start_step``.
+      run_ahead: global batches the thread may schedule ahead of the consumer (default: the
+        configuration's ``lookahead``; worker 0 runs further ahead when it ships plans, so that
+        the others take several steps' plans at once). Plans do not depend on it.
       on_step: called in the scheduler thread with every step handed out and its global batch,
         before the step is queued (worker 0 posts the other workers' plans from here, so they
         are sent as far ahead as the step is scheduled); an error in it ends the thread and is
@@ -79,12 +82,13 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig, batches: Iterable[np.ndarray],
                  engine: str = "auto", emit_plans: bool = True, start_step: int = 0,
                  emit_worker: int | None = None,
-                 on_step: Callable[[ScheduledStep, np.ndarray], None] | None = None) -> None:
+                 on_step: Callable[[ScheduledStep, np.ndarray], None] | None = None,
+                 run_ahead: int | None = None) -> None:
         self.config = config
         self._on_step = on_step
         self._engine = make_engine(config, engine, emit_plans, emit_worker)
         self._batches = batches
-        self._queue: queue.Queue = queue.Queue(maxsize=config.lookahead)
+        self._queue: queue.Queue = queue.Queue(maxsize=run_ahead or config.lookahead)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if start_step < 0:

@@ -185,11 +185,13 @@ class GrpcTransport(ShardedTransport):
             self._call(self._stubs[shard].PostPlans, request, None)
             self.counters.add(plans=sum(len(plans[r]) for r in ranks))
 
-    def _take_plan_shard(self, shard: int, step: int, rank: int, wait_s: float) -> bytes | None:
-        reply = self._call(self._stubs[shard].TakePlan,
-                           pb.PlanTake(step=step, rank=rank, wait_s=wait_s), wait_s)
-        self.counters.add(plans=len(reply.plan))
-        return reply.plan if reply.found else None
+    def _take_plans_shard(self, shard: int, step: int, rank: int, wait_s: float,
+                          max_plans: int) -> list[bytes]:
+        reply = self._call(self._stubs[shard].TakePlans, pb.PlanTake(
+            step=step, rank=rank, wait_s=wait_s, max_plans=max_plans), wait_s)
+        plans = list(reply.plans)
+        self.counters.add(plans=sum(len(b) for b in plans))
+        return plans
 
     def close(self) -> None:
         super().close()

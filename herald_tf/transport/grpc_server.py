@@ -208,30 +208,16 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
     def PostPlans(self, request: pb.PlanPost,
                   context: grpc.ServicerContext) -> pb.PlanPostReply:
         try:
-            self.post_plans(request.step, list(request.ranks), list(request.plans))
+            self.store.post_plans(request.step, list(request.ranks), list(request.plans))
             return pb.PlanPostReply()
         except Exception as e:  # noqa: BLE001
             _abort(context, self.store, e)
 
-    def post_plans(self, step: int, ranks: list[int], plans: list[bytes]) -> None:
-        """Stores worker 0's plans of ``step`` for other ranks (``PlanMailbox.post``)."""
-        workers = self.store.num_workers
-        if len(ranks) != len(plans) or len(set(ranks)) != len(ranks):
-            raise InvalidArgumentError(
-                f"Expected one plan per distinct rank in a plan post. Received: ranks {ranks} "
-                f"with {len(plans)} plans at step {step}")
-        bad = [r for r in ranks if r <= 0 or (workers is not None and r >= workers)]
-        if bad:
-            raise InvalidArgumentError(
-                f"Expected plans for ranks 1..{(workers or 0) - 1} (worker 0 schedules and keeps "
-                f"its own). Received: ranks {bad} at step {step}")
-        self.store.plans.post(step, dict(zip(ranks, plans, strict=True)))
-
-    def TakePlan(self, request: pb.PlanTake,
-                 context: grpc.ServicerContext) -> pb.PlanTakeReply:
+    def TakePlans(self, request: pb.PlanTake,
+                  context: grpc.ServicerContext) -> pb.PlanTakeReply:
         try:
-            blob = self.store.plans.take(request.step, request.rank, request.wait_s)
-            return pb.PlanTakeReply(found=blob is not None, plan=blob or b"")
+            return pb.PlanTakeReply(plans=self.store.plans.take(
+                request.step, request.rank, request.wait_s, request.max_plans))
         except Exception as e:  # noqa: BLE001
             _abort(context, self.store, e)
 
@@ -304,8 +290,8 @@ def handlers(servicer: ParameterServerServicer) -> grpc.GenericRpcHandler:
         "PostPlans": grpc.unary_unary_rpc_method_handler(
             servicer.PostPlans, request_deserializer=pb.PlanPost.FromString,
             response_serializer=pb.PlanPostReply.SerializeToString),
-        "TakePlan": grpc.unary_unary_rpc_method_handler(
-            servicer.TakePlan, request_deserializer=pb.PlanTake.FromString,
+        "TakePlans": grpc.unary_unary_rpc_method_handler(
+            servicer.TakePlans, request_deserializer=pb.PlanTake.FromString,
             response_serializer=pb.PlanTakeReply.SerializeToString),
     })
 

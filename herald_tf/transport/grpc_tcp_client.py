@@ -1,8 +1,8 @@
 """The ``grpc+tcp`` transport: gRPC for control, flush and versions; the TCP data plane for the
-bulk calls, pull and push (tcp_data.py says why and how).
+bulk calls, pull and push, and for worker 0's plans (tcp_data.py says why and how).
 
 Same contract, errors, retries and byte counters as ``GrpcTransport``: only where the bytes of a
-pull or push travel differs. Each shard's data port is asked for over gRPC (control op
+pull, a push or a plan travel differs. Each shard's data port is asked for over gRPC (control op
 ``data_plane``) on first use; a PS started without the data plane is reported with a
 ``FailedPreconditionError`` naming the way out.
 """
@@ -10,7 +10,7 @@ pull or push travel differs. Each shard's data port is asked for over gRPC (cont
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,14 @@ import numpy as np
 from herald_tf.ps.errors import FailedPreconditionError, UnavailableError
 from herald_tf.transport.grpc_client import GrpcTransport
 from herald_tf.transport.sharded import ShardSink
-from herald_tf.transport.tcp_data import PULL, PUSH, DataPlaneClient, recv_rows_into
+from herald_tf.transport.tcp_data import (
+    POST_PLANS,
+    PULL,
+    PUSH,
+    TAKE_PLANS,
+    DataPlaneClient,
+    recv_rows_into,
+)
 
 
 def _host(address: str) -> str:
@@ -122,6 +129,19 @@ class GrpcTcpTransport(GrpcTransport):
             "timeout_s": timeout or 0.0,
             "entries": [[table, lr] for table, _, _, lr in entries]}, arrays, timeout)
         return int(meta["applied_step"])
+
+    def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
+        self.counters.add(plans=sum(len(b) for b in plans.values()))
+        self._data_call(shard, POST_PLANS, {"step": step, "ranks": list(plans)}, [
+            (f"plan{i}", np.frombuffer(b, np.uint8)) for i, b in enumerate(plans.values())], None)
+
+    def _take_plans_shard(self, shard: int, step: int, rank: int, wait_s: float,
+                          max_plans: int) -> list[bytes]:
+        _, r = self._data_call(shard, TAKE_PLANS, {"step": step, "rank": rank, "wait_s": wait_s,
+                                                   "max_plans": max_plans}, [], wait_s)
+        plans = [r[f"plan{i}"].tobytes() for i in range(len(r))]
+        self.counters.add(plans=sum(len(b) for b in plans))
+        return plans
 
     def close(self) -> None:
         with self._data_lock:

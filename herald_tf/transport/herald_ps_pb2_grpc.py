@@ -65,8 +65,8 @@ class ParameterServerStub:
                 request_serializer=herald__ps__pb2.PlanPost.SerializeToString,
                 response_deserializer=herald__ps__pb2.PlanPostReply.FromString,
                 _registered_method=True)
-        self.TakePlan = channel.unary_unary(
-                '/herald.ps.ParameterServer/TakePlan',
+        self.TakePlans = channel.unary_unary(
+                '/herald.ps.ParameterServer/TakePlans',
                 request_serializer=herald__ps__pb2.PlanTake.SerializeToString,
                 response_deserializer=herald__ps__pb2.PlanTakeReply.FromString,
                 _registered_method=True)
@@ -111,7 +111,7 @@ class ParameterServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def TakePlan(self, request, context):
+    def TakePlans(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,8 +150,8 @@ def add_ParameterServerServicer_to_server(servicer, server):
                     request_deserializer=herald__ps__pb2.PlanPost.FromString,
                     response_serializer=herald__ps__pb2.PlanPostReply.SerializeToString,
             ),
-            'TakePlan': grpc.unary_unary_rpc_method_handler(
-                    servicer.TakePlan,
+            'TakePlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakePlans,
                     request_deserializer=herald__ps__pb2.PlanTake.FromString,
                     response_serializer=herald__ps__pb2.PlanTakeReply.SerializeToString,
             ),
@@ -329,7 +329,7 @@ class ParameterServer:
             _registered_method=True)
 
     @staticmethod
-    def TakePlan(request,
+    def TakePlans(request,
             target,
             options=(),
             channel_credentials=None,
@@ -342,7 +342,7 @@ class ParameterServer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/herald.ps.ParameterServer/TakePlan',
+            '/herald.ps.ParameterServer/TakePlans',
             herald__ps__pb2.PlanTake.SerializeToString,
             herald__ps__pb2.PlanTakeReply.FromString,
             options,

@@ -64,9 +64,10 @@ class LocalTransport(ShardedTransport):
 
     def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
         self.counters.add(plans=sum(len(b) for b in plans.values()))
-        self._control_impl[shard].post_plans(step, list(plans), list(plans.values()))
+        self.stores[shard].post_plans(step, list(plans), list(plans.values()))
 
-    def _take_plan_shard(self, shard: int, step: int, rank: int, wait_s: float) -> bytes | None:
-        blob = self.stores[shard].plans.take(step, rank, wait_s)
-        self.counters.add(plans=len(blob or b""))
-        return blob
+    def _take_plans_shard(self, shard: int, step: int, rank: int, wait_s: float,
+                          max_plans: int) -> list[bytes]:
+        plans = self.stores[shard].plans.take(step, rank, wait_s, max_plans)
+        self.counters.add(plans=sum(len(b) for b in plans))
+        return plans

@@ -23,6 +23,7 @@ from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps._native import find_duplicate, find_non_finite, gather_rows_checked, partition
 from herald_tf.ps.errors import DeadlineExceededError, UnavailableError
+from herald_tf.scheduler.plan_codec import PLAN_WINDOW
 from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, PullRows, Transport
 
 #: Control ops that are safe to repeat.
@@ -202,8 +203,9 @@ class ShardedTransport(Transport):
         """Posts plans of one step to one shard's plan mailbox."""
 
     @abc.abstractmethod
-    def _take_plan_shard(self, shard: int, step: int, rank: int, wait_s: float) -> bytes | None:
-        """One take from a shard's plan mailbox (None: not posted within ``wait_s``)."""
+    def _take_plans_shard(self, shard: int, step: int, rank: int, wait_s: float,
+                          max_plans: int) -> list[bytes]:
+        """One take from a shard's plan mailbox (empty: not posted within ``wait_s``)."""
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -375,24 +377,29 @@ class ShardedTransport(Transport):
         self._tables.update({t.name: t for t in tables})
         return result
 
+    def _plan_shard(self, step: int) -> int:
+        # a window of consecutive steps at one shard: one post per step, and one take brings a
+        # worker the rest of the window; windows rotate over the shards
+        return (step // PLAN_WINDOW) % self.num_shards
+
     def post_plans(self, step: int, plans: Mapping[int, bytes]) -> None:
         if step < 0:
             raise InvalidArgumentError(f"Expected a plan step >= 0. Received: step={step}")
-        shard = step % self.num_shards
-        self._attempt("post_plans", lambda: self._post_plans_shard(shard, step, plans),
-                      idempotent=True)
+        self._attempt("post_plans", lambda: self._post_plans_shard(
+            self._plan_shard(step), step, plans), idempotent=True)
 
-    def take_plan(self, step: int, rank: int, timeout: float) -> bytes:
-        shard = step % self.num_shards
+    def take_plans(self, step: int, rank: int, timeout: float,
+                   max_plans: int = 1) -> list[bytes]:
+        shard = self._plan_shard(step)
         deadline = time.monotonic() + timeout
         while True:
             # short waits at the server (it caps them), so a taker never holds a server thread
             # for long; asking again until our own deadline
             wait_s = max(0.0, min(deadline - time.monotonic(), 1.0))
-            blob = self._attempt("take_plan", lambda w=wait_s: (
-                self._take_plan_shard(shard, step, rank, w)), idempotent=True)
-            if blob is not None:
-                return blob
+            plans = self._attempt("take_plans", lambda w=wait_s: (
+                self._take_plans_shard(shard, step, rank, w, max_plans)), idempotent=True)
+            if plans:
+                return plans
             if time.monotonic() >= deadline:
                 raise DeadlineExceededError(
                     f"Expected worker 0 to post the plan of step {step} for rank {rank} (at PS "

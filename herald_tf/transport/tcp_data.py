@@ -10,18 +10,19 @@ better), short of the 0.5 goal before any PS work. Here arrays go from numpy str
 (through a cache-sized stage, in kernels/ps) and a push's gradients into arrays checked finite as
 they arrive.
 
-Only ``pull`` and ``push`` use it; flush, versions and control calls (connect, checkpoints, ...)
-stay on gRPC, which also tells the client the data port (control op ``data_plane``). Same rules
-as the gRPC service: the cluster token is checked (constant time) before anything else on a
-connection, TLS wraps the connection when the PS serves TLS, every request is validated by the
-``ShardStore`` and a refused one changes nothing and is answered with the error class's gRPC
-code name, so the client raises the same ``herald_tf.ps.errors`` class as over gRPC.
+``pull``, ``push`` and the plans worker 0 posts for the others (``post_plans``/``take_plans``)
+use it; flush, versions and control calls (connect, checkpoints, ...) stay on gRPC, which also
+tells the client the data port (control op ``data_plane``). Same rules as the gRPC service: the
+cluster token is checked (constant time) before anything else on a connection, TLS wraps the
+connection when the PS serves TLS, every request is validated by the ``ShardStore`` and a
+refused one changes nothing and is answered with the error class's gRPC code name, so the client
+raises the same ``herald_tf.ps.errors`` class as over gRPC.
 
 Wire format (little-endian). Every message, both ways, is a frame::
 
     header   4s magic b"HRLD" | u32 kind (request) or status (reply: 0 ok, 1 error)
              | u32 meta bytes | u64 payload bytes
-    meta     UTF-8 JSON object; "arrays": [[name, "i8" | "f4", [dim, ...]], ...]
+    meta     UTF-8 JSON object; "arrays": [[name, "i8" | "f4" | "u1", [dim, ...]], ...]
     payload  the arrays' raw bytes (C order), in the order listed
 
 A connection starts with a HELLO frame whose meta holds the token; after that it carries one
@@ -60,7 +61,7 @@ from herald_tf.transport import wire
 
 MAGIC = b"HRLD"
 HEADER = struct.Struct("<4sIIQ")
-HELLO, PULL, PUSH = 0, 1, 2
+HELLO, PULL, PUSH, POST_PLANS, TAKE_PLANS = 0, 1, 2, 3, 4
 OK, ERROR = 0, 1
 #: Largest meta accepted (JSON with table names and array specs), and before authentication.
 MAX_META_BYTES = 1 << 20
@@ -69,7 +70,7 @@ MAX_HELLO_META_BYTES = 4 << 10
 MAX_PAYLOAD_BYTES = 1 << 36
 
 CONNECT_TIMEOUT_S = 10.0
-DTYPES = {"i8": np.dtype("<i8"), "f4": np.dtype("<f4")}
+DTYPES = {"i8": np.dtype("<i8"), "f4": np.dtype("<f4"), "u1": np.dtype("u1")}
 _CODES = {v.str: k for k, v in DTYPES.items()}
 
 #: Chunk received before it is checked (push) or scattered (pull through TLS): stays in L2.
@@ -101,17 +102,28 @@ def send_frame(sock: socket.socket, kind: int, meta: Mapping[str, Any],
     specs = [[name, _CODES[a.dtype.str], list(a.shape)] for name, a in arrays]
     body = json.dumps({**meta, "arrays": specs}).encode()
     payload = sum(a.nbytes for _, a in arrays)
-    sock.sendall(HEADER.pack(MAGIC, kind, len(body), payload) + body)
-    for _, a in arrays:
-        if a.nbytes:
-            sock.sendall(memoryview(a).cast("B"))
+    buffers = [HEADER.pack(MAGIC, kind, len(body), payload) + body]
+    buffers += [memoryview(a).cast("B") for _, a in arrays if a.nbytes]
+    if isinstance(sock, ssl.SSLSocket):  # no scatter-gather through TLS
+        for b in buffers:
+            sock.sendall(b)
+        return
+    # one system call (one segment train) for the frame; sendmsg may send part of it
+    while buffers:
+        sent = sock.sendmsg(buffers)
+        while buffers and sent >= len(buffers[0]):
+            sent -= len(buffers[0])
+            buffers.pop(0)
+        if buffers and sent:
+            buffers[0] = memoryview(buffers[0])[sent:]
 
 
 def _spec(item: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
     if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
             and item[1] in DTYPES and isinstance(item[2], list) and 1 <= len(item[2]) <= 2
             and all(isinstance(d, int) and 0 <= d < 1 << 40 for d in item[2])):
-        raise FrameError(f"Expected an array spec [name, 'i8'|'f4', [dims]]. Received: {item!r}")
+        raise FrameError(f"Expected an array spec [name, 'i8'|'f4'|'u1', [dims]]. Received: "
+                         f"{item!r}")
     return item[0], DTYPES[item[1]], tuple(item[2])
 
 
@@ -345,8 +357,23 @@ class DataPlaneServer:
                                       entries, wait_applied=_field(meta, "wait_applied", bool,
                                                                    False), timeout=timeout)
             return {"applied_step": applied}, []
-        raise InvalidArgumentError(f"Expected a data-plane request kind in {{{PULL}: pull, "
-                                   f"{PUSH}: push}}. Received: {kind}")
+        if kind == POST_PLANS:
+            ranks = _field(meta, "ranks", list)
+            if not all(isinstance(r, int) for r in ranks):
+                raise InvalidArgumentError(f"Expected integer ranks. Received: {ranks!r}")
+            plans = [arrays.get(f"plan{i}") for i in range(len(ranks))]
+            if any(p is None or p.ndim != 1 or p.dtype != np.uint8 for p in plans):
+                raise InvalidArgumentError("Expected a bytes array plan{i} per rank in a post.")
+            self.store.post_plans(_field(meta, "step", int), ranks, [p.tobytes() for p in plans])
+            return {}, []
+        if kind == TAKE_PLANS:
+            plans = self.store.plans.take(
+                _field(meta, "step", int), _field(meta, "rank", int),
+                _field(meta, "wait_s", (int, float), 0.0), _field(meta, "max_plans", int, 1))
+            return {}, [(f"plan{i}", np.frombuffer(p, np.uint8)) for i, p in enumerate(plans)]
+        raise InvalidArgumentError(
+            f"Expected a data-plane request kind in {{{PULL}: pull, {PUSH}: push, {POST_PLANS}: "
+            f"post plans, {TAKE_PLANS}: take plans}}. Received: {kind}")
 
 
 # -- client ------------------------------------------------------------------------------------

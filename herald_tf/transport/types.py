@@ -27,7 +27,7 @@ kind: ``keys`` (keys of every request), ``pulled_rows`` (values, state and versi
 replies, plus the int64 request positions when ``have_versions`` let the server skip rows),
 ``pushed_gradients``, ``flushed_rows`` (values, state, versions), ``control`` (control JSON
 both ways, version replies, per-key versions in pull requests), and ``plans`` (encoded plans
-posted by worker 0 and taken by the others, ``post_plans``/``take_plan``). Protobuf/HTTP2
+posted by worker 0 and taken by the others, ``post_plans``/``take_plans``). Protobuf/HTTP2
 framing is not counted.
 """
 
@@ -123,7 +123,7 @@ class FaultInjection:
 
     Args:
         drop: op name ("pull", "push", "flush", "versions", "control", "post_plans",
-            "take_plan") → requests to drop.
+            "take_plans") → requests to drop.
     """
 
     drop: Mapping[str, int] = dataclasses.field(default_factory=dict)
@@ -177,14 +177,16 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def post_plans(self, step: int, plans: Mapping[int, bytes]) -> None:
         """Worker 0's encoded plans of ``step`` for other ranks (rank → bytes), stored at shard
-        ``step % S`` until taken (``herald_tf.ps.plan_mailbox``). Synchronous; retried (a
+        ``(step // PLAN_WINDOW) % S`` until taken (``herald_tf.ps.plan_mailbox``). Synchronous; retried (a
         repeated post replaces identical plans). A full mailbox raises
         ``ResourceExhaustedError``."""
 
     @abc.abstractmethod
-    def take_plan(self, step: int, rank: int, timeout: float) -> bytes:
-        """The plan worker 0 posted for ``rank`` at ``step``, waiting up to ``timeout`` seconds
-        for the post (``DeadlineExceededError`` after). Synchronous; retried."""
+    def take_plans(self, step: int, rank: int, timeout: float,
+                   max_plans: int = 1) -> list[bytes]:
+        """The plan worker 0 posted for ``rank`` at ``step``, followed by those of the next steps
+        already posted at the same shard (at most ``max_plans`` in all), waiting up to ``timeout`` seconds for the
+        first (``DeadlineExceededError`` after). Synchronous; retried."""
 
     @abc.abstractmethod
     def byte_counts(self) -> dict[str, int]:

@@ -140,25 +140,34 @@ def test_plans_posted_for_a_step_are_taken_by_their_ranks(transport_factory) -> 
     t.connect([CFG], num_workers=3)
     before = t.byte_counts()["plans"]
     t.post_plans(5, {1: b"plan-of-1", 2: b"plan-of-two"})
-    assert t.take_plan(5, 2, timeout=5) == b"plan-of-two"
-    assert t.take_plan(5, 1, timeout=5) == b"plan-of-1"
+    assert t.take_plans(5, 2, timeout=5) == [b"plan-of-two"]
+    assert t.take_plans(5, 1, timeout=5) == [b"plan-of-1"]
     assert t.byte_counts()["plans"] - before == 2 * (9 + 11)  # posted once, taken once
     assert sum(s["plans_waiting"] for s in t.stats()) == 2  # kept until a later step is taken
+
+
+def test_a_take_returns_the_next_steps_already_posted(transport_factory) -> None:
+    t = transport_factory(2)
+    t.connect([CFG], num_workers=2)
+    for step in (3, 4, 5, 7):
+        t.post_plans(step, {1: f"step {step}".encode()})
+    assert t.take_plans(3, 1, timeout=5, max_plans=8) == [b"step 3", b"step 4", b"step 5"]
+    assert t.take_plans(4, 1, timeout=5, max_plans=1) == [b"step 4"]
 
 
 def test_take_of_a_plan_never_posted_times_out_naming_it(transport_factory) -> None:
     t = transport_factory(2)
     t.connect([CFG], num_workers=2)
     with pytest.raises(DeadlineExceededError, match="plan of step 7 for rank 1"):
-        t.take_plan(7, 1, timeout=0.2)
+        t.take_plans(7, 1, timeout=0.2)
 
 
 def test_plan_post_for_a_rank_outside_the_job_is_refused(transport_factory) -> None:
-    t = transport_factory(2)
+    t = transport_factory(1)
     t.connect([CFG], num_workers=2)
     with pytest.raises(InvalidArgumentError, match="ranks 1..1"):
         t.post_plans(0, {1: b"ok", 2: b"no such rank"})
     with pytest.raises(InvalidArgumentError, match="keeps its own"):
         t.post_plans(0, {0: b"worker 0's own"})
     t.post_plans(0, {1: b"ok"})  # nothing of the refused posts was stored; still served
-    assert t.take_plan(0, 1, timeout=5) == b"ok"
+    assert t.take_plans(0, 1, timeout=5) == [b"ok"]
