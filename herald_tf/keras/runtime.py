@@ -54,7 +54,6 @@ from herald_tf.scheduler.plan_codec import (
     batch_checksum,
     config_digest,
     decode_worker_plan,
-    encode_worker_plan,
 )
 
 #: Model-input name carrying the step id of a batch (removed before the model is called).
@@ -257,20 +256,20 @@ class WorkerRuntime:
             return
         self._connect()
         config = self._scheduler_config()
-        digest = config_digest(config)
         # worker 0 schedules for all unless every worker runs its own copy (see the module
         # docstring); the staleness meter replays every worker's plans, so it needs a copy
         shipped = (self.config.plan_source == "rank0" and self.config.num_workers > 1
                    and self._staleness is None)
         if shipped and rank != 0:
-            self._scheduled = self._taken_steps(digest)
+            self._scheduled = self._taken_steps(config_digest(config))
             return
         # After resume_at(S), steps before S are re-planned without plans: the scheduler's state
         # is a deterministic function of the batches, so this restores it exactly.
         self._scheduler = Scheduler(
             config, self._keys_for_scheduler(), start_step=self._next_step,
             emit_worker=None if shipped or self._staleness is not None else rank,
-            on_step=functools.partial(self._post_plans, digest) if shipped else None,
+            on_step=functools.partial(self._post_plans, config_digest(config)) if shipped
+            else None,
             run_ahead=max(PLAN_WINDOW, self.config.lookahead) if shipped else None)
         self._scheduled = self._own_steps(self._scheduler)
 
@@ -279,12 +278,16 @@ class WorkerRuntime:
         for s in scheduled_steps:
             yield s.step, s.samples[rank], s.plans[rank], s.plans
 
-    def _post_plans(self, digest: int, scheduled: Any, keys: np.ndarray) -> None:
+    def _post_plans(self, digest: int, scheduled: Any, keys: np.ndarray, engine: Any) -> None:
         """Worker 0 (scheduler thread): posts the other workers' plans of a scheduled step."""
+        if not hasattr(engine, "encode_plan"):
+            raise PlanMismatchError(
+                "Expected the native scheduler library for plan_source='rank0' (worker 0 encodes "
+                "the plans it ships with it). Build libherald_core.so, or use "
+                "plan_source='every_worker'.")
         checksum = batch_checksum(keys)
         self.transport.post_plans(scheduled.step, {
-            r: encode_worker_plan(scheduled.step, r, scheduled.samples[r], scheduled.plans[r],
-                                  digest, checksum)
+            r: engine.encode_plan(r, scheduled.samples[r], digest, checksum)
             for r in range(1, self.config.num_workers)})
 
     def _taken_steps(self, digest: int) -> Iterator[_WorkerStep]:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, MutableSequence
 import numpy as np
 
 from herald_tf._core import Status as _Status
+from herald_tf._core import StatusCode as _core_codes
 from herald_tf._core import check_status as _check
 from herald_tf.errors import InvalidArgumentError, LibraryNotFoundError
 from herald_tf.scheduler.reference import check_batch
@@ -26,7 +27,7 @@ from herald_tf.scheduler.types import (
     Traffic,
 )
 
-API_VERSION = 4
+API_VERSION = 5
 #: Environment variable naming a library that exports the scheduler ABI (development and tests).
 CORE_LIB_VAR = "HERALD_CORE_LIB"
 _NUM_LISTS = 19
@@ -56,7 +57,12 @@ class _Traffic(ctypes.Structure):
                 ("samples", "steps", "pull_rows", "pull_state_rows", "push_rows", "flush_rows")]
 
 
+class _Stamp(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int64) for n in ("step", "rank", "digest", "checksum")]
+
+
 _I64P = ctypes.POINTER(ctypes.c_int64)
+_U8P = ctypes.POINTER(ctypes.c_uint8)
 _ST = ctypes.POINTER(_Status)
 
 
@@ -76,6 +82,13 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.herald_sched_copy_list.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                                            _I64P, ctypes.c_int64, _ST]
     lib.herald_sched_set_emit_plans.argtypes = [ctypes.c_void_p, ctypes.c_int32, _ST]
+    lib.herald_sched_encode_plan.argtypes = [ctypes.c_void_p, ctypes.c_int32, _I64P,
+                                             ctypes.POINTER(_Stamp), _U8P, ctypes.c_int64,
+                                             _I64P, _ST]
+    lib.herald_plan_decoded_sizes.argtypes = [ctypes.c_char_p, ctypes.c_int64,
+                                              ctypes.POINTER(_Stamp), _I64P, _ST]
+    lib.herald_plan_decode.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.POINTER(_Stamp),
+                                       _I64P, ctypes.c_int64, _ST]
     version = lib.herald_sched_api_version()
     if version != API_VERSION:
         raise LibraryNotFoundError(
@@ -209,6 +222,7 @@ class NativeEngine:
         self._capacity_ptr = self._capacity.ctypes.data_as(_I64P)
         self._layout()
         self._region: np.ndarray | None = None  # the last step's plan buffer (read by _list)
+        self._wire = np.empty(1 << 16, np.uint8)  # encode_plan's output, grown when too small
         self.step_id = 0
 
     def _layout(self) -> None:
@@ -256,6 +270,29 @@ class NativeEngine:
         fields = {n: self._list(worker, i) for i, n in enumerate(StepPlan.LISTS)}
         occ = self._list(worker, _OCCURRENCE).reshape(cfg.batch_size, cfg.num_fields)
         return StepPlan(slots=occ, **fields)
+
+    def encode_plan(self, worker: int, samples: np.ndarray, digest: int,
+                    checksum: int) -> bytes:
+        """``worker``'s samples (B,) and plan of the last step in the shipped form
+        (``plan_codec``), read from the engine's lists; stamped with the step, worker,
+        configuration ``digest`` and batch ``checksum``."""
+        samples = np.ascontiguousarray(samples, dtype=np.int64)
+        if samples.shape != (self.config.batch_size,):
+            raise InvalidArgumentError(f"Expected ({self.config.batch_size},) samples. "
+                                       f"Received: {samples.shape}")
+        stamp = _Stamp(self.step_id - 1, worker, digest, checksum)
+        size = ctypes.c_int64()
+        status = _Status()
+        while True:
+            code = self._lib.herald_sched_encode_plan(
+                self._handle, worker, samples.ctypes.data_as(_I64P), ctypes.byref(stamp),
+                self._wire.ctypes.data_as(_U8P), self._wire.size, ctypes.byref(size),
+                ctypes.byref(status))
+            if code != _core_codes.OUT_OF_RANGE or size.value <= self._wire.size:
+                break
+            self._wire = np.empty(2 * size.value, np.uint8)
+        _check(code, status)
+        return self._wire[:size.value].tobytes()
 
     def _plans(self, region: np.ndarray) -> StepPlans:
         """All workers' plans of the last step, as views of ``region``, the buffer the engine
@@ -311,3 +348,28 @@ class NativeEngine:
         step = self.step_id
         self.step_id += 1
         return ScheduledStep(step=step, samples=samples, plans=plans)
+
+
+def decode_plan(blob: bytes, step: int, rank: int, digest: int,
+                checksum: int) -> tuple[np.ndarray, StepPlan]:
+    """(samples, plan) of a shipped plan, after the library checked that it is the plan of this
+    ``step`` and ``rank`` under a configuration with ``digest`` for a batch with ``checksum``
+    (``InvalidArgumentError`` naming the first disagreement otherwise)."""
+    lib = load_library()
+    stamp = _Stamp(step, rank, digest, checksum)
+    sizes = np.empty(_NUM_LISTS + 2, np.int64)
+    status = _Status()
+    _check(lib.herald_plan_decoded_sizes(blob, len(blob), ctypes.byref(stamp),
+                                         sizes.ctypes.data_as(_I64P), ctypes.byref(status)),
+           status)
+    counts = sizes[:-1].tolist()
+    out = np.empty(sum(counts), np.int64)
+    _check(lib.herald_plan_decode(blob, len(blob), ctypes.byref(stamp),
+                                  out.ctypes.data_as(_I64P), out.size, ctypes.byref(status)),
+           status)
+    ends = np.cumsum(counts).tolist()
+    parts = [out[lo:hi] for lo, hi in zip([0, *ends[:-1]], ends, strict=True)]
+    samples, fields = parts[-1], int(sizes[-1])
+    v = parts[:_NUM_LISTS]
+    plan = StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(samples.size, fields), *v[2:_OCCURRENCE])
+    return samples, plan

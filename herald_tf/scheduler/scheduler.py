@@ -73,16 +73,17 @@ class Scheduler:
       run_ahead: global batches the thread may schedule ahead of the consumer (default: the
         configuration's ``lookahead``; worker 0 runs further ahead when it ships plans, so that
         the others take several steps' plans at once). Plans do not depend on it.
-      on_step: called in the scheduler thread with every step handed out and its global batch,
-        before the step is queued (worker 0 posts the other workers' plans from here, so they
-        are sent as far ahead as the step is scheduled); an error in it ends the thread and is
+      on_step: called in the scheduler thread with every step handed out, its global batch and
+        the engine (which still holds that step's lists, e.g. for ``NativeEngine.encode_plan``),
+        before the step is queued: worker 0 posts the other workers' plans from here, so they
+        are sent as far ahead as the step is scheduled. An error in it ends the thread and is
         re-raised by the consumer.
     """
 
     def __init__(self, config: SchedulerConfig, batches: Iterable[np.ndarray],
                  engine: str = "auto", emit_plans: bool = True, start_step: int = 0,
                  emit_worker: int | None = None,
-                 on_step: Callable[[ScheduledStep, np.ndarray], None] | None = None,
+                 on_step: Callable[[ScheduledStep, np.ndarray, object], None] | None = None,
                  run_ahead: int | None = None) -> None:
         self.config = config
         self._on_step = on_step
@@ -137,7 +138,7 @@ class Scheduler:
                 with self._lock:
                     self._traffic = self._engine.traffic
                 if self._on_step is not None:
-                    self._on_step(scheduled, batch)
+                    self._on_step(scheduled, batch, self._engine)
                 if not self._put(scheduled):
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer

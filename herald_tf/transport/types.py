@@ -177,16 +177,17 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def post_plans(self, step: int, plans: Mapping[int, bytes]) -> None:
         """Worker 0's encoded plans of ``step`` for other ranks (rank → bytes), stored at shard
-        ``(step // PLAN_WINDOW) % S`` until taken (``herald_tf.ps.plan_mailbox``). Synchronous; retried (a
-        repeated post replaces identical plans). A full mailbox raises
+        ``(step // PLAN_WINDOW) % S`` until taken (``herald_tf.ps.plan_mailbox``).
+        Synchronous; retried (a repeated post replaces identical plans). A full mailbox raises
         ``ResourceExhaustedError``."""
 
     @abc.abstractmethod
     def take_plans(self, step: int, rank: int, timeout: float,
                    max_plans: int = 1) -> list[bytes]:
         """The plan worker 0 posted for ``rank`` at ``step``, followed by those of the next steps
-        already posted at the same shard (at most ``max_plans`` in all), waiting up to ``timeout`` seconds for the
-        first (``DeadlineExceededError`` after). Synchronous; retried."""
+        already posted at the same shard (at most ``max_plans`` in all), waiting up to
+        ``timeout`` seconds for the first (``DeadlineExceededError`` after). Synchronous;
+        retried."""
 
     @abc.abstractmethod
     def byte_counts(self) -> dict[str, int]:

@@ -4,10 +4,15 @@
 #include <new>
 
 #include "kernels/scheduler/engine.h"
+#include "kernels/scheduler/plan_wire.h"
 
 struct HeraldScheduler {
-  explicit HeraldScheduler(const HeraldSchedConfig& c) : engine(c) {}
+  explicit HeraldScheduler(const HeraldSchedConfig& c)
+      : engine(c),
+        encoder(c.cache_capacity +
+                static_cast<int64_t>(c.staging_regions) * c.batch_size * c.num_fields) {}
   herald::sched::Engine engine;
+  herald::sched::PlanEncoder encoder;
 };
 
 namespace {
@@ -206,6 +211,41 @@ int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int
   }
   for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
   return herald::SetOk(status);
+}
+
+int herald_sched_encode_plan(HeraldScheduler* scheduler, int32_t worker, const int64_t* samples,
+                             const HeraldPlanStamp* stamp, uint8_t* out, int64_t capacity,
+                             int64_t* size_out, HeraldStatus* status) {
+  int code = CheckList(scheduler, worker, 0, status);
+  if (code != HERALD_OK) return code;
+  const HeraldSchedConfig& c = scheduler->engine.config();
+  if (!c.emit_plans || (c.emit_worker != -1 && c.emit_worker != worker) || samples == nullptr ||
+      stamp == nullptr || size_out == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected samples, a stamp, a size output and worker %d's plan "
+                             "emitted (emit_plans=%d, emit_worker=%d)", worker, c.emit_plans,
+                             c.emit_worker);
+  }
+  return scheduler->encoder.Encode(&scheduler->engine.list(worker, 0), c.num_fields, samples,
+                                   c.batch_size, *stamp, out, capacity, size_out, status);
+}
+
+int herald_plan_decoded_sizes(const uint8_t* blob, int64_t length, const HeraldPlanStamp* expect,
+                              int64_t* sizes_out, HeraldStatus* status) {
+  if (expect == nullptr || sizes_out == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected a stamp and a sizes output. Received: NULL");
+  }
+  return herald::sched::DecodedSizes(blob, length, *expect, sizes_out, status);
+}
+
+int herald_plan_decode(const uint8_t* blob, int64_t length, const HeraldPlanStamp* expect,
+                       int64_t* out, int64_t capacity, HeraldStatus* status) {
+  if (expect == nullptr) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected a stamp. Received: NULL");
+  }
+  return herald::sched::Decode(blob, length, *expect, out, capacity, status);
 }
 
 }  // extern "C"

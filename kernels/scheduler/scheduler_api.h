@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HERALD_SCHED_API_VERSION 4
+#define HERALD_SCHED_API_VERSION 5
 #define HERALD_SCHED_MAX_WORKERS 64
 
 // Fixed integer values, mirrored by herald_tf.scheduler.types.Policy.
@@ -140,6 +140,34 @@ int herald_sched_list_size(const HeraldScheduler* scheduler, int32_t worker, int
 // Copies plan list `list` of `worker` into out (capacity entries, at least its size).
 int herald_sched_copy_list(const HeraldScheduler* scheduler, int32_t worker, int32_t list,
                            int64_t* out /* (capacity) */, int64_t capacity, HeraldStatus* status);
+
+// -- plans on the wire (kernels/scheduler/plan_wire.h; layout in plan_codec.py) ------------
+
+// What a shipped plan is for; the receiving worker checks every field against its own.
+typedef struct {
+  int64_t step;
+  int64_t rank;      // the worker the plan is for
+  int64_t digest;    // of the scheduler configuration
+  int64_t checksum;  // of the global batch's keys
+} HeraldPlanStamp;
+
+// Encodes `worker`'s plan of the last step and its samples (B entries) into out. *size_out is
+// the encoded size; when it exceeds capacity, returns HERALD_OUT_OF_RANGE (call again with a
+// larger out). The worker's plan must have been emitted.
+int herald_sched_encode_plan(HeraldScheduler* scheduler, int32_t worker, const int64_t* samples,
+                             const HeraldPlanStamp* stamp, uint8_t* out, int64_t capacity,
+                             int64_t* size_out, HeraldStatus* status);
+
+// Checks a shipped plan against `expect` and gives the entries of each decoded list in
+// HeraldSchedList order, then of the samples, then the number of fields.
+int herald_plan_decoded_sizes(const uint8_t* blob, int64_t length, const HeraldPlanStamp* expect,
+                              int64_t* sizes_out /* (HERALD_SCHED_NUM_LISTS + 2) */,
+                              HeraldStatus* status);
+
+// Decodes a shipped plan into out (capacity entries): the lists in HeraldSchedList order, then
+// the samples, each as long as herald_plan_decoded_sizes says.
+int herald_plan_decode(const uint8_t* blob, int64_t length, const HeraldPlanStamp* expect,
+                       int64_t* out, int64_t capacity, HeraldStatus* status);
 
 #ifdef __cplusplus
 }  // extern "C"

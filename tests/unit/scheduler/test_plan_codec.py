@@ -9,69 +9,128 @@ import numpy as np
 import pytest
 from sched_helpers import zipf_trace
 
-from herald_tf.scheduler import Allocation, Policy, SchedulerConfig, StepPlan
+from herald_tf.errors import InvalidArgumentError
+from herald_tf.scheduler import (
+    Allocation,
+    Eviction,
+    Policy,
+    SchedulerConfig,
+    StepPlan,
+)
 from herald_tf.scheduler._native import NativeEngine
 from herald_tf.scheduler.plan_codec import (
     PlanDecodeError,
     batch_checksum,
     config_digest,
     decode_worker_plan,
-    encode_worker_plan,
 )
 
 CFG = SchedulerConfig(num_workers=3, batch_size=16, num_fields=5, cache_capacity=60,
                       policy=Policy.HERALD, allocation=Allocation.GROUPED)
+POLICIES = [
+    dict(policy=Policy.PS, allocation=Allocation.NONE, cache_capacity=0),
+    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LRU),
+    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LFU, bound=3),
+    dict(policy=Policy.HERALD, allocation=Allocation.NONE),
+    dict(policy=Policy.HERALD, allocation=Allocation.GREEDY, eviction=Eviction.LFU),
+    dict(policy=Policy.HERALD, allocation=Allocation.GROUPED),
+]
 
 
-def _steps(n: int) -> list[tuple[np.ndarray, object]]:
-    trace = zipf_trace(3, n, CFG.global_batch, 5, 200, 1.05)
-    engine = NativeEngine(CFG)
-    g = CFG.global_batch
-    return [(trace[t * g:(t + 1) * g], engine.step(trace[t * g:(t + 1) * g])) for t in range(n)]
+def _steps(n: int, config: SchedulerConfig = CFG, trace: np.ndarray | None = None
+           ) -> list[tuple[np.ndarray, object, dict[int, bytes]]]:
+    """(keys, scheduled step, every worker's encoded plan) of n steps; plans are encoded right
+    after their step, from the engine's lists, as worker 0 does."""
+    g = config.global_batch
+    if trace is None:
+        trace = zipf_trace(3, n, g, config.num_fields, 200, 1.05)
+    engine = NativeEngine(config)
+    digest = config_digest(config)
+    out = []
+    for t in range(n):
+        keys = trace[t * g:(t + 1) * g]
+        scheduled = engine.step(keys)
+        out.append((keys, scheduled, {
+            r: engine.encode_plan(r, scheduled.samples[r], digest, batch_checksum(keys))
+            for r in range(config.num_workers)}))
+    return out
 
 
-def _encoded(keys: np.ndarray, scheduled: object, rank: int) -> bytes:
-    return encode_worker_plan(scheduled.step, rank, scheduled.samples[rank],
-                              scheduled.plans[rank], config_digest(CFG), batch_checksum(keys))
-
-
-def test_every_workers_decoded_plan_equals_the_engines(native_lib: str) -> None:
-    for keys, scheduled in _steps(12):
-        for rank in range(CFG.num_workers):
-            samples, plan = decode_worker_plan(_encoded(keys, scheduled, rank), scheduled.step,
-                                               rank, config_digest(CFG), batch_checksum(keys))
+def _assert_round_trip(config: SchedulerConfig, steps: list) -> None:
+    for keys, scheduled, blobs in steps:
+        for rank, blob in blobs.items():
+            samples, plan = decode_worker_plan(blob, scheduled.step, rank,
+                                               config_digest(config), batch_checksum(keys))
             np.testing.assert_array_equal(samples, scheduled.samples[rank])
             assert plan.equals(scheduled.plans[rank])
             assert all(getattr(plan, n).dtype == np.int64 for n in StepPlan.LISTS)
-            assert plan.slots.shape == (CFG.batch_size, CFG.num_fields)
+            assert plan.slots.shape == (config.batch_size, config.num_fields)
+
+
+@pytest.mark.parametrize("overrides", POLICIES, ids=lambda c: "-".join(
+    str(v.name if hasattr(v, "name") else v) for v in c.values()))
+def test_every_workers_decoded_plan_equals_the_engines(native_lib: str, overrides: dict) -> None:
+    config = dataclasses.replace(CFG, **overrides)
+    _assert_round_trip(config, _steps(15, config))
+
+
+def test_a_step_reading_more_than_65535_keys_round_trips(native_lib: str) -> None:
+    config = SchedulerConfig(num_workers=2, batch_size=2600, num_fields=26, cache_capacity=1000)
+    g = config.global_batch
+    trace = np.arange(2 * g * 26, dtype=np.int64).reshape(2 * g, 26)  # every key distinct
+    _assert_round_trip(config, _steps(2, config, trace))
+
+
+def test_compact_plans_are_smaller_than_their_lists(native_lib: str) -> None:
+    _, scheduled, blobs = _steps(8)[-1]
+    plan = scheduled.plans[1]
+    raw = 8 * sum(getattr(plan, n).size for n in (*StepPlan.LISTS, "slots"))
+    assert len(blobs[1]) < 0.6 * raw
+
+
+def test_an_engine_without_a_workers_plan_cannot_encode_it(native_lib: str) -> None:
+    engine = NativeEngine(CFG, emit_worker=0)
+    scheduled = engine.step(zipf_trace(3, 1, CFG.global_batch, 5, 200, 1.05))
+    with pytest.raises(InvalidArgumentError, match="emitted"):
+        engine.encode_plan(1, scheduled.samples[1], 0, 0)
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    (dict(step=1), "plan of step 1"),
-    (dict(rank=2), "plan of rank 2"),
+    (dict(step=1), "step 1, rank 1. Received: the plan of step 0"),
+    (dict(rank=2), "rank 2. Received: the plan of step 0, rank 1"),
     (dict(digest=1), "scheduler configuration"),
     (dict(checksum=1), "same data in the same order"),
 ])
 def test_a_plan_made_for_something_else_is_refused(native_lib: str, change: dict,
                                                    match: str) -> None:
-    keys, scheduled = _steps(1)[0]
+    keys, _, blobs = _steps(1)[0]
     expect = dict(step=0, rank=1, digest=config_digest(CFG), checksum=batch_checksum(keys))
     with pytest.raises(PlanDecodeError, match=match):
-        decode_worker_plan(_encoded(keys, scheduled, 1), **{**expect, **change})
+        decode_worker_plan(blobs[1], **{**expect, **change})
 
 
 @pytest.mark.parametrize("blob", [b"", b"x" * 400, b"truncated"], ids=["empty", "other",
                                                                         "short"])
-def test_bytes_that_are_no_plan_are_refused(blob: bytes) -> None:
+def test_bytes_that_are_no_plan_are_refused(native_lib: str, blob: bytes) -> None:
     with pytest.raises(PlanDecodeError, match="Expected"):
         decode_worker_plan(blob, 0, 1, 0, 0)
 
 
-def test_a_truncated_plan_is_refused(native_lib: str) -> None:
-    keys, scheduled = _steps(1)[0]
-    blob = _encoded(keys, scheduled, 1)
-    with pytest.raises(PlanDecodeError, match="plan bytes"):
-        decode_worker_plan(blob[:-4], 0, 1, config_digest(CFG), batch_checksum(keys))
+@pytest.mark.parametrize("cut", [1, 4, 100])
+def test_a_truncated_or_padded_plan_is_refused(native_lib: str, cut: int) -> None:
+    keys, _, blobs = _steps(1)[0]
+    expect = (0, 1, config_digest(CFG), batch_checksum(keys))
+    for bad in (blobs[1][:-cut], blobs[1] + bytes(cut)):
+        with pytest.raises(PlanDecodeError, match="consistent plan bytes"):
+            decode_worker_plan(bad, *expect)
+
+
+def test_positions_outside_the_keys_are_refused(native_lib: str) -> None:
+    keys, _, blobs = _steps(3)[-1]
+    blob = bytearray(blobs[1])
+    blob[-2:] = b"\xff\xff"  # the last install position
+    with pytest.raises(PlanDecodeError, match="positions into the plan"):
+        decode_worker_plan(bytes(blob), 2, 1, config_digest(CFG), batch_checksum(keys))
 
 
 def test_configurations_that_plan_differently_have_different_digests() -> None:
