@@ -60,6 +60,9 @@ flags.DEFINE_float("learning-rate", 0.05, "embedding learning rate")
 flags.DEFINE_float("dense-learning-rate", 1e-3, "dense (Adam) learning rate")
 flags.DEFINE_enum("transport", "grpc", ["grpc", "grpc+tcp"],
                   "PS transport: gRPC for everything, or pull/push over the PS's TCP data port")
+flags.DEFINE_enum("plan-source", "rank0", ["rank0", "every_worker"],
+                  "worker 0 schedules for all and ships the plans through the PS, or every "
+                  "worker runs its own copy of the scheduler")
 flags.DEFINE_string("logdir", None, "TensorBoard directory")
 flags.DEFINE_string("metrics-json", None, "write the final metrics of rank 0 here")
 flags.DEFINE_string("checkpoint-dir", None,
@@ -183,7 +186,8 @@ def main(argv: list[str]) -> None:
         mode=mode, num_workers=workers, rank=rank, batch_size=_flag("batch-size"),
         num_fields=fields,
         cache_capacity=capacity, eviction=FLAGS.cache.lower(), bound=FLAGS.bound,
-        allocation=FLAGS.allocation if mode == "herald" else "none")
+        allocation=FLAGS.allocation if mode == "herald" else "none",
+        plan_source=_flag("plan-source"))
     runtime = WorkerRuntime(config, transport, global_batches())
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     optimizer = OptimizerConfig(FLAGS.optimizer, learning_rate=_flag("learning-rate"))
