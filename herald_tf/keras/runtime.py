@@ -6,8 +6,8 @@ execution path. Every worker reads the same global batches and executes its own 
 directory decisions (key → slot, evictions) that the scheduler simulated are the ones used here.
 Where plans come from (``RuntimeConfig.plan_source``): by default worker 0 runs the scheduler
 for all workers and posts each other worker's samples and plan of step t to the PS (shard
-``rank % S``, ``herald_tf.ps.plan_mailbox``) as soon as the step is scheduled, up to
-``PLAN_WINDOW`` steps ahead; the others take them, several steps at a time
+``(t // PLAN_WINDOW) % S``, ``herald_tf.ps.plan_mailbox``) as soon as the step is scheduled, up
+to ``PLAN_WINDOW`` steps ahead; the others take them, several steps at a time
 (``scheduler.plan_codec``, which checks step, rank, configuration and batch). So the
 scheduling CPU is spent once, not N times. With ``every_worker`` each worker runs its
 own copy of the deterministic scheduler instead (no plan traffic); ``het`` with the staleness

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import os
 from collections.abc import Iterable, MutableSequence
 
@@ -362,14 +363,14 @@ def decode_plan(blob: bytes, step: int, rank: int, digest: int,
     _check(lib.herald_plan_decoded_sizes(blob, len(blob), ctypes.byref(stamp),
                                          sizes.ctypes.data_as(_I64P), ctypes.byref(status)),
            status)
-    counts = sizes[:-1].tolist()
+    counts = sizes.tolist()
+    fields = counts.pop()
     out = np.empty(sum(counts), np.int64)
     _check(lib.herald_plan_decode(blob, len(blob), ctypes.byref(stamp),
                                   out.ctypes.data_as(_I64P), out.size, ctypes.byref(status)),
            status)
-    ends = np.cumsum(counts).tolist()
-    parts = [out[lo:hi] for lo, hi in zip([0, *ends[:-1]], ends, strict=True)]
-    samples, fields = parts[-1], int(sizes[-1])
-    v = parts[:_NUM_LISTS]
+    bounds = [0, *itertools.accumulate(counts)]
+    v = [out[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    samples = v[_NUM_LISTS]
     plan = StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(samples.size, fields), *v[2:_OCCURRENCE])
     return samples, plan
