@@ -110,7 +110,8 @@ int Parse(const uint8_t* blob, int64_t length, const HeraldPlanStamp& expect, La
   const bool consistent =
       l->narrow()[0] == n && l->narrow()[1] == l->wide()[1] && l->narrow()[2] == l->wide()[3] &&
       l->narrow()[3] == l->positions()[4] && l->wide()[4] == l->positions()[1] &&
-      fields >= 0 && fields < (int64_t{1} << 30) && l->positions()[0] == samples * fields &&
+      fields >= 0 && fields < (int64_t{1} << 30) && samples < (int64_t{1} << 31) &&
+      l->positions()[0] == samples * fields &&
       l->positions()[3] <= n && ((h[6] & kPushIsRest) == 0 || l->wide()[5] == 0) &&
       (h[6] & ~(kPushIsRest | kWidePositions)) == 0;
   if (bytes != length || !consistent) {
@@ -161,6 +162,23 @@ int PlanEncoder::Encode(const PlanList* lists, int64_t num_fields, const int64_t
                      "occurrences. Received: %zu slots, %zu occurrences",
                      static_cast<long long>(n), static_cast<long long>(num_samples * num_fields),
                      key_slots.size(), occurrences.size());
+  }
+  const int paired[][2] = {
+      {HERALD_SCHED_PULL_KEYS, HERALD_SCHED_PULL_SLOTS},
+      {HERALD_SCHED_PULL_KEYS, HERALD_SCHED_PULL_VERSIONS},
+      {HERALD_SCHED_INIT_KEYS, HERALD_SCHED_INIT_SLOTS},
+      {HERALD_SCHED_LOCAL_KEYS, HERALD_SCHED_LOCAL_SLOTS},
+      {HERALD_SCHED_INSTALL_KEYS, HERALD_SCHED_INSTALL_SRC},
+      {HERALD_SCHED_INSTALL_KEYS, HERALD_SCHED_INSTALL_DST},
+      {HERALD_SCHED_FLUSH_KEYS, HERALD_SCHED_FLUSH_SLOTS},
+      {HERALD_SCHED_WRITEBACK_KEYS, HERALD_SCHED_WRITEBACK_SLOTS},
+  };
+  for (const auto& pair : paired) {
+    if (lists[pair[0]].size() != lists[pair[1]].size()) {
+      return SetStatus(st, HERALD_INTERNAL, "Expected plan lists %d and %d of one length. "
+                       "Received: %zu and %zu", pair[0], pair[1], lists[pair[0]].size(),
+                       lists[pair[1]].size());
+    }
   }
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = key_slots[i];

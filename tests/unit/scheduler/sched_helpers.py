@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from herald_tf.scheduler.types import ScheduledStep, StepPlan
+from herald_tf.scheduler.types import (
+    Allocation,
+    Eviction,
+    Policy,
+    ScheduledStep,
+    StepPlan,
+)
+
+#: Overrides of a base configuration: every policy, allocator and eviction once.
+CONFIGS = [
+    dict(policy=Policy.PS, allocation=Allocation.NONE, cache_capacity=0),
+    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LRU),
+    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LFU, bound=3),
+    dict(policy=Policy.HERALD, allocation=Allocation.NONE),
+    dict(policy=Policy.HERALD, allocation=Allocation.GREEDY, eviction=Eviction.LFU),
+    dict(policy=Policy.HERALD, allocation=Allocation.GROUPED),
+]
+
+per_config = pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
+    str(v.name if hasattr(v, "name") else v) for v in c.values()))
 
 
 def zipf_trace(seed: int, steps: int, global_batch: int, fields: int, keys_per_field: int,

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sched_helpers import assert_same_step, zipf_trace
+from sched_helpers import assert_same_step, per_config, zipf_trace
 
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.scheduler import (
-    Allocation,
-    Eviction,
-    Policy,
     ReferenceEngine,
     SchedulerConfig,
     SchedulerConfigError,
     StepPlan,
 )
 from herald_tf.scheduler._native import NativeEngine
-
-CONFIGS = [
-    dict(policy=Policy.PS, allocation=Allocation.NONE, cache_capacity=0),
-    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LRU),
-    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LFU, bound=3),
-    dict(policy=Policy.HERALD, allocation=Allocation.NONE),
-    dict(policy=Policy.HERALD, allocation=Allocation.GREEDY, eviction=Eviction.LFU),
-    dict(policy=Policy.HERALD, allocation=Allocation.GROUPED),
-]
-
-per_config = pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(
-    str(v.name if hasattr(v, "name") else v) for v in c.values()))
 
 
 def _config_and_trace(overrides: dict, steps: int) -> tuple[SchedulerConfig, np.ndarray]:

@@ -7,12 +7,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-from sched_helpers import zipf_trace
+from sched_helpers import per_config, zipf_trace
 
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.scheduler import (
     Allocation,
-    Eviction,
     Policy,
     SchedulerConfig,
     StepPlan,
@@ -27,15 +26,6 @@ from herald_tf.scheduler.plan_codec import (
 
 CFG = SchedulerConfig(num_workers=3, batch_size=16, num_fields=5, cache_capacity=60,
                       policy=Policy.HERALD, allocation=Allocation.GROUPED)
-POLICIES = [
-    dict(policy=Policy.PS, allocation=Allocation.NONE, cache_capacity=0),
-    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LRU),
-    dict(policy=Policy.HET, allocation=Allocation.NONE, eviction=Eviction.LFU, bound=3),
-    dict(policy=Policy.HERALD, allocation=Allocation.NONE),
-    dict(policy=Policy.HERALD, allocation=Allocation.GREEDY, eviction=Eviction.LFU),
-    dict(policy=Policy.HERALD, allocation=Allocation.GROUPED),
-]
-
 
 def _steps(n: int, config: SchedulerConfig = CFG, trace: np.ndarray | None = None
            ) -> list[tuple[np.ndarray, object, dict[int, bytes]]]:
@@ -67,8 +57,7 @@ def _assert_round_trip(config: SchedulerConfig, steps: list) -> None:
             assert plan.slots.shape == (config.batch_size, config.num_fields)
 
 
-@pytest.mark.parametrize("overrides", POLICIES, ids=lambda c: "-".join(
-    str(v.name if hasattr(v, "name") else v) for v in c.values()))
+@per_config
 def test_every_workers_decoded_plan_equals_the_engines(native_lib: str, overrides: dict) -> None:
     config = dataclasses.replace(CFG, **overrides)
     _assert_round_trip(config, _steps(15, config))
