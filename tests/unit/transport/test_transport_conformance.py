@@ -155,6 +155,13 @@ def test_a_take_returns_the_next_steps_already_posted(transport_factory) -> None
     assert t.take_plans(4, 1, timeout=5, max_plans=1) == [b"step 4"]
 
 
+def test_plan_posts_and_takes_are_retried_after_a_lost_request(transport_factory) -> None:
+    t = transport_factory(2, faults=FaultInjection(drop={"post_plans": 1, "take_plans": 2}))
+    t.connect([CFG], num_workers=2)
+    t.post_plans(9, {1: b"plan"})
+    assert t.take_plans(9, 1, timeout=5) == [b"plan"]
+
+
 def test_take_of_a_plan_never_posted_times_out_naming_it(transport_factory) -> None:
     t = transport_factory(2)
     t.connect([CFG], num_workers=2)
