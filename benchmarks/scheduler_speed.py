@@ -3,20 +3,21 @@
 herald_tf's default (``plan_source="rank0"``, README "Training"): worker 0 runs the scheduler
 for all N workers and ships each other worker its samples and plan of every step through the PS.
 The headline counts all the CPU of that: global samples / (CPU seconds of the engine writing
-and handing out every plan + encoding the N - 1 plans + decoding them at the workers + posting
-and taking them over gRPC through a PS on loopback). The engine replays the i.i.d. power-law
-trace (scale 0.05, ~1.69 M rows; herald plan, grouping allocator, LRU, B = 256) in one thread
-whose CPU is measured with ``time.thread_time`` (the engine starts no threads), as are encoding
-and decoding; the gRPC part is measured with ``time.process_time`` over a phase that only posts
-and takes the recorded plans, so it counts client and PS threads (the PS runs in this process).
-The first half of the trace warms the caches and is not timed. The headline is measured
-``--repeat`` times (median, range beside it), as a shared machine makes single runs noisy.
+every worker's plan, worker 0 taking its own + encoding the N - 1 others + decoding them at the
+workers + posting and taking them through 2 PS shards on loopback with the ``grpc`` transport,
+the default). The engine replays the i.i.d. power-law trace (scale 0.05, ~1.69 M rows; herald
+plan, grouping allocator, LRU, B = 256) in one thread whose CPU is measured with
+``time.thread_time`` (the engine starts no threads), as are encoding and decoding; shipping is
+measured with ``time.process_time`` over a phase that only posts and takes the recorded plans,
+so it counts client and PS threads (the PS runs in this process). The first half of the trace
+warms the caches and is not timed. The headline is measured ``--repeat`` times (median, range
+beside it), as a shared machine makes single runs noisy.
 
-Also reported: ``every_worker`` (each worker runs its own copy of the scheduler, writing and
-taking only its own plan): one copy's global samples per CPU second divided by the N copies;
-and the engine alone for other allocators and without plans. Writes
-benchmarks/results/scheduler_speed.json (key ``samples_per_s_per_core``; goal >= 1,000,000,
-floor 200,000). ``--quick`` uses fewer samples.
+Also reported: shipping over ``grpc+tcp``; the same at B = 1024 (one run); ``every_worker``
+(each worker runs its own copy of the scheduler, writing and taking only its own plan): one
+copy's global samples per CPU second divided by the N copies; and the engine alone for other
+allocators and without plans. Writes benchmarks/results/scheduler_speed.json (key
+``samples_per_s_per_core``; goal >= 1,000,000, floor 200,000). ``--quick`` uses fewer samples.
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     best = median[headline]
     for kind in TRANSPORTS:
         detail[f"rank0_{kind}_runs"] = [r[f"samples_per_s_per_core_{kind}"] for r in runs]
+    wide = measure_rank0(keys, rows, batch=1024)  # one run: fewer, larger steps
+    for kind in TRANSPORTS:
+        detail[f"rank0_{kind}_B1024"] = wide[f"samples_per_s_per_core_{kind}"]
     out = {
         "samples_per_s_per_core": best,
         "what": "herald plan + grouping allocator + LRU, N=8, B=256, 26 fields, cache ratio "
