@@ -2,7 +2,8 @@
 
 ``HeraldMetrics`` adds to each epoch's logs (so the progress bar, History and TensorBoard get
 them) the samples per second, the step-time split, the embedding bytes moved per sample by
-kind, the rows moved per step and the cache hit ratio of this worker's ``WorkerRuntime``; in
+kind, the rows moved per step, the cache hit ratio and the scheduling CPU per step (DESIGN §6
+"scheduler time per global batch") of this worker's ``WorkerRuntime``; in
 ``het`` mode also the staleness of its reads (``herald_tf/keras/staleness.py``): the largest so
 far, in updates behind the PS (at most ``bound``), and the epoch's fraction of stale reads.
 """
@@ -56,6 +57,8 @@ class HeraldMetrics(keras.callbacks.Callback):
             "time_local_apply_s": local,
             "time_compute_and_dense_sync_s": max(elapsed - comm - local, 0.0),
             "cache_hit_ratio": now["cache_hit_ratio"],
+            "scheduler_cpu_ms_per_step": 1e3 * (now["scheduler_cpu_s"]
+                                                - self._before["scheduler_cpu_s"]) / steps,
         }
         if "staleness" in now:
             stale, before = now["staleness"], self._before["staleness"]
@@ -85,6 +88,7 @@ class HeraldMetrics(keras.callbacks.Callback):
                 + ", ".join(f"{k[17:]} {v:,.0f}" for k, v in metrics.items()
                             if k.startswith("bytes_per_sample_") and v)
                 + f")  cache hit {metrics['cache_hit_ratio']:.3f}"
+                + f"  scheduler {metrics['scheduler_cpu_ms_per_step']:.2f} ms CPU/step"
                 + (f"  staleness max {metrics['staleness_max']} (stale reads "
                    f"{metrics['stale_read_ratio']:.3f}, measured in "
                    f"{metrics['time_staleness_measure_s']:.2f}s)"

@@ -191,6 +191,7 @@ class WorkerRuntime:
         self._feature_specs: dict[str, tf.TensorSpec] = {}
         self._dirty: dict[int, int] = {}  # key -> slot of rows this worker updated last
         self.times = StepTimes()
+        self._plan_cpu_s = 0.0  # taking and decoding worker 0's plans (plan_source="rank0")
         self.rows_moved = collections.Counter()
         self.lookups = collections.Counter()
         # het: the staleness of every read, replayed from all workers' plans (staleness.py).
@@ -299,11 +300,13 @@ class WorkerRuntime:
         for step, keys in enumerate(self._keys_for_scheduler()):
             if step < start:
                 continue
+            start = time.thread_time()
             if not taken:
                 taken.extend(self.transport.take_plans(step, rank, self.config.plan_timeout_s,
                                                        max_plans=PLAN_WINDOW))
             samples, plan = decode_worker_plan(taken.popleft(), step, rank, digest,
                                                batch_checksum(keys))
+            self._plan_cpu_s += time.thread_time() - start
             yield step, samples, plan, None
 
     def _connect(self) -> None:
@@ -638,6 +641,9 @@ class WorkerRuntime:
             "rows": dict(self.rows_moved),
             "bytes": self.transport.byte_counts() if self.transport is not None else {},
             "cache_hit_ratio": self.lookups["cached"] / keys,
+            # CPU of this worker's scheduling: its scheduler thread (worker 0 also encodes and
+            # posts the others' plans there), or taking and decoding its plans
+            "scheduler_cpu_s": getattr(self._scheduler, "cpu_seconds", 0.0) + self._plan_cpu_s,
             "overlapped_pull_steps": self.lookups["overlapped_pull_steps"],
             "embedding_comm_s": self.times.embedding_comm,
             "local_apply_s": self.times.local_apply,

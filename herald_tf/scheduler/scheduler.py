@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 
@@ -97,6 +98,7 @@ class Scheduler:
         self._start_step = start_step
         self._next_step = start_step
         self._traffic = Traffic()
+        self._cpu_s = 0.0
         self._lock = threading.Lock()
 
     def start(self) -> Scheduler:
@@ -134,11 +136,13 @@ class Scheduler:
                     return
                 if len(batch) < self.config.global_batch:
                     break  # the partial last global batch is dropped
+                start = time.thread_time()
                 scheduled = self._engine.step(batch)
-                with self._lock:
-                    self._traffic = self._engine.traffic
                 if self._on_step is not None:
                     self._on_step(scheduled, batch, self._engine)
+                with self._lock:
+                    self._traffic = self._engine.traffic
+                    self._cpu_s += time.thread_time() - start
                 if not self._put(scheduled):
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
@@ -184,6 +188,13 @@ class Scheduler:
         """Rows moved by the steps scheduled so far (possibly ahead of training)."""
         with self._lock:
             return self._traffic
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds the thread spent on the steps handed out so far (scheduling them and
+        ``on_step``; a resume's replay not included)."""
+        with self._lock:
+            return self._cpu_s
 
     def close(self) -> None:
         """Stops the thread and waits for it (the current step finishes first)."""

@@ -144,6 +144,8 @@ def test_distributed_training_equals_single_process(tmp_path, workers, mode, mod
     assert all(s["steps"] == STEPS for s in result["stats"])
     if mode in ("ps", "herald"):  # worker 0 scheduled for all and posted the others' plans
         assert all(s["bytes"]["plans"] > 0 for s in result["stats"])
+    if mode != "allreduce":  # scheduling, or taking and decoding plans, was measured
+        assert all(s["scheduler_cpu_s"] > 0 for s in result["stats"])
     if model == "wdl":
         _check_traffic_matches_schedule(result["stats"], workers, mode)
 

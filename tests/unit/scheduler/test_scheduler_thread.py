@@ -89,3 +89,31 @@ def test_next_after_close_raises_instead_of_hanging(native_lib: str) -> None:
     sched.close()
     with pytest.raises(SchedulerError, match="closed"):
         sched.next()
+
+
+def test_on_step_sees_every_step_with_its_batch_before_it_is_handed_out(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=2, batch_size=4, num_fields=3, cache_capacity=10)
+    trace = zipf_trace(4, 6, 8, 3, 40, 1.0)
+    seen = []
+
+    def on_step(scheduled, batch, engine) -> None:
+        seen.append((scheduled.step, batch.copy()))
+        assert engine.encode_plan(1, scheduled.samples[1], 0, 0)  # its lists are still there
+
+    with Scheduler(cfg, global_batches(trace, 8), on_step=on_step, run_ahead=6) as sched:
+        steps = [s.step for s in sched]
+    assert steps == [t for t, _ in seen] == list(range(6))
+    for t, batch in seen:
+        np.testing.assert_array_equal(batch, trace[t * 8:(t + 1) * 8])
+    assert sched.cpu_seconds > 0
+
+
+def test_an_error_in_on_step_reaches_the_consumer(native_lib: str) -> None:
+    cfg = SchedulerConfig(num_workers=2, batch_size=4, num_fields=3, cache_capacity=10)
+
+    def on_step(scheduled, batch, engine) -> None:
+        raise RuntimeError("post failed")
+
+    with Scheduler(cfg, global_batches(zipf_trace(4, 3, 8, 3, 40, 1.0), 8),
+                   on_step=on_step) as sched, pytest.raises(SchedulerError, match="post failed"):
+        list(sched)
