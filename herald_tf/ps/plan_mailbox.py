@@ -93,6 +93,12 @@ class PlanMailbox:
             self.taken += len(plans)
             return plans
 
+    def clear(self) -> None:
+        """Drops every plan (the shard was restored from a checkpoint)."""
+        with self._cond:
+            self._plans.clear()
+            self._bytes = 0
+
     def stats(self) -> dict[str, int]:
         """Plans waiting, their bytes, and plans posted and taken so far."""
         with self._cond:

@@ -397,7 +397,7 @@ class ShardStore:
 
     def replace(self, step: int, tables: dict[str, tuple[TableConfig, dict[str, np.ndarray]]],
                 num_workers: int | None) -> None:
-        """Replaces all state by restored rows (pending pushes are dropped)."""
+        """Replaces all state by restored rows (pending pushes and plans are dropped)."""
         new_tables = {}
         for name, (cfg, arrays) in tables.items():
             t = TableShard(cfg, capacity_hint=max(16, int(arrays["keys"].shape[0])))
@@ -410,3 +410,4 @@ class ShardStore:
             if num_workers is not None:
                 self.num_workers = num_workers
             self._cond.notify_all()
+        self.plans.clear()  # posted for steps after the checkpoint by a run that did not go on

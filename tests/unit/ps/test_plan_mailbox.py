@@ -78,3 +78,10 @@ def test_bad_posts_are_refused_and_store_nothing(step, plans, match) -> None:
     with pytest.raises(InvalidArgumentError, match=match):
         box.post(step, {2: b"fine", **plans})
     assert box.stats()["plans_waiting"] == 0
+
+
+def test_clear_drops_every_plan() -> None:
+    box = PlanMailbox()
+    box.post(0, {1: b"a", 2: b"b"})
+    box.clear()
+    assert box.take(0, 1) == [] and box.stats()["plan_bytes_waiting"] == 0

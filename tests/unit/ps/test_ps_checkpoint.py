@@ -97,3 +97,13 @@ def test_checkpoint_of_a_step_not_yet_or_no_longer_current_is_refused(tmp_path: 
 def test_restore_without_checkpoint_is_not_found(tmp_path: object) -> None:
     with pytest.raises(NotFoundError):
         checkpoint.restore(ShardStore(0, 1), str(tmp_path))
+
+
+def test_restore_drops_plans_posted_after_the_checkpoint(tmp_path: object) -> None:
+    stores = trained(1)
+    save(stores, str(tmp_path), 2)
+    store = stores[0]
+    store.num_workers = 2
+    store.post_plans(3, [1], [b"a plan of the run that did not go on"])
+    checkpoint.restore(store, str(tmp_path))
+    assert store.plans.take(3, 1) == []
