@@ -3,7 +3,8 @@
 Free of TensorFlow. ``Scheduler`` runs ahead of training over a look-ahead window and hands out
 per-step sample allocations and row-movement plans; ``ReferenceEngine`` is the slow Python
 definition that the C++ engine (``NativeEngine``) matches bit for bit; ``ReplayModel`` checks
-plans against exact synchronous SGD.
+plans against exact synchronous SGD; ``plan_codec`` is the compact form in which worker 0 ships
+each other worker its plans.
 """
 
 from herald_tf.scheduler.cache_directory import CacheDirectory
