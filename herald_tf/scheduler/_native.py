@@ -134,6 +134,14 @@ def available() -> bool:
     return True
 
 
+def _plan_of(lists: list[np.ndarray], shape: tuple[int, int]) -> StepPlan:
+    """A StepPlan of one worker's lists in HeraldSchedList order; ``shape``: (B, F) of the
+    occurrence slots."""
+    # StepPlan's fields by position: keys, key_slots, slots, then the C order from flush_keys.
+    return StepPlan(lists[0], lists[1], lists[_OCCURRENCE].reshape(shape),
+                    *lists[2:_OCCURRENCE])
+
+
 class StepPlans(MutableSequence):
     """The N plans of one step, views of the step's plan buffer. A worker's plan is made when it
     is first read: a worker process reads only its own (``plans[rank]``), and making the 19
@@ -154,11 +162,9 @@ class StepPlans(MutableSequence):
 
     def _make(self, w: int) -> StepPlan:
         base = w * _NUM_LISTS
-        v = [self._outside[i] if i in self._outside else
-             self._region[self._starts[i]:self._starts[i] + self._sizes[i]]
-             for i in range(base, base + _NUM_LISTS)]
-        # StepPlan's fields by position: keys, key_slots, slots, then the C order from flush_keys.
-        return StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(self._shape), *v[2:_OCCURRENCE])
+        return _plan_of([self._outside[i] if i in self._outside else
+                         self._region[self._starts[i]:self._starts[i] + self._sizes[i]]
+                         for i in range(base, base + _NUM_LISTS)], self._shape)
 
     def __len__(self) -> int:
         return len(self._made)
@@ -372,5 +378,4 @@ def decode_plan(blob: bytes, step: int, rank: int, digest: int,
     bounds = [0, *itertools.accumulate(counts)]
     v = [out[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
     samples = v[_NUM_LISTS]
-    plan = StepPlan(v[0], v[1], v[_OCCURRENCE].reshape(samples.size, fields), *v[2:_OCCURRENCE])
-    return samples, plan
+    return samples, _plan_of(v[:_NUM_LISTS], (samples.size, fields))

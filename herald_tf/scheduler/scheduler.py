@@ -191,8 +191,8 @@ class Scheduler:
 
     @property
     def cpu_seconds(self) -> float:
-        """CPU seconds the thread spent on the steps handed out so far (scheduling them and
-        ``on_step``; a resume's replay not included)."""
+        """CPU seconds the thread spent on the steps scheduled so far, possibly ahead of the
+        consumer (the engine's step and ``on_step``; a resume's replay not included)."""
         with self._lock:
             return self._cpu_s
 

@@ -23,6 +23,7 @@ from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps._native import find_duplicate, find_non_finite, gather_rows_checked, partition
 from herald_tf.ps.errors import DeadlineExceededError, UnavailableError
+from herald_tf.ps.plan_mailbox import MAX_TAKE_WAIT_S
 from herald_tf.scheduler.plan_codec import PLAN_WINDOW
 from herald_tf.transport.types import ByteCounters, FaultInjection, Handle, PullRows, Transport
 
@@ -395,7 +396,7 @@ class ShardedTransport(Transport):
         while True:
             # short waits at the server (it caps them), so a taker never holds a server thread
             # for long; asking again until our own deadline
-            wait_s = max(0.0, min(deadline - time.monotonic(), 1.0))
+            wait_s = max(0.0, min(deadline - time.monotonic(), MAX_TAKE_WAIT_S))
             plans = self._attempt("take_plans", lambda w=wait_s: (
                 self._take_plans_shard(shard, step, rank, w, max_plans)), idempotent=True)
             if plans:
