@@ -17,7 +17,7 @@ from herald_tf import _core
 from herald_tf.config import OptimizerConfig
 from herald_tf.errors import InvalidArgumentError, LibraryNotFoundError
 
-PS_API_VERSION = 4
+PS_API_VERSION = 5
 
 _I64P = ctypes.POINTER(ctypes.c_int64)
 _U8P = ctypes.POINTER(ctypes.c_uint8)
@@ -68,6 +68,8 @@ class _Api:
         self.gather_rows_checked = fn("herald_ps_gather_rows_checked", ctypes.c_int, f32p, _I64,
                                       _I64, _I64P, _I64, f32p, _I64P, _STATUS)
         self.recv_rows = fn("herald_ps_recv_rows", ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                            _I64, _I64, _I64P, _I64, _I64, ctypes.POINTER(ctypes.c_int), _STATUS)
+        self.send_rows = fn("herald_ps_send_rows", ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                             _I64, _I64, _I64P, _I64, _I64, ctypes.POINTER(ctypes.c_int), _STATUS)
 
 
@@ -227,6 +229,26 @@ def recv_rows(fd: int, out: np.ndarray, positions: np.ndarray, timeout_s: float 
     timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
     _core.check_status(api().recv_rows(
         fd, out.ctypes.data, out.shape[0], out.strides[0] if out.shape[0] else 1,
+        _p(positions, ctypes.c_int64), positions.shape[0], timeout_ms, ctypes.byref(io_error),
+        ctypes.byref(st)), st)
+    return int(io_error.value)
+
+
+def send_rows(fd: int, src: np.ndarray, positions: np.ndarray, timeout_s: float | None) -> int:
+    """Sends rows ``src[positions]`` to socket ``fd`` in that order, gathered on the way (C++).
+
+    ``src`` is C-contiguous; each row is ``src.strides[0]`` bytes on the wire. Returns 0 when all
+    were sent, else an errno (``errno.ETIMEDOUT`` when the socket stayed full for ``timeout_s``);
+    the connection is unusable after a non-zero result.
+    """
+    if not src.flags.c_contiguous or src.ndim < 1:
+        raise InvalidArgumentError("Expected a C-contiguous source array.")
+    positions = _core.ids_array(positions, "positions")
+    io_error = ctypes.c_int(0)
+    st = _core.Status()
+    timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
+    _core.check_status(api().send_rows(
+        fd, src.ctypes.data, src.shape[0], src.strides[0] if src.shape[0] else 1,
         _p(positions, ctypes.c_int64), positions.shape[0], timeout_ms, ctypes.byref(io_error),
         ctypes.byref(st)), st)
     return int(io_error.value)

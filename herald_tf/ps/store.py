@@ -23,7 +23,7 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps.errors import DeadlineExceededError, FailedPreconditionError
 from herald_tf.ps.plan_mailbox import PlanMailbox
-from herald_tf.ps.table import TableShard, check_keys, check_rows
+from herald_tf.ps.table import ResolvedRows, TableShard, check_keys, check_rows
 
 DEFAULT_WAIT_S = 60.0
 
@@ -44,6 +44,9 @@ class PushEntry:
     A push may carry a table in several entries (chunks); its keys are distinct across all of
     them and its learning rate is the same in each. ``finite_checked``: the service already
     checked every gradient finite on arrival (while receiving it), so the store does not again.
+    ``distinct_checked``: the table's keys in this push were already found distinct (by
+    ``check_push``, or by ``resolve_push_keys`` for a table the push carries in one entry).
+    ``rows``: the keys' rows as ``resolve_push_keys`` found them, for the apply.
     """
 
     table: str
@@ -51,6 +54,8 @@ class PushEntry:
     grads: np.ndarray
     learning_rate: float
     finite_checked: bool = False
+    distinct_checked: bool = False
+    rows: ResolvedRows | None = None
 
 
 @dataclasses.dataclass
@@ -286,21 +291,70 @@ class ShardStore:
         ``DeadlineExceededError`` after ``timeout`` seconds (the push stays recorded).
         """
         with self._cond:
-            checked = self._check_push(step, rank, entries)
-            pending = self._pending.get(step)
-            if pending is None:
-                pending = self._pending[step] = _PendingStep(time.time())
-            pending.pushes[rank] = checked
-            for e in checked:
-                pending.learning_rates.setdefault(e.table, e.learning_rate)
-            self._counters["push_requests"] += 1
-            self._counters["rows_pushed"] += sum(int(e.keys.shape[0]) for e in checked)
-            self._apply_ready()
-            if wait_applied:
-                deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
-                self._wait(lambda: self.applied_step >= step, deadline,
-                           lambda: self._missing(min(step, self.applied_step + 1)))
+            return self._record_push(step, rank, self._check_push(step, rank, entries),
+                                     wait_applied, timeout)
+
+    def check_push(self, step: int, rank: int, entries: Sequence[PushEntry]) -> list[PushEntry]:
+        """Validates a push as ``push`` does, recording nothing; returns the checked entries.
+
+        The first phase of a push that the client commits only once every shard accepted its
+        part (the data plane's two-phase push), so a part refused by one shard is recorded by
+        none. ``commit_push`` records the entries returned here.
+        """
+        with self._cond:
+            return [dataclasses.replace(e, finite_checked=True, distinct_checked=True)
+                    for e in self._check_push(step, rank, entries)]
+
+    def commit_push(self, step: int, rank: int, checked: Sequence[PushEntry],
+                    wait_applied: bool = False, timeout: float | None = None,
+                    on_recorded: Callable[[int], None] | None = None) -> int:
+        """Records a push that ``check_push`` accepted, as ``push`` would; returns the applied step.
+
+        The step, the rank's turn, the tables and the learning rate are checked again (a restore
+        or another push may have come in between); the gradients' contents are not.
+        ``on_recorded(applied step)``, unless ``wait_applied``, is called once the push is
+        recorded and before the steps it completes are applied, with the step applied by then:
+        a service answers the caller from it while the update runs. No one sees the shard
+        before that update, which holds the shard's lock throughout.
+        """
+        with self._cond:
+            return self._record_push(step, rank, self._check_push(step, rank, checked),
+                                     wait_applied, timeout,
+                                     None if wait_applied else on_recorded)
+
+    def resolve_push_keys(self, table: str, keys: np.ndarray) -> ResolvedRows:
+        """Checks a push's keys of ``table`` distinct and finds their rows, for a service to run
+        while the push's gradients are still arriving: the push's check and apply then skip
+        that work (``PushEntry.distinct_checked``, ``PushEntry.rows``). Changes nothing."""
+        keys = check_keys(keys, f"pushed keys of table '{table}'", unique=True)
+        with self._cond:
+            return self._table(table).resolve(keys)
+
+    def _record_push(self, step: int, rank: int, checked: list[PushEntry], wait_applied: bool,
+                     timeout: float | None,
+                     on_recorded: Callable[[int], None] | None = None) -> int:
+        """Records a checked push, applies the steps it completes, and waits if asked (lock
+        held)."""
+        pending = self._pending.get(step)
+        if pending is None:
+            pending = self._pending[step] = _PendingStep(time.time())
+        pending.pushes[rank] = checked
+        for e in checked:
+            pending.learning_rates.setdefault(e.table, e.learning_rate)
+        self._counters["push_requests"] += 1
+        self._counters["rows_pushed"] += sum(int(e.keys.shape[0]) for e in checked)
+        if on_recorded is not None:
+            try:
+                on_recorded(self._complete_through())
+            finally:
+                self._apply_ready()  # recorded: applied whether or not the answer got out
             return self.applied_step
+        self._apply_ready()
+        if wait_applied:
+            deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
+            self._wait(lambda: self.applied_step >= step, deadline,
+                       lambda: self._missing(min(step, self.applied_step + 1)))
+        return self.applied_step
 
     def _check_push(self, step: int, rank: int, entries: Sequence[PushEntry]) -> list[PushEntry]:
         if self.num_workers is None:
@@ -348,11 +402,20 @@ class ShardStore:
                     f"Expected every rank to push step {step} of table '{e.table}' with learning "
                     f"rate {pending.learning_rates[e.table]}. Received: {lr} from rank {rank}")
             keys_of.setdefault(e.table, []).append(keys)
-            out.append(PushEntry(e.table, keys, grads, lr32))
+            out.append(PushEntry(e.table, keys, grads, lr32, rows=e.rows))
         for name, parts in keys_of.items():  # distinct across all chunks of a table
-            check_keys(np.concatenate(parts) if len(parts) > 1 else parts[0],
-                       f"pushed keys of table '{name}'", unique=True)
+            if not all(e.distinct_checked for e in entries if e.table == name):
+                check_keys(np.concatenate(parts) if len(parts) > 1 else parts[0],
+                           f"pushed keys of table '{name}'", unique=True)
         return out
+
+    def _complete_through(self) -> int:
+        """The step applied once every complete pending step is (lock held)."""
+        step = self.applied_step
+        while (p := self._pending.get(step + 1)) is not None and \
+                len(p.pushes) >= (self.num_workers or 0):
+            step += 1
+        return step
 
     def _apply_ready(self) -> None:
         """Applies every complete step in order (lock held)."""
@@ -362,14 +425,15 @@ class ShardStore:
             if pending is None or len(pending.pushes) < (self.num_workers or 0):
                 return
             for name in sorted(pending.learning_rates):
-                keys, grads, ranks = [], [], 0
+                keys, grads, rows, ranks = [], [], [], 0
                 for r in range(self.num_workers or 0):
                     mine = [e for e in pending.pushes[r] if e.table == name]
                     ranks += bool(mine)
                     keys += [e.keys for e in mine]
                     grads += [e.grads for e in mine]
+                    rows += [e.rows for e in mine]
                 self._counters["rows_updated"] += self.tables[name].apply(
-                    keys, grads, pending.learning_rates[name], distinct=ranks == 1)
+                    keys, grads, pending.learning_rates[name], distinct=ranks == 1, rows=rows)
             del self._pending[step]
             self.applied_step = step
             self._counters["steps_applied"] += 1

@@ -10,6 +10,9 @@ vectorised numpy. Not thread-safe: the owning ``ShardStore`` serialises calls.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import numpy as np
 
 from herald_tf import _core
@@ -67,6 +70,18 @@ def _gather(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return _core.gather_rows(table, rows)
 
 
+@dataclasses.dataclass
+class ResolvedRows:
+    """Rows of some keys in one ``TableShard`` (-1: no row yet), found before an apply.
+
+    Valid for as long as that shard object holds the table: rows never move or go away in it,
+    and a restore replaces the object, so the apply checks ``table`` is still itself.
+    """
+
+    table: TableShard
+    rows: np.ndarray
+
+
 class TableShard:
     """The rows of one table that live on one shard."""
 
@@ -110,6 +125,23 @@ class TableShard:
                 self.state[new_rows] = _core.init_state(cfg.optimizer, new_keys.shape[0], self.dim)
             self.versions[new_rows] = 0
         return rows
+
+    def resolve(self, keys: np.ndarray) -> ResolvedRows:
+        """The rows of ``keys`` now (-1 where absent), for a later ``apply``; creates none."""
+        return ResolvedRows(self, self.index.lookup(keys))
+
+    def _rows_for_apply(self, all_keys: np.ndarray, rows: Sequence[ResolvedRows | None]
+                        ) -> np.ndarray:
+        """Rows of ``all_keys`` (the parts' keys in order), creating absent ones; parts resolved
+        against this shard need a lookup only for the keys absent when they were resolved."""
+        if not rows or any(r is None or r.table is not self for r in rows):
+            return self._rows_creating(all_keys)
+        found = rows[0].rows if len(rows) == 1 else np.concatenate([r.rows for r in rows])
+        absent = found < 0
+        if absent.any():  # another push may have created some meanwhile: looked up again
+            found = found.copy()
+            found[absent] = self._rows_creating(all_keys[absent])
+        return found
 
     def versions_of(self, keys: np.ndarray) -> np.ndarray:
         """Version of every key (0 for an absent row)."""
@@ -186,13 +218,14 @@ class TableShard:
         self.versions[rows] = versions
 
     def apply(self, keys: list[np.ndarray], grads: list[np.ndarray], learning_rate: float,
-              distinct: bool = False) -> int:
+              distinct: bool = False, rows: Sequence[ResolvedRows | None] = ()) -> int:
         """Sums validated gradient parts in order and applies the optimizer once per key.
 
         ``keys[i]``/``grads[i]`` are the parts (chunks) of every rank's push, in increasing rank
         order, each rank's keys distinct. A key's summed gradient is ((g_r0 + g_r1) + g_r2) ...
         so the result does not depend on arrival order. ``distinct`` says no key appears twice
         over all parts (one rank pushed): then each part is applied as it is, without copies.
+        ``rows``: each part's rows as resolved on arrival (``resolve``), when all were.
         Returns the number of rows updated.
         """
         if not keys:
@@ -200,7 +233,7 @@ class TableShard:
         all_keys = keys[0] if len(keys) == 1 else np.concatenate(keys)
         if all_keys.shape[0] == 0:
             return 0
-        rows = self._rows_creating(all_keys)
+        rows = self._rows_for_apply(all_keys, rows)
         opt = self.config.optimizer
         if distinct:  # the parts as validated on arrival (distinct keys, finite): no re-check
             start = 0

@@ -10,8 +10,8 @@ pull, a push or a plan travel differs. Each shard's data port is asked for over 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,11 +21,16 @@ from herald_tf.transport.sharded import ShardSink
 from herald_tf.transport.tcp_data import (
     POST_PLANS,
     PULL,
-    PUSH,
     TAKE_PLANS,
     DataPlaneClient,
+    FrameArray,
+    GatheredRows,
+    PreparedPush,
     recv_rows_into,
 )
+from herald_tf.transport.types import Handle
+
+T = TypeVar("T")
 
 
 def _host(address: str) -> str:
@@ -62,11 +67,17 @@ class GrpcTcpTransport(GrpcTransport):
             return self._data[shard]
 
     def _data_call(self, shard: int, kind: int, meta: dict[str, Any],
-              arrays: list[tuple[str, np.ndarray]], timeout: float | None,
-              last: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                   arrays: list[tuple[str, np.ndarray]], timeout: float | None,
+                   last: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return self._on_data_plane(shard, lambda client: client.call(
+            kind, meta, arrays, self._deadline(timeout), last=last))
+
+    def _on_data_plane(self, shard: int, use: Callable[[DataPlaneClient], T]) -> T:
+        """``use(shard's data-plane client)``; a lost connection makes the next call ask the
+        shard for its data port again."""
         client = self._data_plane(shard)
         try:
-            return client.call(kind, meta, arrays, self._deadline(timeout), last=last)
+            return use(client)
         except UnavailableError:
             # the shard may have restarted with a new data port: ask again on the next try
             with self._data_lock:
@@ -116,19 +127,68 @@ class GrpcTcpTransport(GrpcTransport):
             sink((r.get("positions", np.arange(0, dtype=np.int64)), r["values"],
                   r.get("state"), r["versions"]))
 
-    def _push_shard(self, shard: int, step: int, rank: int,
-                    entries: list[tuple[str, np.ndarray, np.ndarray, float]],
-                    wait_applied: bool, timeout: float | None) -> int:
-        arrays = []
+    def push(self, step: int, rank: int, grads: Mapping[str, tuple[np.ndarray, np.ndarray]],
+             learning_rates: Mapping[str, float], *, wait_applied: bool = False,
+             timeout: float | None = None) -> Handle[int]:
+        """A push in two phases over the data plane: each shard receives its part (gradients
+        gathered while they are sent), checks it completely and answers; only when every shard
+        accepted does any record it (``commit``), else every shard drops it. So the shards do
+        the contents checks (finite gradients, distinct keys) that the ``grpc`` client makes
+        before sending, and a part one shard refuses is still recorded by none."""
+        per_shard: list[list[tuple[str, np.ndarray, GatheredRows, float]]] = [
+            [] for _ in range(self.num_shards)]
+        for table, k, g, lr, split in self._split_push(grads, learning_rates):
+            for s, pos in enumerate(split):
+                if pos.shape[0]:
+                    per_shard[s].append((table, k[pos], GatheredRows(g, pos), lr))
+        return Handle([self._prep_pool.submit(self._push_two_phase, step, rank, per_shard,
+                                              wait_applied, timeout)], lambda r: r[0])
+
+    def _push_two_phase(self, step: int, rank: int,
+                        per_shard: list[list[tuple[str, np.ndarray, GatheredRows, float]]],
+                        wait_applied: bool, timeout: float | None) -> int:
+        futures = [self._submit("push", (
+            lambda s=s, e=entries: self._prepare_push_shard(s, step, rank, e, wait_applied,
+                                                            timeout)), idempotent=False)
+            for s, entries in enumerate(per_shard)]
+        prepared: list[PreparedPush] = []
+        errors: list[BaseException] = []
+        for f in futures:  # every shard answers before any hears the decision
+            try:
+                prepared.append(f.result())
+            except Exception as e:  # noqa: BLE001 - raised below, after every shard dropped it
+                errors.append(e)
+        commit = not errors
+        deciding = []
+        for p in prepared:
+            try:
+                p.decide(commit)
+                deciding.append(p)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        applied = []
+        for p in deciding:
+            try:
+                applied.append(int(p.outcome().get("applied_step", -1)))
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        if errors:
+            raise errors[0]
+        return min(applied)
+
+    def _prepare_push_shard(self, shard: int, step: int, rank: int,
+                            entries: list[tuple[str, np.ndarray, GatheredRows, float]],
+                            wait_applied: bool, timeout: float | None) -> PreparedPush:
+        arrays: list[tuple[str, FrameArray]] = []
         for i, (_, keys, grads, _) in enumerate(entries):
             arrays += [(f"keys{i}", keys), (f"grads{i}", grads)]
         self.counters.add(keys=sum(k.nbytes for _, k, _, _ in entries),
                           pushed_gradients=sum(g.nbytes for _, _, g, _ in entries))
-        meta, _ = self._data_call(shard, PUSH, {
-            "step": step, "rank": rank, "wait_applied": wait_applied,
-            "timeout_s": timeout or 0.0,
-            "entries": [[table, lr] for table, _, _, lr in entries]}, arrays, timeout)
-        return int(meta["applied_step"])
+        meta = {"step": step, "rank": rank, "wait_applied": wait_applied,
+                "timeout_s": timeout or 0.0,
+                "entries": [[table, lr] for table, _, _, lr in entries]}
+        return self._on_data_plane(shard, lambda client: client.prepare_push(
+            meta, arrays, self._deadline(timeout)))
 
     def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
         self.counters.add(plans=sum(len(b) for b in plans.values()))

@@ -271,6 +271,24 @@ class ShardedTransport(Transport):
             raise _non_finite("gradients", table)
         return shard_keys, rows
 
+    def _split_push(self, grads: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                    learning_rates: Mapping[str, float]
+                    ) -> list[tuple[str, np.ndarray, np.ndarray, float, list[np.ndarray]]]:
+        """Each pushed table as (name, keys, gradients, learning rate, positions of each shard's
+        keys), its arguments checked (types, shapes, a learning rate, the connected table's
+        width); the gradients' contents are not."""
+        out = []
+        for table, (k, g) in grads.items():
+            k = _keys(k, f"pushed keys of table '{table}'")
+            g = _rows(g, k.shape[0], f"gradients of table '{table}'")
+            if table not in learning_rates:
+                raise InvalidArgumentError(
+                    f"Expected a learning rate for every pushed table. Received: none for "
+                    f"'{table}'")
+            self._check_rows(table, k, g, "gradients", contents=False)
+            out.append((table, k, g, float(learning_rates[table]), self._split(k)))
+        return out
+
     def _split(self, keys: np.ndarray) -> list[np.ndarray]:
         """Positions of each shard's keys: ``split_by_shard`` in one C++ pass."""
         return partition(keys, self.num_shards)
@@ -303,16 +321,8 @@ class ShardedTransport(Transport):
              timeout: float | None = None) -> Handle[int]:
         per_shard: list[list[tuple[str, np.ndarray, np.ndarray, float]]] = [
             [] for _ in range(self.num_shards)]
-        for table, (k, g) in grads.items():
-            k = _keys(k, f"pushed keys of table '{table}'")
-            g = _rows(g, k.shape[0], f"gradients of table '{table}'")
-            if table not in learning_rates:
-                raise InvalidArgumentError(
-                    f"Expected a learning rate for every pushed table. Received: none for "
-                    f"'{table}'")
-            lr = float(learning_rates[table])
-            self._check_rows(table, k, g, "gradients", contents=False)
-            parts = [(s, pos) for s, pos in enumerate(self._split(k)) if pos.shape[0]]
+        for table, k, g, lr, split in self._split_push(grads, learning_rates):
+            parts = [(s, pos) for s, pos in enumerate(split) if pos.shape[0]]
             # every shard's part is checked and copied (on 2 threads) before anything is sent
             done = [self._prep_pool.submit(self._push_part, table, k, g, pos)
                     for _, pos in parts[1:]]

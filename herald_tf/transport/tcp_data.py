@@ -42,12 +42,13 @@ import ssl
 import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from herald_tf.errors import HeraldError, InvalidArgumentError
-from herald_tf.ps._native import find_non_finite, recv_rows
+from herald_tf.ps._native import find_non_finite, recv_rows, send_rows
 from herald_tf.ps.errors import (
     ERROR_BY_GRPC_CODE,
     DeadlineExceededError,
@@ -61,7 +62,7 @@ from herald_tf.transport import wire
 
 MAGIC = b"HRLD"
 HEADER = struct.Struct("<4sIIQ")
-HELLO, PULL, PUSH, POST_PLANS, TAKE_PLANS = 0, 1, 2, 3, 4
+HELLO, PULL, PUSH, POST_PLANS, TAKE_PLANS, PUSH_DECISION = 0, 1, 2, 3, 4, 5
 OK, ERROR = 0, 1
 #: Largest meta accepted (JSON with table names and array specs), and before authentication.
 MAX_META_BYTES = 1 << 20
@@ -95,26 +96,69 @@ def _recv_exact(sock: socket.socket, view: memoryview) -> None:
         got += n
 
 
+class GatheredRows:
+    """Rows ``src[positions]`` as one array of a frame, gathered while they are sent.
+
+    A push sends each shard its gradients in the shard's key order; gathering them first would
+    write the whole part to memory and the kernel would read it back (on the 2-core machine the
+    gather and the send's copy were each a quarter of a push's client CPU).
+    """
+
+    def __init__(self, src: np.ndarray, positions: np.ndarray) -> None:
+        self.src = np.ascontiguousarray(src)
+        self.positions = positions
+        self.dtype = self.src.dtype
+        self.shape = (int(positions.shape[0]), *self.src.shape[1:])
+        self.nbytes = self.shape[0] * (self.src.strides[0] if self.src.shape[0] else 0)
+
+    def send(self, sock: socket.socket) -> None:
+        """Sends the rows: gathered in C++ on a plain socket, in cache-sized pieces through TLS."""
+        if not isinstance(sock, ssl.SSLSocket):
+            err = send_rows(sock.fileno(), self.src, self.positions, sock.gettimeout())
+            if err == errno.ETIMEDOUT:
+                raise TimeoutError(f"the socket stayed full for {sock.gettimeout()} s")
+            if err:
+                raise ConnectionError(os.strerror(err))
+            return
+        per = max(1, STREAM_CHUNK_BYTES // max(1, self.src.strides[0]))
+        for begin in range(0, self.shape[0], per):
+            sock.sendall(np.take(self.src, self.positions[begin:begin + per], axis=0))
+
+
+FrameArray = np.ndarray | GatheredRows
+
+
 def send_frame(sock: socket.socket, kind: int, meta: Mapping[str, Any],
-               arrays: Sequence[tuple[str, np.ndarray]] = ()) -> None:
+               arrays: Sequence[tuple[str, FrameArray]] = ()) -> None:
     """Sends one frame; the arrays go to the socket from their own memory (no copy)."""
-    arrays = [(name, np.ascontiguousarray(a)) for name, a in arrays]
+    arrays = [(name, a if isinstance(a, GatheredRows) else np.ascontiguousarray(a))
+              for name, a in arrays]
     specs = [[name, _CODES[a.dtype.str], list(a.shape)] for name, a in arrays]
     body = json.dumps({**meta, "arrays": specs}).encode()
     payload = sum(a.nbytes for _, a in arrays)
-    buffers = [HEADER.pack(MAGIC, kind, len(body), payload) + body]
-    buffers += [memoryview(a).cast("B") for _, a in arrays if a.nbytes]
-    if isinstance(sock, ssl.SSLSocket):  # no scatter-gather through TLS
-        for b in buffers:
-            sock.sendall(b)
-        return
-    # one system call (one segment train) for the frame; sendmsg may send part of it
+    buffers: list[Any] = [HEADER.pack(MAGIC, kind, len(body), payload) + body]
+    for _, a in arrays:
+        if a.nbytes:
+            buffers.append(a if isinstance(a, GatheredRows) else memoryview(a).cast("B"))
     while buffers:
-        sent = sock.sendmsg(buffers)
-        while buffers and sent >= len(buffers[0]):
+        if isinstance(buffers[0], GatheredRows):
+            buffers.pop(0).send(sock)
+            continue
+        contiguous = 0
+        while contiguous < len(buffers) and not isinstance(buffers[contiguous], GatheredRows):
+            contiguous += 1
+        if isinstance(sock, ssl.SSLSocket):  # no scatter-gather through TLS
+            for b in buffers[:contiguous]:
+                sock.sendall(b)
+            del buffers[:contiguous]
+            continue
+        # one system call (one segment train) for the buffers; sendmsg may send part of them
+        sent = sock.sendmsg(buffers[:contiguous])
+        while contiguous and sent >= len(buffers[0]):
             sent -= len(buffers[0])
             buffers.pop(0)
-        if buffers and sent:
+            contiguous -= 1
+        if contiguous and sent:
             buffers[0] = memoryview(buffers[0])[sent:]
 
 
@@ -127,6 +171,9 @@ def _spec(item: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
     return item[0], DTYPES[item[1]], tuple(item[2])
 
 
+FrameHead = tuple[int, dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]
+
+
 def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
                max_payload: int = MAX_PAYLOAD_BYTES, last: LastArray | None = None
                ) -> tuple[int, dict[str, Any], Arrays]:
@@ -137,6 +184,14 @@ def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
     straight to their places in request order; a push's gradients are checked while cache-warm),
     which may add it to those arrays.
     """
+    kind, meta, specs = recv_head(sock, max_meta, max_payload)
+    return kind, meta, recv_arrays(sock, specs, last)
+
+
+def recv_head(sock: socket.socket, max_meta: int = MAX_META_BYTES,
+              max_payload: int = MAX_PAYLOAD_BYTES) -> FrameHead:
+    """Receives a frame's header and meta: (kind or status, meta, specs of the arrays that
+    follow), so the receiver can choose how to take the arrays (``recv_arrays``)."""
     header = bytearray(HEADER.size)
     _recv_exact(sock, memoryview(header))
     magic, kind, meta_bytes, payload = HEADER.unpack(header)
@@ -157,8 +212,16 @@ def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
     if sum(sizes) != payload or len({name for name, _, _ in specs}) != len(specs):
         raise FrameError(f"Expected distinct arrays of {payload} payload bytes in all. "
                          f"Received: {len(specs)} arrays of {sum(sizes)} bytes")
+    return kind, meta, specs
+
+
+def recv_arrays(sock: socket.socket, specs: list[tuple[str, np.dtype, tuple[int, ...]]],
+                last: LastArray | None = None) -> Arrays:
+    """Receives the arrays of a frame whose head ``recv_head`` returned (``last``: as in
+    ``recv_frame``)."""
     arrays: Arrays = {}
-    for i, ((name, dtype, shape), size) in enumerate(zip(specs, sizes, strict=True)):
+    for i, (name, dtype, shape) in enumerate(specs):
+        size = dtype.itemsize * int(np.prod(shape))
         if last is not None and i == len(specs) - 1 and len(shape) == 2 and size:
             last(arrays, sock, name, dtype, shape)
             continue
@@ -166,7 +229,7 @@ def recv_frame(sock: socket.socket, max_meta: int = MAX_META_BYTES,
         if size:
             _recv_exact(sock, memoryview(a).cast("B"))
         arrays[name] = a
-    return kind, meta, arrays
+    return arrays
 
 
 def _recv_checked(arrays: Arrays, sock: socket.socket, name: str, dtype: np.dtype,
@@ -241,6 +304,8 @@ class DataPlaneServer:
         self._closed = False
         self._thread = threading.Thread(target=self._accept, name="herald-data-accept",
                                         daemon=True)
+        # a push's key checks and row lookups, while its gradients arrive (_receive_gradients)
+        self._key_work = ThreadPoolExecutor(max_workers=2, thread_name_prefix="herald-keys")
 
     def start(self) -> DataPlaneServer:
         self._thread.start()
@@ -257,6 +322,7 @@ class DataPlaneServer:
             except OSError:
                 pass
             s.close()
+        self._key_work.shutdown(wait=False)
 
     def _accept(self) -> None:
         while True:
@@ -292,23 +358,26 @@ class DataPlaneServer:
             sock.settimeout(None)
             while True:
                 checked: dict[str, int] = {}
+                rows: dict[int, Future] = {}
                 try:
                     # a request over the PS's limit is refused from its header, before any
                     # allocation
-                    kind, meta, arrays = recv_frame(
-                        sock, max_payload=wire.MAX_REQUEST_BYTES,
-                        last=functools.partial(_recv_checked, checked=checked))
+                    kind, meta, specs = recv_head(sock, max_payload=wire.MAX_REQUEST_BYTES)
+                    arrays = recv_arrays(sock, specs, last=functools.partial(
+                        self._receive_gradients, meta, checked, rows) if kind == PUSH else None)
                 except FrameError as e:
-                    self.store.count_error()
-                    send_frame(sock, ERROR, {"code": "INVALID_ARGUMENT", "message": str(e)})
+                    self._send_error(sock, e)
                     return
                 try:
-                    reply_meta, reply = self._handle(kind, meta, arrays, checked)
+                    if kind == PUSH:  # answers itself
+                        self._serve_push(sock, meta, arrays, checked, rows)
+                        continue
+                    reply_meta, reply = self._handle(kind, meta, arrays)
+                except FrameError as e:  # the decision after a prepared push was not one
+                    self._send_error(sock, e)
+                    return
                 except Exception as e:  # noqa: BLE001 - every error goes back to this caller only
-                    self.store.count_error()
-                    message = str(e) if isinstance(e, HeraldError) else \
-                        f"{type(e).__name__}: {e}"
-                    send_frame(sock, ERROR, {"code": grpc_code_of(e), "message": message})
+                    self._send_error(sock, e)
                     continue
                 send_frame(sock, OK, reply_meta, reply)
         except (OSError, FrameError):
@@ -318,10 +387,84 @@ class DataPlaneServer:
                 self._conns.discard(conn)
             sock.close()
 
-    def _handle(self, kind: int, meta: dict[str, Any], arrays: Arrays, checked: dict[str, int]
+    def _send_error(self, sock: socket.socket, e: Exception) -> None:
+        self.store.count_error()
+        message = str(e) if isinstance(e, HeraldError) else f"{type(e).__name__}: {e}"
+        send_frame(sock, ERROR, {"code": grpc_code_of(e), "message": message})
+
+    def _receive_gradients(self, meta: dict[str, Any], checked: dict[str, int],
+                           rows: dict[int, Future], arrays: Arrays, sock: socket.socket,
+                           name: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        """Receives a push's last gradients, checking them finite on the way; meanwhile another
+        thread checks the keys that came before them distinct and finds their rows (``rows``),
+        work the push would otherwise do after the last byte arrived."""
+        entries = meta.get("entries")
+        i = int(name[5:]) if name.startswith("grads") and name[5:].isdigit() else -1
+        # only for a well-formed entry whose table no other entry names (its keys are then
+        # distinct if they are distinct here); anything else is checked and refused later
+        if 0 <= i < len(entries if isinstance(entries, list) else []) and \
+                f"keys{i}" in arrays and isinstance(entries[i], list) and entries[i] and \
+                isinstance(entries[i][0], str) and \
+                sum(isinstance(e, list) and e[:1] == entries[i][:1] for e in entries) == 1:
+            rows[i] = self._key_work.submit(self.store.resolve_push_keys, entries[i][0],
+                                            arrays[f"keys{i}"])
+        _recv_checked(arrays, sock, name, dtype, shape, checked)
+
+    def _serve_push(self, sock: socket.socket, meta: dict[str, Any], arrays: Arrays,
+                    checked: dict[str, int], rows: dict[int, Future]) -> None:
+        """A push in two phases: the part is checked completely and answered ``prepared``; the
+        client then sends every shard its decision (``commit`` only when all shards prepared),
+        and the part is recorded or dropped. A connection lost in between drops it. A commit
+        is answered as soon as it is recorded, while the shard applies it (``commit_push``).
+
+        ``checked``: name → first non-finite flat index (or -1) of the gradients already checked
+        while they arrived; ``rows``: entry → its keys' rows, resolved meanwhile.
+        """
+        resolved = {i: f.result() for i, f in rows.items()}  # raises e.g. on duplicate keys
+        entries = []
+        for i, item in enumerate(_field(meta, "entries", list, [])):
+            if not (isinstance(item, list) and len(item) == 2):
+                raise InvalidArgumentError(f"Expected [table, learning rate] entries. "
+                                           f"Received: {item!r}")
+            table = _field({"table": item[0]}, "table", str)
+            lr = _field({"learning_rate": item[1]}, "learning_rate", (int, float))
+            keys, grads = arrays.get(f"keys{i}"), arrays.get(f"grads{i}")
+            if keys is None or grads is None:
+                raise InvalidArgumentError(f"Expected keys{i} and grads{i} in a push.")
+            bad = checked.get(f"grads{i}")
+            if bad is not None and bad >= 0:
+                raise InvalidArgumentError(
+                    f"Expected finite gradients for table '{table}'. Received: "
+                    f"{grads.reshape(-1)[bad]} at flat index {bad}")
+            entries.append(PushEntry(table, keys, grads, float(lr),
+                                     finite_checked=bad is not None,
+                                     distinct_checked=i in resolved, rows=resolved.get(i)))
+        step, rank = _field(meta, "step", int), _field(meta, "rank", int)
+        prepared = self.store.check_push(step, rank, entries)
+        send_frame(sock, OK, {"prepared": True})
+        kind, decision, _ = recv_frame(sock, max_payload=0)
+        if kind != PUSH_DECISION or not isinstance(decision.get("commit"), bool):
+            raise FrameError(f"Expected the client's decision on a prepared push (kind "
+                             f"{PUSH_DECISION}, 'commit': true or false). Received: kind {kind}, "
+                             f"meta {decision!r}")
+        if not decision["commit"]:
+            send_frame(sock, OK, {"committed": False})
+            return
+        answered = []
+
+        def answer(applied: int) -> None:
+            answered.append(True)
+            send_frame(sock, OK, {"committed": True, "applied_step": applied})
+
+        timeout = _field(meta, "timeout_s", (int, float), 0) or None
+        applied = self.store.commit_push(step, rank, prepared, wait_applied=_field(
+            meta, "wait_applied", bool, False), timeout=timeout, on_recorded=answer)
+        if not answered:
+            answer(applied)
+
+    def _handle(self, kind: int, meta: dict[str, Any], arrays: Arrays
                 ) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
-        """Serves one request. ``checked``: name → first non-finite flat index (or -1) of the
-        float arrays already checked while they arrived."""
+        """Serves one request other than a push."""
         timeout = _field(meta, "timeout_s", (int, float), 0) or None
         if kind == PULL:
             have, need = arrays.get("have_versions"), arrays.get("min_versions")
@@ -335,28 +478,6 @@ class DataPlaneServer:
             if r.state is not None:
                 reply.append(("state", r.state))
             return {}, [*reply, ("values", r.values)]  # values last: clients stream them
-        if kind == PUSH:
-            entries = []
-            for i, item in enumerate(_field(meta, "entries", list, [])):
-                if not (isinstance(item, list) and len(item) == 2):
-                    raise InvalidArgumentError(f"Expected [table, learning rate] entries. "
-                                               f"Received: {item!r}")
-                table = _field({"table": item[0]}, "table", str)
-                lr = _field({"learning_rate": item[1]}, "learning_rate", (int, float))
-                keys, grads = arrays.get(f"keys{i}"), arrays.get(f"grads{i}")
-                if keys is None or grads is None:
-                    raise InvalidArgumentError(f"Expected keys{i} and grads{i} in a push.")
-                bad = checked.get(f"grads{i}")
-                if bad is not None and bad >= 0:
-                    raise InvalidArgumentError(
-                        f"Expected finite gradients for table '{table}'. Received: "
-                        f"{grads.reshape(-1)[bad]} at flat index {bad}")
-                entries.append(PushEntry(table, keys, grads, float(lr),
-                                         finite_checked=bad is not None))
-            applied = self.store.push(_field(meta, "step", int), _field(meta, "rank", int),
-                                      entries, wait_applied=_field(meta, "wait_applied", bool,
-                                                                   False), timeout=timeout)
-            return {"applied_step": applied}, []
         if kind == POST_PLANS:
             ranks = _field(meta, "ranks", list)
             if not all(isinstance(r, int) for r in ranks):
@@ -373,7 +494,8 @@ class DataPlaneServer:
             return {}, [(f"plan{i}", np.frombuffer(p, np.uint8)) for i, p in enumerate(plans)]
         raise InvalidArgumentError(
             f"Expected a data-plane request kind in {{{PULL}: pull, {PUSH}: push, {POST_PLANS}: "
-            f"post plans, {TAKE_PLANS}: take plans}}. Received: {kind}")
+            f"post plans, {TAKE_PLANS}: take plans}} (a push's decision follows its push). "
+            f"Received: {kind}")
 
 
 # -- client ------------------------------------------------------------------------------------
@@ -409,18 +531,12 @@ class DataPlaneClient:
             sock.close()
             raise
 
-    def call(self, kind: int, meta: Mapping[str, Any], arrays: Sequence[tuple[str, np.ndarray]],
-             timeout: float, last: LastArray | None = None) -> tuple[dict[str, Any], Arrays]:
-        """Sends one request and returns the reply; raises the server's error class.
-
-        A lost or broken connection raises ``UnavailableError`` (the caller retries idempotent
-        requests), a reply later than ``timeout`` seconds ``DeadlineExceededError``.
-        """
+    def _checkout(self) -> socket.socket:
+        """An idle connection that is still open, or a new one."""
         with self._lock:
             if self._closed:
                 raise UnavailableError("the transport is closed")
             sock = self._idle.pop() if self._idle else None
-        where = f"{self.host}:{self.port}"
         if sock is not None and not _alive(sock):  # e.g. the server restarted meanwhile
             sock.close()
             sock = None
@@ -430,11 +546,24 @@ class DataPlaneClient:
             except HeraldError:  # the server's refusal (UnauthenticatedError is an OSError)
                 raise
             except (OSError, FrameError) as e:
-                raise UnavailableError(f"data-plane connection to {where} failed: {e}") from None
+                raise UnavailableError(f"data-plane connection to {self.host}:{self.port} "
+                                       f"failed: {e}") from None
+        return sock
+
+    def _checkin(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._closed:
+                sock.close()
+            else:
+                self._idle.append(sock)
+
+    def _io(self, sock: socket.socket, timeout: float, step: Callable[[], Any]) -> Any:
+        """Runs one send or receive on ``sock``; a broken connection is closed and raised as
+        ``UnavailableError``, no reply within ``timeout`` as ``DeadlineExceededError``."""
+        where = f"{self.host}:{self.port}"
         try:
             sock.settimeout(timeout)
-            send_frame(sock, kind, meta, arrays)
-            status, reply_meta, reply = recv_frame(sock, last=last)
+            return step()
         except TimeoutError:
             sock.close()
             raise DeadlineExceededError(f"data-plane call to {where} got no reply within "
@@ -442,14 +571,38 @@ class DataPlaneClient:
         except (OSError, FrameError) as e:
             sock.close()
             raise UnavailableError(f"data-plane connection to {where} failed: {e}") from None
-        with self._lock:
-            if self._closed:
-                sock.close()
-            else:
-                self._idle.append(sock)
+
+    def _reply(self, sock: socket.socket, timeout: float, last: LastArray | None = None
+               ) -> tuple[dict[str, Any], Arrays]:
+        """Receives a reply and gives the connection back; raises the server's error class."""
+        status, reply_meta, reply = self._io(sock, timeout, lambda: recv_frame(sock, last=last))
+        self._checkin(sock)
         if status != OK:
             raise _reply_error(reply_meta)
         return reply_meta, reply
+
+    def call(self, kind: int, meta: Mapping[str, Any], arrays: Sequence[tuple[str, FrameArray]],
+             timeout: float, last: LastArray | None = None) -> tuple[dict[str, Any], Arrays]:
+        """Sends one request and returns the reply; raises the server's error class.
+
+        A lost or broken connection raises ``UnavailableError`` (the caller retries idempotent
+        requests), a reply later than ``timeout`` seconds ``DeadlineExceededError``.
+        """
+        sock = self._checkout()
+        self._io(sock, timeout, lambda: send_frame(sock, kind, meta, arrays))
+        return self._reply(sock, timeout, last)
+
+    def prepare_push(self, meta: Mapping[str, Any], arrays: Sequence[tuple[str, FrameArray]],
+                     timeout: float) -> PreparedPush:
+        """Sends one shard's part of a push; returns once the shard checked and accepted it
+        (raises its error otherwise), keeping the connection for the decision."""
+        sock = self._checkout()
+        self._io(sock, timeout, lambda: send_frame(sock, PUSH, meta, arrays))
+        status, reply_meta, _ = self._io(sock, timeout, lambda: recv_frame(sock))
+        if status != OK:
+            self._checkin(sock)
+            raise _reply_error(reply_meta)
+        return PreparedPush(self, sock, timeout)
 
     def drop_idle(self) -> None:
         """Closes the idle connections (calls in flight keep theirs)."""
@@ -463,6 +616,22 @@ class DataPlaneClient:
         with self._lock:
             self._closed = True
         self.drop_idle()
+
+
+class PreparedPush:
+    """A shard's part of a push that the shard accepted and holds until it hears the decision."""
+
+    def __init__(self, client: DataPlaneClient, sock: socket.socket, timeout: float) -> None:
+        self._client, self._sock, self._timeout = client, sock, timeout
+
+    def decide(self, commit: bool) -> None:
+        """Tells the shard to record the part (``commit``) or to drop it."""
+        self._client._io(self._sock, self._timeout, lambda: send_frame(
+            self._sock, PUSH_DECISION, {"commit": commit}))
+
+    def outcome(self) -> dict[str, Any]:
+        """The shard's answer to the decision: ``committed`` and, if so, ``applied_step``."""
+        return self._client._reply(self._sock, self._timeout)[0]
 
 
 def _alive(sock: socket.socket) -> bool:

@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 // Version of this ABI; bump on any incompatible change. Checked by herald_tf/ps/_native.py.
-#define HERALD_PS_API_VERSION 4
+#define HERALD_PS_API_VERSION 5
 int herald_ps_api_version(void);
 
 typedef struct HeraldKeyIndex HeraldKeyIndex;  // opaque
@@ -93,6 +93,15 @@ int herald_ps_gather_rows_checked(const float* src /* (src_rows, width) */, int6
 // ETIMEDOUT, or the errno of a failed call (the connection is then unusable). Positions are
 // range-checked before anything is read.
 int herald_ps_recv_rows(int fd, char* out /* (out_rows, row_bytes) */, int64_t out_rows,
+                        int64_t row_bytes, const int64_t* positions /* (n) */, int64_t n,
+                        int64_t timeout_ms, int* io_error, HeraldStatus* status);
+
+// Sends rows src[positions[0]], src[positions[1]], ... (each `row_bytes`) to socket `fd`, gathered
+// through a cache-sized staging buffer: a push's gradients leave in the shard's key order without
+// a gathered copy in memory. Waits up to timeout_ms (< 0: no limit) whenever the socket is full.
+// I/O outcome in *io_error as herald_ps_recv_rows (the connection is unusable after an error).
+// Positions are range-checked before anything is sent.
+int herald_ps_send_rows(int fd, const char* src /* (src_rows, row_bytes) */, int64_t src_rows,
                         int64_t row_bytes, const int64_t* positions /* (n) */, int64_t n,
                         int64_t timeout_ms, int* io_error, HeraldStatus* status);
 

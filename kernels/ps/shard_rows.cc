@@ -1,6 +1,7 @@
 // Client-side row movement of the PS transport (see ps_api.h): the stable key -> shard partition
 // (herald_tf/ps/sharding.py defines the function), a gather of rows that also finds non-finite
-// values in the same pass, and a socket receive that lands rows at their places.
+// values in the same pass, a socket send that gathers rows on the way, and a socket receive that
+// lands rows at their places.
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -160,6 +161,75 @@ int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
       *io_error = errno;
       break;
     }
+  }
+  return SetOk(status);
+}
+
+int herald_ps_send_rows(int fd, const char* src, int64_t src_rows, int64_t row_bytes,
+                        const int64_t* positions, int64_t n, int64_t timeout_ms, int* io_error,
+                        HeraldStatus* status) {
+  if (fd < 0 || src_rows < 0 || row_bytes <= 0 || n < 0 || io_error == nullptr ||
+      (n > 0 && (src == nullptr || positions == nullptr))) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected a socket, source rows and positions. Received: fd=%lld, n=%lld",
+                     static_cast<long long>(fd), static_cast<long long>(n));
+  }
+  if (herald::CheckIdsInRange(positions, n, src_rows, "position", status)) return status->code;
+  *io_error = 0;
+  // Rows are gathered into a cache-sized stage and sent from there: the kernel's copy then reads
+  // cache-warm bytes, and the gathered rows never travel to memory and back (a gather of the
+  // whole part before one send cost about twice the CPU on the 2-core machine).
+  constexpr int64_t kStageBytes = 256 << 10;
+  const int64_t stage_rows = kStageBytes > row_bytes ? kStageBytes / row_bytes : 1;
+  std::vector<char> stage;
+  try {
+    stage.resize(static_cast<size_t>(stage_rows * row_bytes));
+  } catch (...) {
+    return SetStatus(status, HERALD_INTERNAL, "Out of memory staging rows of %lld bytes",
+                     static_cast<long long>(row_bytes));
+  }
+  const int64_t width = row_bytes / static_cast<int64_t>(sizeof(float));
+  const bool prefetch = row_bytes % static_cast<int64_t>(sizeof(float)) == 0;
+  for (int64_t row = 0; row < n && *io_error == 0;) {
+    const int64_t rows = n - row < stage_rows ? n - row : stage_rows;
+    for (int64_t k = 0; k < rows; ++k) {
+      if (prefetch && row + k + herald::kRowsAhead < n) {
+        herald::PrefetchRow(
+            reinterpret_cast<const float*>(src + positions[row + k + herald::kRowsAhead] *
+                                                     row_bytes),
+            width, false);
+      }
+      memcpy(stage.data() + k * row_bytes, src + positions[row + k] * row_bytes,
+             static_cast<size_t>(row_bytes));
+    }
+    int64_t sent = 0;
+    const int64_t bytes = rows * row_bytes;
+    while (sent < bytes) {
+      const ssize_t put = send(fd, stage.data() + sent, static_cast<size_t>(bytes - sent),
+                               MSG_NOSIGNAL);
+      if (put > 0) {
+        sent += put;
+        continue;
+      }
+      if (put < 0 && errno == EINTR) continue;
+      if (put < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        *io_error = errno;
+        break;
+      }
+      struct pollfd p = {fd, POLLOUT, 0};
+      const int wait_ms =
+          timeout_ms < 0 || timeout_ms > INT_MAX ? -1 : static_cast<int>(timeout_ms);
+      const int ready = poll(&p, 1, wait_ms);
+      if (ready == 0) {
+        *io_error = ETIMEDOUT;
+        break;
+      }
+      if (ready < 0 && errno != EINTR) {
+        *io_error = errno;
+        break;
+      }
+    }
+    row += rows;
   }
   return SetOk(status);
 }
