@@ -69,6 +69,11 @@ class _Api:
                                       _I64, _I64P, _I64, f32p, _I64P, _STATUS)
         self.recv_rows = fn("herald_ps_recv_rows", ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                             _I64, _I64, _I64P, _I64, _I64, ctypes.POINTER(ctypes.c_int), _STATUS)
+        self.recv_floats_checked = fn("herald_ps_recv_floats_checked", ctypes.c_int,
+                                      ctypes.c_int, f32p, _I64, _I64, _I64P,
+                                      ctypes.POINTER(ctypes.c_int), _STATUS)
+        self.lookup_distinct = fn("herald_ps_key_index_lookup_distinct", ctypes.c_int,
+                                  ctypes.c_void_p, _I64P, _I64, _I64P, _I64P, _I64P, _STATUS)
         self.send_rows = fn("herald_ps_send_rows", ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                             _I64, _I64, _I64P, _I64, _I64, ctypes.POINTER(ctypes.c_int), _STATUS)
 
@@ -115,6 +120,19 @@ class KeyIndex:
         _core.check_status(self._api.lookup(self._handle, _p(keys, ctypes.c_int64), keys.shape[0],
                                       _p(rows, ctypes.c_int64), ctypes.byref(st)), st)
         return rows
+
+    def lookup_distinct(self, keys: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:
+        """(row of each key or -1, the first repeated key as ``find_duplicate`` gives it or
+        None), in one pass; changes nothing."""
+        keys = _keys(keys)
+        rows = np.empty(keys.shape[0], dtype=np.int64)
+        dup = ctypes.c_int64(-1)
+        first = ctypes.c_int64(-1)
+        st = _core.Status()
+        _core.check_status(self._api.lookup_distinct(
+            self._handle, _p(keys, ctypes.c_int64), keys.shape[0], _p(rows, ctypes.c_int64),
+            ctypes.byref(dup), ctypes.byref(first), ctypes.byref(st)), st)
+        return rows, None if dup.value < 0 else (int(first.value), int(dup.value))
 
     def lookup_or_insert(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, is_new): absent keys get the next rows; is_new marks their first appearance."""
@@ -252,3 +270,19 @@ def send_rows(fd: int, src: np.ndarray, positions: np.ndarray, timeout_s: float 
         _p(positions, ctypes.c_int64), positions.shape[0], timeout_ms, ctypes.byref(io_error),
         ctypes.byref(st)), st)
     return int(io_error.value)
+
+
+def recv_floats_checked(fd: int, out: np.ndarray, timeout_s: float | None) -> tuple[int, int]:
+    """Receives ``out.size`` float32s from socket ``fd`` into ``out`` (C-contiguous), checking
+    them finite as they arrive: (I/O result as ``recv_rows``, flat index of the first NaN/Inf or
+    -1)."""
+    if out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise InvalidArgumentError("Expected a C-contiguous writeable float32 output array.")
+    io_error = ctypes.c_int(0)
+    bad = ctypes.c_int64(-1)
+    st = _core.Status()
+    timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
+    _core.check_status(api().recv_floats_checked(
+        fd, _p(out, ctypes.c_float), out.size, timeout_ms, ctypes.byref(bad),
+        ctypes.byref(io_error), ctypes.byref(st)), st)
+    return int(io_error.value), int(bad.value)

@@ -326,9 +326,10 @@ class ShardStore:
         """Checks a push's keys of ``table`` distinct and finds their rows, for a service to run
         while the push's gradients are still arriving: the push's check and apply then skip
         that work (``PushEntry.distinct_checked``, ``PushEntry.rows``). Changes nothing."""
-        keys = check_keys(keys, f"pushed keys of table '{table}'", unique=True)
+        what = f"pushed keys of table '{table}'"
+        keys = check_keys(keys, what, unique=False)
         with self._cond:
-            return self._table(table).resolve(keys)
+            return self._table(table).resolve_distinct(keys, what)
 
     def _record_push(self, step: int, rank: int, checked: list[PushEntry], wait_applied: bool,
                      timeout: float | None,

@@ -31,13 +31,16 @@ def check_keys(keys: np.ndarray, what: str, unique: bool) -> np.ndarray:
         )
     keys = np.ascontiguousarray(keys)
     if unique:
-        dup = find_duplicate(keys)
-        if dup is not None:
-            raise InvalidArgumentError(
-                f"Expected distinct {what} (sum gradients per key first). Received: key "
-                f"{int(keys[dup[0]])} at positions {dup[0]} and {dup[1]}"
-            )
+        _refuse_duplicate(keys, find_duplicate(keys), what)
     return keys
+
+
+def _refuse_duplicate(keys: np.ndarray, dup: tuple[int, int] | None, what: str) -> None:
+    if dup is not None:
+        raise InvalidArgumentError(
+            f"Expected distinct {what} (sum gradients per key first). Received: key "
+            f"{int(keys[dup[0]])} at positions {dup[0]} and {dup[1]}"
+        )
 
 
 def check_rows(rows: np.ndarray, n: int, width: int, what: str, table: str,
@@ -126,9 +129,12 @@ class TableShard:
             self.versions[new_rows] = 0
         return rows
 
-    def resolve(self, keys: np.ndarray) -> ResolvedRows:
-        """The rows of ``keys`` now (-1 where absent), for a later ``apply``; creates none."""
-        return ResolvedRows(self, self.index.lookup(keys))
+    def resolve_distinct(self, keys: np.ndarray, what: str) -> ResolvedRows:
+        """The rows of ``keys`` now (-1 where absent), for a later ``apply``, checking the keys
+        distinct in the same pass (``InvalidArgumentError`` naming ``what``); creates none."""
+        rows, dup = self.index.lookup_distinct(keys)
+        _refuse_duplicate(keys, dup, what)
+        return ResolvedRows(self, rows)
 
     def _rows_for_apply(self, all_keys: np.ndarray, rows: Sequence[ResolvedRows | None]
                         ) -> np.ndarray:

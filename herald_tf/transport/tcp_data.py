@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from herald_tf.errors import HeraldError, InvalidArgumentError
-from herald_tf.ps._native import find_non_finite, recv_rows, send_rows
+from herald_tf.ps._native import find_non_finite, recv_floats_checked, recv_rows, send_rows
 from herald_tf.ps.errors import (
     ERROR_BY_GRPC_CODE,
     DeadlineExceededError,
@@ -241,6 +241,12 @@ def _recv_checked(arrays: Arrays, sock: socket.socket, name: str, dtype: np.dtyp
     flat = a.reshape(-1)
     if dtype != np.float32:
         _recv_exact(sock, memoryview(flat).cast("B"))
+        return
+    if not isinstance(sock, ssl.SSLSocket):  # in C++, in pieces checked while L1/L2-warm
+        err, checked[name] = recv_floats_checked(sock.fileno(), flat, sock.gettimeout())
+        if err:
+            raise ConnectionError("the peer closed the data-plane connection" if err < 0
+                                  else os.strerror(err))
         return
     per = max(1, STREAM_CHUNK_BYTES // dtype.itemsize)
     bad = -1

@@ -17,10 +17,14 @@ using herald::SetStatus;
 
 struct HeraldKeyIndex {
   static constexpr int64_t kPrefetchAhead = 32;
+  // A bucket's key and row side by side: a probe touches one cache line, not one per array.
+  struct Bucket {
+    int64_t key;
+    int64_t row;  // -1 = empty
+  };
   uint64_t mask = 0;
-  herald::TableVector<int64_t> slot_keys;  // (capacity) key of each bucket
-  herald::TableVector<int64_t> slot_rows;  // (capacity) row of each bucket, -1 = empty
-  std::vector<int64_t> row_keys;   // (size) key of each row
+  herald::TableVector<Bucket> slots;  // (capacity)
+  std::vector<int64_t> row_keys;      // (size) key of each row
 
   // Batch loops call this at keys[i] to hint into the cache the bucket where the probe of the key
   // kPrefetchAhead places on starts: a shard's index outgrows the caches and the optimizer apply
@@ -28,16 +32,15 @@ struct HeraldKeyIndex {
   void PrefetchAhead(const int64_t* keys, int64_t i, int64_t n) const {
     if (i + kPrefetchAhead >= n) return;
     const uint64_t pos = herald::Mix64(static_cast<uint64_t>(keys[i + kPrefetchAhead])) & mask;
-    __builtin_prefetch(&slot_rows[pos]);
-    __builtin_prefetch(&slot_keys[pos]);
+    __builtin_prefetch(&slots[pos]);
   }
 
   int64_t Find(int64_t key) const {
     uint64_t pos = herald::Mix64(static_cast<uint64_t>(key)) & mask;
     while (true) {
-      const int64_t row = slot_rows[pos];
-      if (row < 0) return -1;
-      if (slot_keys[pos] == key) return row;
+      const Bucket& b = slots[pos];
+      if (b.row < 0) return -1;
+      if (b.key == key) return b.row;
       pos = (pos + 1) & mask;
     }
   }
@@ -45,25 +48,22 @@ struct HeraldKeyIndex {
   // Inserts a key known to be absent, with its row; capacity must already suffice.
   void Place(int64_t key, int64_t row) {
     uint64_t pos = herald::Mix64(static_cast<uint64_t>(key)) & mask;
-    while (slot_rows[pos] >= 0) pos = (pos + 1) & mask;
-    slot_keys[pos] = key;
-    slot_rows[pos] = row;
+    while (slots[pos].row >= 0) pos = (pos + 1) & mask;
+    slots[pos] = Bucket{key, row};
   }
 
   // Makes room for `total` keys at load factor <= 0.5; may throw std::bad_alloc before any change.
   void Reserve(int64_t total) {
     uint64_t capacity = mask + 1;
-    if (slot_rows.empty()) capacity = 0;
+    if (slots.empty()) capacity = 0;
     uint64_t wanted = 16;
     while (wanted < static_cast<uint64_t>(total) * 2) wanted <<= 1;
     if (row_keys.capacity() < static_cast<size_t>(total)) {
       row_keys.reserve(std::max(static_cast<size_t>(total), 2 * row_keys.capacity()));
     }
     if (wanted <= capacity) return;
-    herald::TableVector<int64_t> new_keys(wanted, 0);
-    herald::TableVector<int64_t> new_rows(wanted, -1);
-    slot_keys.swap(new_keys);
-    slot_rows.swap(new_rows);
+    herald::TableVector<Bucket> new_slots(wanted, Bucket{0, -1});
+    slots.swap(new_slots);
     mask = wanted - 1;
     for (size_t r = 0; r < row_keys.size(); ++r) Place(row_keys[r], static_cast<int64_t>(r));
   }
@@ -127,13 +127,82 @@ int64_t herald_ps_key_index_size(const HeraldKeyIndex* index) {
 int herald_ps_key_index_lookup(const HeraldKeyIndex* index, const int64_t* keys, int64_t n,
                                int64_t* rows, HeraldStatus* status) {
   if (CheckArgs(index, keys, n, rows, status)) return status->code;
-  if (index->slot_rows.empty()) {
+  if (index->slots.empty()) {
     for (int64_t i = 0; i < n; ++i) rows[i] = -1;
     return SetOk(status);
   }
   for (int64_t i = 0; i < n; ++i) {
     index->PrefetchAhead(keys, i, n);
     rows[i] = index->Find(keys[i]);
+  }
+  return SetOk(status);
+}
+
+int herald_ps_key_index_lookup_distinct(const HeraldKeyIndex* index, const int64_t* keys,
+                                        int64_t n, int64_t* rows, int64_t* first_duplicate,
+                                        int64_t* first_index, HeraldStatus* status) {
+  if (CheckArgs(index, keys, n, rows, status)) return status->code;
+  if (first_duplicate == nullptr || first_index == nullptr) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected two output pointers for a duplicate. Received: NULL");
+  }
+  *first_duplicate = -1;
+  *first_index = -1;
+  const int64_t size = static_cast<int64_t>(index->row_keys.size());
+  try {
+    // Present keys repeat exactly when their rows do: one bit per row finds that without the
+    // hash set a separate check builds. Absent keys (few once a table is warm) get that set.
+    // Two passes: the lookups alone keep many cache misses in flight (a check between them
+    // would wait for each); the check then runs over the rows.
+    std::vector<uint64_t> seen(static_cast<size_t>((size + 63) / 64), 0);
+    std::vector<int64_t> absent;
+    for (int64_t i = 0; i < n; ++i) {
+      if (index->slots.empty()) {
+        rows[i] = -1;
+        continue;
+      }
+      index->PrefetchAhead(keys, i, n);
+      rows[i] = index->Find(keys[i]);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t row = rows[i];
+      if (row < 0) {
+        absent.push_back(i);
+        continue;
+      }
+      uint64_t& word = seen[static_cast<size_t>(row >> 6)];
+      const uint64_t bit = uint64_t{1} << (row & 63);
+      if ((word & bit) != 0 && *first_duplicate < 0) {
+        *first_duplicate = i;
+        for (int64_t j = 0; j < i; ++j) {
+          if (rows[j] == row) {
+            *first_index = j;
+            break;
+          }
+        }
+      }
+      word |= bit;
+    }
+    if (!absent.empty()) {
+      HeraldKeyIndex fresh;
+      fresh.Reserve(static_cast<int64_t>(absent.size()));
+      for (const int64_t i : absent) {
+        if (*first_duplicate >= 0 && i > *first_duplicate) break;
+        const int64_t earlier = fresh.Find(keys[i]);
+        if (earlier >= 0) {
+          *first_duplicate = i;
+          *first_index = earlier;
+          break;
+        }
+        fresh.Place(keys[i], i);
+        fresh.row_keys.push_back(keys[i]);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return SetStatus(status, HERALD_INTERNAL, "Out of memory checking %lld keys for duplicates",
+                     static_cast<long long>(n));
+  } catch (...) {
+    return SetStatus(status, HERALD_INTERNAL, "Unexpected error checking keys for duplicates");
   }
   return SetOk(status);
 }

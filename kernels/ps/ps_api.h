@@ -39,6 +39,14 @@ int64_t herald_ps_key_index_size(const HeraldKeyIndex* index);
 int herald_ps_key_index_lookup(const HeraldKeyIndex* index, const int64_t* keys /* (n) */,
                                int64_t n, int64_t* rows /* (n) */, HeraldStatus* status);
 
+// As herald_ps_key_index_lookup, and checks the keys distinct in the same pass: *first_duplicate
+// = position of the first key that repeats an earlier one (-1: all distinct), *first_index = that
+// earlier position (as herald_ps_find_duplicate). Changes nothing.
+int herald_ps_key_index_lookup_distinct(const HeraldKeyIndex* index,
+                                        const int64_t* keys /* (n) */, int64_t n,
+                                        int64_t* rows /* (n) */, int64_t* first_duplicate,
+                                        int64_t* first_index, HeraldStatus* status);
+
 // rows[i] = row of keys[i]; keys not yet present get the next rows (size, size + 1, ...) in order
 // of first appearance in `keys`. is_new[i] = 1 exactly at the first appearance of a newly
 // inserted key, else 0; *num_new = number of keys inserted. Storage for all of them is reserved
@@ -95,6 +103,12 @@ int herald_ps_gather_rows_checked(const float* src /* (src_rows, width) */, int6
 int herald_ps_recv_rows(int fd, char* out /* (out_rows, row_bytes) */, int64_t out_rows,
                         int64_t row_bytes, const int64_t* positions /* (n) */, int64_t n,
                         int64_t timeout_ms, int* io_error, HeraldStatus* status);
+
+// Receives n floats from socket `fd` into out[0:n], checking each piece for NaN/Inf while it is
+// cache-warm: *first_bad = index of the first non-finite value, or -1. Waits and reports I/O as
+// herald_ps_recv_rows.
+int herald_ps_recv_floats_checked(int fd, float* out /* (n) */, int64_t n, int64_t timeout_ms,
+                                  int64_t* first_bad, int* io_error, HeraldStatus* status);
 
 // Sends rows src[positions[0]], src[positions[1]], ... (each `row_bytes`) to socket `fd`, gathered
 // through a cache-sized staging buffer: a push's gradients leave in the shard's key order without

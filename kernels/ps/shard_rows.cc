@@ -165,6 +165,61 @@ int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
   return SetOk(status);
 }
 
+int herald_ps_recv_floats_checked(int fd, float* out, int64_t n, int64_t timeout_ms,
+                                  int64_t* first_bad, int* io_error, HeraldStatus* status) {
+  if (fd < 0 || n < 0 || first_bad == nullptr || io_error == nullptr ||
+      (n > 0 && out == nullptr)) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected a socket, an output, n >= 0 and output pointers. Received: n=%lld",
+                     static_cast<long long>(n));
+  }
+  *io_error = 0;
+  *first_bad = -1;
+  // Pieces small enough to be checked while in L1/L2 right after the kernel copied them.
+  constexpr int64_t kPieceBytes = 64 << 10;
+  char* bytes = reinterpret_cast<char*>(out);
+  const int64_t total = n * static_cast<int64_t>(sizeof(float));
+  int64_t got = 0;
+  int64_t checked = 0;  // floats checked so far
+  while (got < total) {
+    const int64_t want = total - got < kPieceBytes ? total - got : kPieceBytes;
+    const ssize_t r = recv(fd, bytes + got, static_cast<size_t>(want), 0);
+    if (r > 0) {
+      got += r;
+      const int64_t whole = got / static_cast<int64_t>(sizeof(float));
+      if (*first_bad < 0 && whole > checked) {
+        int64_t bad = -1;
+        HeraldStatus check;
+        herald_ps_find_non_finite(out + checked, whole - checked, &bad, &check);
+        if (bad >= 0) *first_bad = checked + bad;
+      }
+      checked = whole;
+      continue;
+    }
+    if (r == 0) {
+      *io_error = -1;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      *io_error = errno;
+      break;
+    }
+    struct pollfd p = {fd, POLLIN, 0};
+    const int wait_ms = timeout_ms < 0 || timeout_ms > INT_MAX ? -1 : static_cast<int>(timeout_ms);
+    const int ready = poll(&p, 1, wait_ms);
+    if (ready == 0) {
+      *io_error = ETIMEDOUT;
+      break;
+    }
+    if (ready < 0 && errno != EINTR) {
+      *io_error = errno;
+      break;
+    }
+  }
+  return SetOk(status);
+}
+
 int herald_ps_send_rows(int fd, const char* src, int64_t src_rows, int64_t row_bytes,
                         const int64_t* positions, int64_t n, int64_t timeout_ms, int* io_error,
                         HeraldStatus* status) {
