@@ -15,6 +15,10 @@ steps (up to ``push_window`` ahead) wait their turn. Nothing blocks on a missing
 callers that ask to wait (``push(wait_applied=True)``, ``pull(min_versions=...)``,
 ``checkpoint``), and they get ``DeadlineExceededError`` naming the missing ranks when their
 deadline passes; the pending step stays pending, so a late worker can still complete it.
+
+A service whose client pushes to all shards at once may split a push in two (the TCP data
+plane does): ``check_push`` validates without recording, ``commit_push`` records once the client
+heard that every shard accepted its part, so a part one shard refuses is recorded by none.
 """
 
 from __future__ import annotations

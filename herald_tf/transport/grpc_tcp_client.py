@@ -2,9 +2,10 @@
 bulk calls, pull and push, and for worker 0's plans (tcp_data.py says why and how).
 
 Same contract, errors, retries and byte counters as ``GrpcTransport``: only where the bytes of a
-pull, a push or a plan travel differs. Each shard's data port is asked for over gRPC (control op
-``data_plane``) on first use; a PS started without the data plane is reported with a
-``FailedPreconditionError`` naming the way out.
+pull, a push or a plan travel differs, and that a push is checked by the shards in a first phase
+and recorded in a second (``push``; tcp_data.py has the protocol). Each shard's data port is
+asked for over gRPC (control op ``data_plane``) on first use; a PS started without the data
+plane is reported with a ``FailedPreconditionError`` naming the way out.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ bare gRPC, with no PS work at all, moves a 4096 × 26 × 64 pull at 0.30-0.47 an
 sizes 1-16 MiB, 2 calls per shard and raised window/frame/read-chunk options measured no
 better), short of the 0.5 goal before any PS work. Here arrays go from numpy straight to
 ``sendall``; a pull's rows are received straight into their places in the caller's output
-(through a cache-sized stage, in kernels/ps) and a push's gradients into arrays checked finite as
-they arrive.
+(through a cache-sized stage, in kernels/ps); a push's gradients are gathered into a cache-sized
+stage on their way to the socket (``GatheredRows``) and received in pieces checked finite while
+cache-warm, as another thread checks the push's keys distinct and finds their rows.
 
 ``pull``, ``push`` and the plans worker 0 posts for the others (``post_plans``/``take_plans``)
 use it; flush, versions and control calls (connect, checkpoints, ...) stay on gRPC, which also
@@ -28,6 +29,13 @@ Wire format (little-endian). Every message, both ways, is a frame::
 A connection starts with a HELLO frame whose meta holds the token; after that it carries one
 request and its reply at a time (the client keeps a pool of connections per shard). A frame the
 server cannot parse is answered with an error and the connection is closed.
+
+A push takes two exchanges on one connection, so that a part one shard refuses is recorded by
+none: PUSH (the shard's part) is checked completely and answered ``{"prepared": true}`` or with
+the error; once every shard answered, the client sends each prepared one PUSH_DECISION
+``{"commit": true}`` (all prepared) or ``false``, answered ``{"committed": ..., "applied_step":
+...}``. A shard drops a prepared part whose connection closes before the decision. The shards
+make every contents check (finite gradients, distinct keys), so the client makes none.
 """
 
 from __future__ import annotations

@@ -72,3 +72,16 @@ def test_find_non_finite_reports_the_first_bad_value() -> None:
     assert find_non_finite(a) == 70 * 64 + 5
     assert find_non_finite(np.array([np.float32(-np.inf)])) == 0
     assert find_non_finite(np.zeros((0, 3), np.float32)) == -1
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=30), st.lists(st.integers(0, 60), max_size=60))
+def test_lookup_distinct_is_lookup_and_find_duplicate_in_one_pass(present: list[int],
+                                                                  batch: list[int]) -> None:
+    index = KeyIndex()
+    index.lookup_or_insert(np.unique(np.array(present, dtype=np.int64)))
+    keys = np.array(batch, dtype=np.int64)  # present and absent keys, repeats among both
+    rows, dup = index.lookup_distinct(keys)
+    np.testing.assert_array_equal(rows, index.lookup(keys))
+    assert dup == find_duplicate(keys)
+    assert len(index) == len(set(present))  # nothing inserted

@@ -1,4 +1,5 @@
-"""kernels/ps row movement: partition, checked gather, validated apply, receive in place."""
+"""kernels/ps row movement: partition, checked gather, validated apply, send gathered, receive in
+place, receive checked."""
 
 from __future__ import annotations
 
@@ -99,4 +100,60 @@ def test_recv_rows_reads_nothing_past_the_rows(width: int) -> None:
     np.testing.assert_array_equal(out[dest], rows)
     assert b.recv(64) == b"next frame"
     a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("width", [24, 70_000])  # rows smaller and larger than the stage
+def test_send_rows_sends_the_rows_at_the_positions_in_order(width: int) -> None:
+    n = 40 if width > 1000 else 30_000  # more bytes than the stage and the socket buffer
+    src = np.random.default_rng(5).normal(size=(n, width)).astype(np.float32)
+    positions = np.random.default_rng(6).permutation(n)[: n // 2].astype(np.int64)
+    a, b = socket.socketpair()
+    got = bytearray()
+
+    def receive() -> None:
+        want = positions.shape[0] * width * 4
+        while len(got) < want:
+            got.extend(b.recv(1 << 20))
+
+    th = threading.Thread(target=receive)
+    th.start()
+    a.settimeout(10)
+    assert _native.send_rows(a.fileno(), src, positions, 10) == 0
+    th.join()
+    np.testing.assert_array_equal(np.frombuffer(bytes(got), np.float32).reshape(-1, width),
+                                  src[positions])
+    with pytest.raises(InvalidArgumentError, match="every position in"):
+        _native.send_rows(a.fileno(), src, np.array([0, n], np.int64), 1)
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(1)  # the refused call sent nothing
+    b.close()
+    assert _native.send_rows(a.fileno(), src, positions[:1], 1) == errno.EPIPE  # peer gone
+    a.close()
+
+
+def test_recv_floats_checked_finds_the_first_non_finite_value_across_pieces() -> None:
+    values = np.random.default_rng(7).normal(size=300_000).astype(np.float32)
+    values[200_001] = np.inf
+    values[250_000] = np.nan
+    a, b = socket.socketpair()
+    data = values.tobytes()
+
+    def send() -> None:  # odd-sized pieces: floats split across reads
+        for i in range(0, len(data), 9973):
+            a.sendall(data[i:i + 9973])
+
+    th = threading.Thread(target=send)
+    th.start()
+    out = np.empty_like(values)
+    b.settimeout(10)
+    assert _native.recv_floats_checked(b.fileno(), out, 10) == (0, 200_001)
+    th.join()
+    np.testing.assert_array_equal(out.view(np.uint32), values.view(np.uint32))
+    a.sendall(np.ones(4, np.float32).tobytes())
+    assert _native.recv_floats_checked(b.fileno(), out[:4], 10) == (0, -1)
+    assert _native.recv_floats_checked(b.fileno(), out[:4], 0.05)[0] == errno.ETIMEDOUT
+    a.close()
+    assert _native.recv_floats_checked(b.fileno(), out[:4], 1)[0] == -1  # the peer closed
     b.close()

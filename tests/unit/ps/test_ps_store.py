@@ -229,3 +229,89 @@ def test_a_table_may_come_in_several_chunks_with_keys_distinct_across_them() -> 
         two.push(1, 0, [PushEntry("t", keys(1), g[:1], 0.05), PushEntry("t", keys(5), g[1:2],
                                                                         0.06)])
     assert two.health()["pending_steps"] == {}
+
+
+def test_check_push_records_nothing_until_commit_push() -> None:
+    s = store_with(table("sgd"), workers=1)
+    before = snapshot(s)
+    checked = s.check_push(0, 0, [PushEntry("t", keys(1, 2), grads(2, 1), 0.05)])
+    assert_same(before, snapshot(s))
+    assert s.commit_push(0, 0, checked) == 0
+    assert (s.versions("t", keys(1, 2)) == 1).all()
+
+
+def test_check_push_refuses_what_push_refuses_and_changes_nothing() -> None:
+    s = store_with(table("adam"), workers=2)
+    nan = grads(2, 1)
+    nan[1, 2] = np.nan
+    before = snapshot(s)
+    for error, message, step, rank, entry in [
+            (InvalidArgumentError, "table", 0, 0, PushEntry("nope", keys(1), grads(1, 0), 0.05)),
+            (InvalidArgumentError, "shape", 0, 0, PushEntry("t", keys(1), grads(1, 0, 3), 0.05)),
+            (InvalidArgumentError, "finite", 0, 0, PushEntry("t", keys(1, 2), nan, 0.05)),
+            (InvalidArgumentError, "distinct", 0, 0, PushEntry("t", keys(3, 3), grads(2, 0), 0.05)),
+            (InvalidArgumentError, "rank", 0, 5, PushEntry("t", keys(1), grads(1, 0), 0.05)),
+            (FailedPreconditionError, "at most 8 ahead", 9, 0, PushEntry("t", keys(1),
+                                                                         grads(1, 0), 0.05))]:
+        with pytest.raises(error, match=message):
+            s.check_push(step, rank, [entry])
+        assert_same(before, snapshot(s))
+
+
+def test_commit_push_checks_the_turn_again() -> None:
+    s = store_with(table("sgd"), workers=1)
+    checked = s.check_push(0, 0, [PushEntry("t", keys(1), grads(1, 1), 0.05)])
+    s.commit_push(0, 0, checked)
+    with pytest.raises(FailedPreconditionError, match="step after 0"):
+        s.commit_push(0, 0, checked)  # the same part committed twice
+    state = s.snapshot(0)
+    later = s.check_push(1, 0, [PushEntry("t", keys(1), grads(1, 2), 0.05)])
+    s.replace(5, state["tables"], 1)  # a restore came in between
+    with pytest.raises(FailedPreconditionError, match="step after 5"):
+        s.commit_push(1, 0, later)
+
+
+def test_rows_resolved_on_arrival_give_the_same_rows_as_a_plain_push() -> None:
+    plain, resolved = store_with(table("adagrad"), workers=2), store_with(table("adagrad"),
+                                                                          workers=2)
+    parts = [(keys(5, 1, 9), grads(3, 1)), (keys(9, 2, 7, 5), grads(4, 2))]
+    for step in range(2):  # step 0 creates rows; step 1 finds 1, 2, 5, 7, 9 and creates 3
+        for rank, (k, g) in enumerate(parts):
+            k = k + (step * 2 if rank == 1 else 0)
+            plain.push(step, rank, [PushEntry("t", k, g, 0.05)])
+            rows = resolved.resolve_push_keys("t", k)
+            checked = resolved.check_push(step, rank, [PushEntry(
+                "t", k, g, 0.05, distinct_checked=True, rows=rows)])
+            resolved.commit_push(step, rank, checked)
+    assert_same(snapshot(plain), snapshot(resolved))  # same rows, in the same row order
+    with pytest.raises(InvalidArgumentError, match="distinct pushed keys of table 't'"):
+        resolved.resolve_push_keys("t", keys(4, 8, 4))
+
+
+def test_rows_resolved_before_a_restore_are_looked_up_again() -> None:
+    s = store_with(table("sgd"), workers=1)
+    s.push(0, 0, [PushEntry("t", keys(1, 2), grads(2, 1), 0.05)])
+    state = s.snapshot(0)
+    rows = s.resolve_push_keys("t", keys(2, 3))
+    s.replace(0, {"t": (state["tables"]["t"][0], {
+        k: v[::-1].copy() for k, v in state["tables"]["t"][1].items()})}, 1)  # rows reordered
+    s.commit_push(1, 0, s.check_push(1, 0, [PushEntry("t", keys(2, 3), grads(2, 2), 0.05,
+                                                      distinct_checked=True, rows=rows)]))
+    assert s.versions("t", keys(1, 2, 3)).tolist() == [1, 2, 1]
+
+
+def test_a_commit_is_answered_before_its_apply_which_no_one_sees_half_done() -> None:
+    s = store_with(table("sgd"), workers=1)
+    seen = []
+
+    def answer(applied: int) -> None:
+        seen.append((applied, s.applied_step))
+        reader = threading.Thread(target=lambda: seen.append(s.versions("t", keys(1))[0]))
+        reader.start()  # blocks on the shard lock until the update is done
+        reader.join(0.2)
+        seen.append(reader)
+
+    checked = s.check_push(0, 0, [PushEntry("t", keys(1), grads(1, 1), 0.05)])
+    assert s.commit_push(0, 0, checked, on_recorded=answer) == 0
+    seen[1].join()
+    assert seen[0] == (0, -1) and seen[2] == 1  # answered "0" before applying; read after

@@ -10,9 +10,9 @@ import pytest
 from herald_tf import _core
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps.errors import FailedPreconditionError, UnauthenticatedError
+from herald_tf.ps.errors import FailedPreconditionError, UnauthenticatedError, UnavailableError
 from herald_tf.ps.store import ShardStore
-from herald_tf.transport import make_transport, tcp_data, wire
+from herald_tf.transport import FaultInjection, make_transport, tcp_data, wire
 from herald_tf.transport.grpc_server import serve
 from herald_tf.transport.tcp_data import HEADER, HELLO, MAGIC, PULL, PUSH, DataPlaneClient
 
@@ -186,3 +186,84 @@ def test_push_after_the_data_plane_restarted_uses_a_new_connection() -> None:
         server.stop(None)
         if restarted is not None:
             restarted.stop()
+
+
+def _prepared_push(port: int, step: int = 0) -> socket.socket:
+    """A connection whose push of ``step`` the shard checked and now holds for the decision."""
+    s = _hello(port)
+    tcp_data.send_frame(s, PUSH, {"step": step, "rank": 0, "entries": [["emb", 0.1]]},
+                        [("keys0", np.arange(5, dtype=np.int64)),
+                         ("grads0", np.ones((5, 64), np.float32))])
+    status, meta, _ = tcp_data.recv_frame(s)
+    assert status == tcp_data.OK and meta == {"prepared": True}
+    return s
+
+
+def test_a_prepared_push_whose_client_went_away_is_recorded_nowhere(grpc_shards) -> None:
+    stores, addresses = grpc_shards(1)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        _prepared_push(data_port(t)).close()  # no decision
+        keys = np.arange(3, dtype=np.int64)
+        assert t.pull("emb", keys).wait().versions.tolist() == [0, 0, 0]
+        assert unchanged(stores[0])
+        # the step is still free for the push that does commit
+        assert t.push(0, 0, {"emb": (keys, np.ones((3, 64), np.float32))},
+                      {"emb": 0.1}).wait() == 0
+    finally:
+        t.close()
+
+
+def test_a_push_decision_that_is_not_one_drops_the_push_and_the_connection(grpc_shards) -> None:
+    stores, addresses = grpc_shards(1)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        for kind, meta in ((PULL, {"table": "emb"}), (tcp_data.PUSH_DECISION, {"commit": 1})):
+            s = _prepared_push(data_port(t))
+            tcp_data.send_frame(s, kind, meta)
+            status, reply, _ = tcp_data.recv_frame(s)
+            assert status == tcp_data.ERROR and "decision" in reply["message"]
+            assert closed(s)
+            s.close()
+        assert unchanged(stores[0]) and stores[0].stats()["errors"] == 2
+        s = _prepared_push(data_port(t))
+        tcp_data.send_frame(s, tcp_data.PUSH_DECISION, {"commit": False})
+        assert tcp_data.recv_frame(s)[1] == {"committed": False}
+        s.close()
+        assert unchanged(stores[0])
+    finally:
+        t.close()
+
+
+def test_a_committed_push_is_answered_with_its_applied_step(grpc_shards) -> None:
+    stores, addresses = grpc_shards(1)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        s = _prepared_push(data_port(t))
+        tcp_data.send_frame(s, tcp_data.PUSH_DECISION, {"commit": True})
+        assert tcp_data.recv_frame(s)[1] == {"committed": True, "applied_step": 0}
+        s.close()
+        assert t.versions("emb", np.arange(6, dtype=np.int64)).wait().tolist() == [1] * 5 + [0]
+    finally:
+        t.close()
+
+
+def test_a_push_one_shard_never_got_is_dropped_by_the_others_and_can_be_sent_again(
+        grpc_shards) -> None:
+    stores, addresses = grpc_shards(3)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN,
+                       faults=FaultInjection(drop={"push": 1}))
+    try:
+        t.connect([CFG], num_workers=1)
+        keys = np.arange(300, dtype=np.int64)
+        push = {"emb": (keys, np.ones((300, 64), np.float32))}
+        with pytest.raises(UnavailableError, match="fault injection"):
+            t.push(0, 0, push, {"emb": 0.1}).wait()
+        assert all(unchanged(s) for s in stores)
+        assert t.push(0, 0, push, {"emb": 0.1}).wait() == 0
+        assert (t.versions("emb", keys).wait() == 1).all()
+    finally:
+        t.close()
