@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import numpy as np
@@ -142,40 +143,22 @@ class GrpcTcpTransport(GrpcTransport):
             for s, pos in enumerate(split):
                 if pos.shape[0]:
                     per_shard[s].append((table, k[pos], GatheredRows(g, pos), lr))
-        return Handle([self._prep_pool.submit(self._push_two_phase, step, rank, per_shard,
-                                              wait_applied, timeout)], lambda r: r[0])
+        vote = _PushVote(len(per_shard))
+        for shard, entries in enumerate(per_shard):
+            self._pool.submit(self._prepare_and_vote, vote, shard, step, rank, entries,
+                              wait_applied, timeout)
+        return Handle([vote.result], lambda r: r[0])
 
-    def _push_two_phase(self, step: int, rank: int,
-                        per_shard: list[list[tuple[str, np.ndarray, GatheredRows, float]]],
-                        wait_applied: bool, timeout: float | None) -> int:
-        futures = [self._submit("push", (
-            lambda s=s, e=entries: self._prepare_push_shard(s, step, rank, e, wait_applied,
-                                                            timeout)), idempotent=False)
-            for s, entries in enumerate(per_shard)]
-        prepared: list[PreparedPush] = []
-        errors: list[BaseException] = []
-        for f in futures:  # every shard answers before any hears the decision
-            try:
-                prepared.append(f.result())
-            except Exception as e:  # noqa: BLE001 - raised below, after every shard dropped it
-                errors.append(e)
-        commit = not errors
-        deciding = []
-        for p in prepared:
-            try:
-                p.decide(commit)
-                deciding.append(p)
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
-        applied = []
-        for p in deciding:
-            try:
-                applied.append(int(p.outcome().get("applied_step", -1)))
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
-        if errors:
-            raise errors[0]
-        return min(applied)
+    def _prepare_and_vote(self, vote: _PushVote, shard: int, step: int, rank: int,
+                          entries: list[tuple[str, np.ndarray, GatheredRows, float]],
+                          wait_applied: bool, timeout: float | None) -> None:
+        try:
+            prepared = self._attempt("push", lambda: self._prepare_push_shard(
+                shard, step, rank, entries, wait_applied, timeout), idempotent=False)
+        except Exception as e:  # noqa: BLE001 - the vote raises it to the caller
+            vote.cast(None, e)
+        else:
+            vote.cast(prepared, None)
 
     def _prepare_push_shard(self, shard: int, step: int, rank: int,
                             entries: list[tuple[str, np.ndarray, GatheredRows, float]],
@@ -211,3 +194,46 @@ class GrpcTcpTransport(GrpcTransport):
             if c is not None:
                 c.close()
         super().close()
+
+
+class _PushVote:
+    """Collects every shard's answer to the first phase of one push; the shard task that brings
+    the last answer sends all of them the decision and sets ``result`` (the applied step, or the
+    first error). No thread waits for the others, so pushes of several ranks sharing a transport
+    (each waiting for the others' with ``wait_applied``) cannot block one another."""
+
+    def __init__(self, shards: int) -> None:
+        self.result: Future = Future()
+        self._left = shards
+        self._lock = threading.Lock()
+        self._prepared: list[PreparedPush] = []
+        self._errors: list[BaseException] = []
+
+    def cast(self, prepared: PreparedPush | None, error: BaseException | None) -> None:
+        """One shard's answer: its prepared part, or the error that refused (or lost) it."""
+        with self._lock:
+            if prepared is not None:
+                self._prepared.append(prepared)
+            if error is not None:
+                self._errors.append(error)
+            self._left -= 1
+            if self._left:
+                return
+        commit = not self._errors
+        deciding = []
+        for p in self._prepared:
+            try:
+                p.decide(commit)
+                deciding.append(p)
+            except Exception as e:  # noqa: BLE001 - raised through result below
+                self._errors.append(e)
+        applied = []
+        for p in deciding:
+            try:
+                applied.append(int(p.outcome().get("applied_step", -1)))
+            except Exception as e:  # noqa: BLE001
+                self._errors.append(e)
+        if self._errors:
+            self.result.set_exception(self._errors[0])
+        else:
+            self.result.set_result(min(applied))

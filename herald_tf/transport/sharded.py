@@ -169,8 +169,7 @@ class ShardedTransport(Transport):
         self._tables: dict[str, TableConfig] = {}
         self._pool = ThreadPoolExecutor(max_workers=threads or max(16, 8 * num_shards),
                                         thread_name_prefix="herald-transport")
-        # a push's per-shard checks and copies (grpc+tcp: its two phases), apart from _pool, which
-        # waiting pulls may fill
+        # a push's per-shard checks and copies; apart from _pool, which waiting pulls may fill
         self._prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-prep")
 
     # -- per-shard calls -----------------------------------------------------------------------
