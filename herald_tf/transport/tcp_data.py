@@ -26,7 +26,8 @@ Wire format (little-endian). Every message, both ways, is a frame::
     meta     UTF-8 JSON object; "arrays": [[name, "i8" | "f4" | "u1", [dim, ...]], ...]
     payload  the arrays' raw bytes (C order), in the order listed
 
-A connection starts with a HELLO frame whose meta holds the token; after that it carries one
+A connection starts with a HELLO frame whose meta holds the token and the protocol version
+(``PROTOCOL``; a PS refuses another with an error naming both); after that it carries one
 request and its reply at a time (the client keeps a pool of connections per shard). A frame the
 server cannot parse is answered with an error and the connection is closed.
 
@@ -71,6 +72,8 @@ from herald_tf.transport import wire
 MAGIC = b"HRLD"
 HEADER = struct.Struct("<4sIIQ")
 HELLO, PULL, PUSH, POST_PLANS, TAKE_PLANS, PUSH_DECISION = 0, 1, 2, 3, 4, 5
+#: Version of the exchanges below, sent in the hello: 2 made push two-phase.
+PROTOCOL = 2
 OK, ERROR = 0, 1
 #: Largest meta accepted (JSON with table names and array specs), and before authentication.
 MAX_META_BYTES = 1 << 20
@@ -368,6 +371,12 @@ class DataPlaneServer:
                     "message": "Expected the cluster token in the data-plane hello. Received: a "
                                "missing or wrong token; pass the token the PS was started with."})
                 return
+            if meta.get("protocol", 1) != PROTOCOL:
+                send_frame(sock, ERROR, {
+                    "code": "FAILED_PRECONDITION",
+                    "message": f"Expected data-plane protocol {PROTOCOL} (a client of this PS's "
+                               f"herald_tf version). Received: {meta.get('protocol', 1)!r}"})
+                return
             send_frame(sock, OK, {})
             sock.settimeout(None)
             while True:
@@ -536,7 +545,7 @@ class DataPlaneClient:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl is not None:
                 sock = self._ssl.wrap_socket(conn, server_hostname=self.host)
-            send_frame(sock, HELLO, {"token": self._token})
+            send_frame(sock, HELLO, {"token": self._token, "protocol": PROTOCOL})
             status, meta, _ = recv_frame(sock, MAX_META_BYTES, 0)
             if status != OK:
                 raise _reply_error(meta)

@@ -88,6 +88,29 @@ int CheckArgs(const void* index, const void* keys, int64_t n, const void* out,
   return SetOk(status);
 }
 
+// The first key of keys[order[0]], keys[order[1]], ... (order == NULL: keys[0], keys[1], ...)
+// that repeats an earlier one: its position in keys into *duplicate and the earlier one's into
+// *earlier, or -1 into both. May throw std::bad_alloc.
+void FindFirstRepeat(const int64_t* keys, const int64_t* order, int64_t n, int64_t* duplicate,
+                     int64_t* earlier) {
+  *duplicate = -1;
+  *earlier = -1;
+  HeraldKeyIndex seen;
+  seen.Reserve(n);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t i = order == nullptr ? k : order[k];
+    if (order == nullptr) seen.PrefetchAhead(keys, i, n);
+    const int64_t found = seen.Find(keys[i]);
+    if (found >= 0) {
+      *duplicate = i;
+      *earlier = found;
+      return;
+    }
+    seen.Place(keys[i], i);
+    seen.row_keys.push_back(keys[i]);
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -184,18 +207,13 @@ int herald_ps_key_index_lookup_distinct(const HeraldKeyIndex* index, const int64
       word |= bit;
     }
     if (!absent.empty()) {
-      HeraldKeyIndex fresh;
-      fresh.Reserve(static_cast<int64_t>(absent.size()));
-      for (const int64_t i : absent) {
-        if (*first_duplicate >= 0 && i > *first_duplicate) break;
-        const int64_t earlier = fresh.Find(keys[i]);
-        if (earlier >= 0) {
-          *first_duplicate = i;
-          *first_index = earlier;
-          break;
-        }
-        fresh.Place(keys[i], i);
-        fresh.row_keys.push_back(keys[i]);
+      int64_t duplicate = -1;
+      int64_t earlier = -1;
+      FindFirstRepeat(keys, absent.data(), static_cast<int64_t>(absent.size()), &duplicate,
+                      &earlier);
+      if (duplicate >= 0 && (*first_duplicate < 0 || duplicate < *first_duplicate)) {
+        *first_duplicate = duplicate;
+        *first_index = earlier;
       }
     }
   } catch (const std::bad_alloc&) {
@@ -269,19 +287,7 @@ int herald_ps_find_duplicate(const int64_t* keys, int64_t n, int64_t* first_dupl
   *first_duplicate = -1;
   *first_index = -1;
   try {
-    HeraldKeyIndex seen;
-    seen.Reserve(n);
-    for (int64_t i = 0; i < n; ++i) {
-      seen.PrefetchAhead(keys, i, n);
-      const int64_t found = seen.Find(keys[i]);
-      if (found >= 0) {
-        *first_duplicate = i;
-        *first_index = found;
-        break;
-      }
-      seen.Place(keys[i], i);
-      seen.row_keys.push_back(keys[i]);
-    }
+    FindFirstRepeat(keys, nullptr, n, first_duplicate, first_index);
   } catch (const std::bad_alloc&) {
     return SetStatus(status, HERALD_INTERNAL, "Out of memory checking %lld keys for duplicates",
                      static_cast<long long>(n));

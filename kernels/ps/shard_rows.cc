@@ -29,6 +29,34 @@ bool IsNonFinite(float v) {
   return (bits & 0x7f800000u) == 0x7f800000u;
 }
 
+// After a recv or send that moved nothing (`result` <= 0): 0 to try again, having waited up to
+// timeout_ms (< 0: no limit) for the socket to be ready for `events`, else the I/O outcome to
+// report (-1: the peer closed, ETIMEDOUT, or the errno of the failed call).
+int WaitForSocket(int fd, ssize_t result, short events, int64_t timeout_ms) {
+  if (result == 0) return -1;
+  if (errno == EINTR) return 0;
+  if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
+  struct pollfd p = {fd, events, 0};
+  const int wait_ms = timeout_ms < 0 || timeout_ms > INT_MAX ? -1 : static_cast<int>(timeout_ms);
+  const int ready = poll(&p, 1, wait_ms);
+  if (ready == 0) return ETIMEDOUT;
+  if (ready < 0 && errno != EINTR) return errno;
+  return 0;
+}
+
+// A staging buffer of whole rows that stays in L2 (at least one row).
+int AllocateStage(int64_t row_bytes, std::vector<char>* stage, HeraldStatus* status) {
+  constexpr int64_t kStageBytes = 256 << 10;
+  const int64_t rows = kStageBytes > row_bytes ? kStageBytes / row_bytes : 1;
+  try {
+    stage->resize(static_cast<size_t>(rows * row_bytes));
+  } catch (...) {
+    return SetStatus(status, HERALD_INTERNAL, "Out of memory staging rows of %lld bytes",
+                     static_cast<long long>(row_bytes));
+  }
+  return SetOk(status);
+}
+
 }  // namespace
 
 extern "C" {
@@ -112,15 +140,9 @@ int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
   // Rows arrive into a cache-sized staging buffer with plain recv calls and are copied to their
   // places from there: a readv of one 256-byte iovec per row cost the kernel about twice the
   // copy time (per-segment iterator and usercopy checks).
-  constexpr int64_t kStageBytes = 256 << 10;
-  const int64_t stage_rows = kStageBytes > row_bytes ? kStageBytes / row_bytes : 1;
   std::vector<char> stage;
-  try {
-    stage.resize(static_cast<size_t>(stage_rows * row_bytes));
-  } catch (...) {
-    return SetStatus(status, HERALD_INTERNAL, "Out of memory staging rows of %lld bytes",
-                     static_cast<long long>(row_bytes));
-  }
+  if (AllocateStage(row_bytes, &stage, status)) return status->code;
+  const int64_t stage_rows = static_cast<int64_t>(stage.size()) / row_bytes;
   int64_t row = 0;   // next row to place
   int64_t have = 0;  // bytes of rows row, row + 1, ... in the stage
   while (row < n) {
@@ -141,26 +163,8 @@ int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
       have = rest;
       continue;
     }
-    if (got == 0) {
-      *io_error = -1;  // the peer closed the connection
-      break;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      *io_error = errno;
-      break;
-    }
-    struct pollfd p = {fd, POLLIN, 0};
-    const int wait_ms = timeout_ms < 0 || timeout_ms > INT_MAX ? -1 : static_cast<int>(timeout_ms);
-    const int ready = poll(&p, 1, wait_ms);
-    if (ready == 0) {
-      *io_error = ETIMEDOUT;
-      break;
-    }
-    if (ready < 0 && errno != EINTR) {
-      *io_error = errno;
-      break;
-    }
+    *io_error = WaitForSocket(fd, got, POLLIN, timeout_ms);
+    if (*io_error != 0) break;
   }
   return SetOk(status);
 }
@@ -196,26 +200,8 @@ int herald_ps_recv_floats_checked(int fd, float* out, int64_t n, int64_t timeout
       checked = whole;
       continue;
     }
-    if (r == 0) {
-      *io_error = -1;
-      break;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      *io_error = errno;
-      break;
-    }
-    struct pollfd p = {fd, POLLIN, 0};
-    const int wait_ms = timeout_ms < 0 || timeout_ms > INT_MAX ? -1 : static_cast<int>(timeout_ms);
-    const int ready = poll(&p, 1, wait_ms);
-    if (ready == 0) {
-      *io_error = ETIMEDOUT;
-      break;
-    }
-    if (ready < 0 && errno != EINTR) {
-      *io_error = errno;
-      break;
-    }
+    *io_error = WaitForSocket(fd, r, POLLIN, timeout_ms);
+    if (*io_error != 0) break;
   }
   return SetOk(status);
 }
@@ -234,15 +220,9 @@ int herald_ps_send_rows(int fd, const char* src, int64_t src_rows, int64_t row_b
   // Rows are gathered into a cache-sized stage and sent from there: the kernel's copy then reads
   // cache-warm bytes, and the gathered rows never travel to memory and back (a gather of the
   // whole part before one send cost about twice the CPU on the 2-core machine).
-  constexpr int64_t kStageBytes = 256 << 10;
-  const int64_t stage_rows = kStageBytes > row_bytes ? kStageBytes / row_bytes : 1;
   std::vector<char> stage;
-  try {
-    stage.resize(static_cast<size_t>(stage_rows * row_bytes));
-  } catch (...) {
-    return SetStatus(status, HERALD_INTERNAL, "Out of memory staging rows of %lld bytes",
-                     static_cast<long long>(row_bytes));
-  }
+  if (AllocateStage(row_bytes, &stage, status)) return status->code;
+  const int64_t stage_rows = static_cast<int64_t>(stage.size()) / row_bytes;
   const int64_t width = row_bytes / static_cast<int64_t>(sizeof(float));
   const bool prefetch = row_bytes % static_cast<int64_t>(sizeof(float)) == 0;
   for (int64_t row = 0; row < n && *io_error == 0;) {
@@ -266,23 +246,8 @@ int herald_ps_send_rows(int fd, const char* src, int64_t src_rows, int64_t row_b
         sent += put;
         continue;
       }
-      if (put < 0 && errno == EINTR) continue;
-      if (put < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        *io_error = errno;
-        break;
-      }
-      struct pollfd p = {fd, POLLOUT, 0};
-      const int wait_ms =
-          timeout_ms < 0 || timeout_ms > INT_MAX ? -1 : static_cast<int>(timeout_ms);
-      const int ready = poll(&p, 1, wait_ms);
-      if (ready == 0) {
-        *io_error = ETIMEDOUT;
-        break;
-      }
-      if (ready < 0 && errno != EINTR) {
-        *io_error = errno;
-        break;
-      }
+      *io_error = WaitForSocket(fd, put, POLLOUT, timeout_ms);  // a send of bytes never gives 0
+      if (*io_error != 0) break;
     }
     row += rows;
   }

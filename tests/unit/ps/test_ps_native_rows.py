@@ -17,6 +17,17 @@ from herald_tf.ps import _native
 from herald_tf.ps.sharding import split_by_shard
 
 
+def _send_in_odd_pieces(sock: socket.socket, data: bytes) -> threading.Thread:
+    """Sends ``data`` from a thread in 9973-byte pieces (the thread, started, is returned)."""
+    def send() -> None:
+        for i in range(0, len(data), 9973):
+            sock.sendall(data[i:i + 9973])
+
+    th = threading.Thread(target=send)
+    th.start()
+    return th
+
+
 @pytest.mark.parametrize("shards", [1, 2, 3, 7, 32])
 def test_partition_equals_the_python_sharding(shards: int) -> None:
     keys = np.random.default_rng(shards).integers(-2**63, 2**63 - 1, 5000, dtype=np.int64)
@@ -65,14 +76,7 @@ def test_recv_rows_lands_rows_at_their_places_across_partial_reads() -> None:
     dest = np.random.default_rng(3).permutation(n + 5)[:n].astype(np.int64)
     out = np.zeros((n + 5, width), np.float32)
     a, b = socket.socketpair()
-    data = rows.tobytes()
-
-    def send() -> None:  # odd-sized pieces: rows split across reads
-        for i in range(0, len(data), 9973):
-            a.sendall(data[i:i + 9973])
-
-    th = threading.Thread(target=send)
-    th.start()
+    th = _send_in_odd_pieces(a, rows.tobytes())  # rows split across reads
     b.settimeout(10)
     assert _native.recv_rows(b.fileno(), out, dest, 10) == 0
     th.join()
@@ -138,14 +142,7 @@ def test_recv_floats_checked_finds_the_first_non_finite_value_across_pieces() ->
     values[200_001] = np.inf
     values[250_000] = np.nan
     a, b = socket.socketpair()
-    data = values.tobytes()
-
-    def send() -> None:  # odd-sized pieces: floats split across reads
-        for i in range(0, len(data), 9973):
-            a.sendall(data[i:i + 9973])
-
-    th = threading.Thread(target=send)
-    th.start()
+    th = _send_in_odd_pieces(a, values.tobytes())  # floats split across reads
     out = np.empty_like(values)
     b.settimeout(10)
     assert _native.recv_floats_checked(b.fileno(), out, 10) == (0, 200_001)

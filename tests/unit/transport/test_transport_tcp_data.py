@@ -54,9 +54,26 @@ def closed(s: socket.socket) -> bool:
 
 def _hello(port: int, token: str = TOKEN) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    tcp_data.send_frame(s, HELLO, {"token": token})
+    tcp_data.send_frame(s, HELLO, {"token": token, "protocol": tcp_data.PROTOCOL})
     assert tcp_data.recv_frame(s)[0] == tcp_data.OK
     return s
+
+
+def test_a_client_of_another_protocol_is_refused_at_hello(grpc_shards) -> None:
+    _, addresses = grpc_shards(1)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        for hello in ({"token": TOKEN}, {"token": TOKEN, "protocol": 99}):  # 1: one-phase push
+            s = socket.create_connection(("127.0.0.1", data_port(t)), timeout=10)
+            tcp_data.send_frame(s, HELLO, hello)
+            status, meta, _ = tcp_data.recv_frame(s)
+            assert status == tcp_data.ERROR and meta["code"] == "FAILED_PRECONDITION"
+            assert f"protocol {tcp_data.PROTOCOL}" in meta["message"]
+            assert str(hello.get("protocol", 1)) in meta["message"] and closed(s)
+            s.close()
+    finally:
+        t.close()
 
 
 def test_malformed_requests_are_refused_and_change_nothing(grpc_shards) -> None:
