@@ -45,6 +45,7 @@ import errno
 import functools
 import hmac
 import json
+import logging
 import os
 import socket
 import ssl
@@ -68,6 +69,8 @@ from herald_tf.ps.errors import (
 )
 from herald_tf.ps.store import PushEntry, ShardStore
 from herald_tf.transport import wire
+
+_log = logging.getLogger(__name__)
 
 MAGIC = b"HRLD"
 HEADER = struct.Struct("<4sIIQ")
@@ -94,6 +97,10 @@ LastArray = Callable[[Arrays, socket.socket, str, np.dtype, tuple[int, ...]], No
 
 class FrameError(InvalidArgumentError):
     """A frame that does not follow the wire format (the connection cannot continue)."""
+
+
+class _DropConnection(Exception):
+    """Raised by a handler that already answered: the connection closes without another reply."""
 
 
 def _recv_exact(sock: socket.socket, view: memoryview) -> None:
@@ -399,6 +406,8 @@ class DataPlaneServer:
                 except FrameError as e:  # the decision after a prepared push was not one
                     self._send_error(sock, e)
                     return
+                except _DropConnection:
+                    return
                 except Exception as e:  # noqa: BLE001 - every error goes back to this caller only
                     self._send_error(sock, e)
                     continue
@@ -480,8 +489,18 @@ class DataPlaneServer:
             send_frame(sock, OK, {"committed": True, "applied_step": applied})
 
         timeout = _field(meta, "timeout_s", (int, float), 0) or None
-        applied = self.store.commit_push(step, rank, prepared, wait_applied=_field(
-            meta, "wait_applied", bool, False), timeout=timeout, on_recorded=answer)
+        try:
+            applied = self.store.commit_push(step, rank, prepared, wait_applied=_field(
+                meta, "wait_applied", bool, False), timeout=timeout, on_recorded=answer)
+        except Exception:
+            if not answered:
+                raise  # answered as an error; the connection goes on
+            # the caller already has its answer, so an error reply would be read as the next
+            # request's: report it here and drop the connection
+            self.store.count_error()
+            _log.exception("shard %d: applying step %d after answering rank %d's commit failed",
+                           self.store.shard_index, step, rank)
+            raise _DropConnection from None
         if not answered:
             answer(applied)
 

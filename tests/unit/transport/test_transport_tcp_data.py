@@ -284,3 +284,26 @@ def test_a_push_one_shard_never_got_is_dropped_by_the_others_and_can_be_sent_aga
         assert (t.versions("emb", keys).wait() == 1).all()
     finally:
         t.close()
+
+
+def test_an_update_failing_after_the_commit_was_answered_drops_the_connection(
+        grpc_shards, monkeypatch) -> None:
+    stores, addresses = grpc_shards(1)
+    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+
+        def fail() -> None:
+            raise MemoryError("no room for the update")
+
+        monkeypatch.setattr(stores[0], "_apply_ready", fail)
+        keys = np.arange(3, dtype=np.int64)
+        # answered before the update: the caller sees its push recorded
+        assert t.push(0, 0, {"emb": (keys, np.ones((3, 64), np.float32))},
+                      {"emb": 0.1}).wait() == 0
+        monkeypatch.undo()
+        assert stores[0].stats()["errors"] == 1
+        # no stale error reply waits on a pooled connection: the next call reads its own reply
+        assert t.pull("emb", keys).wait().values.shape == (3, 64)
+    finally:
+        t.close()
