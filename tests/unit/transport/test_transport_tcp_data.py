@@ -171,11 +171,11 @@ def test_tls_round_trip(grpc_shards, tls_files) -> None:
     try:
         t.connect([CFG], num_workers=1)
         keys = np.arange(5000, dtype=np.int64)
-        t.push(0, 0, {"emb": (keys, np.ones((5000, 64), np.float32))}, {"emb": 1.0},
-               wait_applied=True, timeout=30).wait()
+        grads = np.repeat((keys % 7).astype(np.float32)[:, None], 64, axis=1)  # row order shows
+        t.push(0, 0, {"emb": (keys, grads)}, {"emb": 1.0}, wait_applied=True, timeout=30).wait()
         r = t.pull("emb", keys).wait()
         init = _core.init_rows(CFG.initializer, 1, keys, 64)
-        np.testing.assert_array_equal(r.values, init - 1)
+        np.testing.assert_array_equal(r.values, init - grads)
         # a plain-text client gets nowhere with a TLS data plane
         with pytest.raises(Exception):  # noqa: B017 - a reset or a malformed reply
             DataPlaneClient("127.0.0.1", data_port(t), TOKEN).call(
