@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -12,12 +14,30 @@ from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps.errors import FailedPreconditionError, UnauthenticatedError, UnavailableError
 from herald_tf.ps.store import ShardStore
-from herald_tf.transport import FaultInjection, make_transport, tcp_data, wire
+from herald_tf.transport import FaultInjection, Transport, make_transport, tcp_data, wire
 from herald_tf.transport.grpc_server import serve
 from herald_tf.transport.tcp_data import HEADER, HELLO, MAGIC, PULL, PUSH, DataPlaneClient
 
 TOKEN = "test-token"  # the token the grpc_shards fixture serves with
 CFG = TableConfig("emb", 64, seed=1)
+
+
+@pytest.fixture
+def connected(grpc_shards) -> Iterator[Callable[..., tuple[list[ShardStore], Transport]]]:
+    """Factory: ``connected(n, **options)`` → (stores, a connected grpc+tcp transport to them),
+    the transport closed at the end."""
+    made = []
+
+    def make(n: int = 1, **options: object) -> tuple[list[ShardStore], Transport]:
+        stores, addresses = grpc_shards(n)
+        t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN, **options)
+        made.append(t)
+        t.connect([CFG], num_workers=1)
+        return stores, t
+
+    yield make
+    for t in made:
+        t.close()
 
 
 def data_port(transport, shard: int = 0) -> int:
@@ -59,21 +79,16 @@ def _hello(port: int, token: str = TOKEN) -> socket.socket:
     return s
 
 
-def test_a_client_of_another_protocol_is_refused_at_hello(grpc_shards) -> None:
-    _, addresses = grpc_shards(1)
-    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
-    try:
-        t.connect([CFG], num_workers=1)
-        for hello in ({"token": TOKEN}, {"token": TOKEN, "protocol": 99}):  # 1: one-phase push
-            s = socket.create_connection(("127.0.0.1", data_port(t)), timeout=10)
-            tcp_data.send_frame(s, HELLO, hello)
-            status, meta, _ = tcp_data.recv_frame(s)
-            assert status == tcp_data.ERROR and meta["code"] == "FAILED_PRECONDITION"
-            assert f"protocol {tcp_data.PROTOCOL}" in meta["message"]
-            assert str(hello.get("protocol", 1)) in meta["message"] and closed(s)
-            s.close()
-    finally:
-        t.close()
+def test_a_client_of_another_protocol_is_refused_at_hello(connected) -> None:
+    _, t = connected()
+    for hello in ({"token": TOKEN}, {"token": TOKEN, "protocol": 99}):  # 1: one-phase push
+        s = socket.create_connection(("127.0.0.1", data_port(t)), timeout=10)
+        tcp_data.send_frame(s, HELLO, hello)
+        status, meta, _ = tcp_data.recv_frame(s)
+        assert status == tcp_data.ERROR and meta["code"] == "FAILED_PRECONDITION"
+        assert f"protocol {tcp_data.PROTOCOL}" in meta["message"]
+        assert str(hello.get("protocol", 1)) in meta["message"] and closed(s)
+        s.close()
 
 
 def test_malformed_requests_are_refused_and_change_nothing(grpc_shards) -> None:
@@ -216,94 +231,69 @@ def _prepared_push(port: int, step: int = 0) -> socket.socket:
     return s
 
 
-def test_a_prepared_push_whose_client_went_away_is_recorded_nowhere(grpc_shards) -> None:
-    stores, addresses = grpc_shards(1)
-    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
-    try:
-        t.connect([CFG], num_workers=1)
-        _prepared_push(data_port(t)).close()  # no decision
-        keys = np.arange(3, dtype=np.int64)
-        assert t.pull("emb", keys).wait().versions.tolist() == [0, 0, 0]
-        assert unchanged(stores[0])
-        # the step is still free for the push that does commit
-        assert t.push(0, 0, {"emb": (keys, np.ones((3, 64), np.float32))},
-                      {"emb": 0.1}).wait() == 0
-    finally:
-        t.close()
+def test_a_prepared_push_whose_client_went_away_is_recorded_nowhere(connected) -> None:
+    stores, t = connected()
+    _prepared_push(data_port(t)).close()  # no decision
+    keys = np.arange(3, dtype=np.int64)
+    assert t.pull("emb", keys).wait().versions.tolist() == [0, 0, 0]
+    assert unchanged(stores[0])
+    # the step is still free for the push that does commit
+    assert t.push(0, 0, {"emb": (keys, np.ones((3, 64), np.float32))}, {"emb": 0.1}).wait() == 0
 
 
-def test_a_push_decision_that_is_not_one_drops_the_push_and_the_connection(grpc_shards) -> None:
-    stores, addresses = grpc_shards(1)
-    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
-    try:
-        t.connect([CFG], num_workers=1)
-        for kind, meta in ((PULL, {"table": "emb"}), (tcp_data.PUSH_DECISION, {"commit": 1})):
-            s = _prepared_push(data_port(t))
-            tcp_data.send_frame(s, kind, meta)
-            status, reply, _ = tcp_data.recv_frame(s)
-            assert status == tcp_data.ERROR and "decision" in reply["message"]
-            assert closed(s)
-            s.close()
-        assert unchanged(stores[0]) and stores[0].stats()["errors"] == 2
+def test_a_push_decision_that_is_not_one_drops_the_push_and_the_connection(connected) -> None:
+    stores, t = connected()
+    for kind, meta in ((PULL, {"table": "emb"}), (tcp_data.PUSH_DECISION, {"commit": 1})):
         s = _prepared_push(data_port(t))
-        tcp_data.send_frame(s, tcp_data.PUSH_DECISION, {"commit": False})
-        assert tcp_data.recv_frame(s)[1] == {"committed": False}
+        tcp_data.send_frame(s, kind, meta)
+        status, reply, _ = tcp_data.recv_frame(s)
+        assert status == tcp_data.ERROR and "decision" in reply["message"]
+        assert closed(s)
         s.close()
-        assert unchanged(stores[0])
-    finally:
-        t.close()
+    assert unchanged(stores[0]) and stores[0].stats()["errors"] == 2
+    s = _prepared_push(data_port(t))
+    tcp_data.send_frame(s, tcp_data.PUSH_DECISION, {"commit": False})
+    assert tcp_data.recv_frame(s)[1] == {"committed": False}
+    s.close()
+    assert unchanged(stores[0])
 
 
-def test_a_committed_push_is_answered_with_its_applied_step(grpc_shards) -> None:
-    stores, addresses = grpc_shards(1)
-    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
-    try:
-        t.connect([CFG], num_workers=1)
-        s = _prepared_push(data_port(t))
-        tcp_data.send_frame(s, tcp_data.PUSH_DECISION, {"commit": True})
-        assert tcp_data.recv_frame(s)[1] == {"committed": True, "applied_step": 0}
-        s.close()
-        assert t.versions("emb", np.arange(6, dtype=np.int64)).wait().tolist() == [1] * 5 + [0]
-    finally:
-        t.close()
+def test_a_committed_push_is_answered_with_its_applied_step(connected) -> None:
+    _, t = connected()
+    s = _prepared_push(data_port(t))
+    tcp_data.send_frame(s, tcp_data.PUSH_DECISION, {"commit": True})
+    assert tcp_data.recv_frame(s)[1] == {"committed": True, "applied_step": 0}
+    s.close()
+    assert t.versions("emb", np.arange(6, dtype=np.int64)).wait().tolist() == [1] * 5 + [0]
 
 
 def test_a_push_one_shard_never_got_is_dropped_by_the_others_and_can_be_sent_again(
-        grpc_shards) -> None:
-    stores, addresses = grpc_shards(3)
-    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN,
-                       faults=FaultInjection(drop={"push": 1}))
-    try:
-        t.connect([CFG], num_workers=1)
-        keys = np.arange(300, dtype=np.int64)
-        push = {"emb": (keys, np.ones((300, 64), np.float32))}
-        with pytest.raises(UnavailableError, match="fault injection"):
-            t.push(0, 0, push, {"emb": 0.1}).wait()
-        assert all(unchanged(s) for s in stores)
-        assert t.push(0, 0, push, {"emb": 0.1}).wait() == 0
-        assert (t.versions("emb", keys).wait() == 1).all()
-    finally:
-        t.close()
+        connected) -> None:
+    stores, t = connected(3, faults=FaultInjection(drop={"push": 1}))
+    keys = np.arange(300, dtype=np.int64)
+    push = {"emb": (keys, np.ones((300, 64), np.float32))}
+    with pytest.raises(UnavailableError, match="fault injection"):
+        t.push(0, 0, push, {"emb": 0.1}).wait()
+    assert all(unchanged(s) for s in stores)
+    assert t.push(0, 0, push, {"emb": 0.1}).wait() == 0
+    assert (t.versions("emb", keys).wait() == 1).all()
 
 
 def test_an_update_failing_after_the_commit_was_answered_drops_the_connection(
-        grpc_shards, monkeypatch) -> None:
-    stores, addresses = grpc_shards(1)
-    t = make_transport("grpc+tcp", addresses=addresses, token=TOKEN)
-    try:
-        t.connect([CFG], num_workers=1)
+        connected, monkeypatch) -> None:
+    stores, t = connected()
 
-        def fail() -> None:
-            raise MemoryError("no room for the update")
+    def fail() -> None:
+        raise MemoryError("no room for the update")
 
-        monkeypatch.setattr(stores[0], "_apply_ready", fail)
-        keys = np.arange(3, dtype=np.int64)
-        # answered before the update: the caller sees its push recorded
-        assert t.push(0, 0, {"emb": (keys, np.ones((3, 64), np.float32))},
-                      {"emb": 0.1}).wait() == 0
-        monkeypatch.undo()
-        assert stores[0].stats()["errors"] == 1
-        # no stale error reply waits on a pooled connection: the next call reads its own reply
-        assert t.pull("emb", keys).wait().values.shape == (3, 64)
-    finally:
-        t.close()
+    monkeypatch.setattr(stores[0], "_apply_ready", fail)
+    keys = np.arange(3, dtype=np.int64)
+    # answered before the update: the caller sees its push recorded
+    assert t.push(0, 0, {"emb": (keys, np.ones((3, 64), np.float32))}, {"emb": 0.1}).wait() == 0
+    deadline = time.monotonic() + 10  # the shard fails and counts it after it answered
+    while stores[0].stats()["errors"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stores[0].stats()["errors"] == 1
+    monkeypatch.undo()
+    # no stale error reply waits on a pooled connection: the next call reads its own reply
+    assert t.pull("emb", keys).wait().values.shape == (3, 64)
