@@ -232,6 +232,11 @@ def gather_rows_checked(rows: np.ndarray, positions: np.ndarray) -> tuple[np.nda
     return out, int(bad.value)
 
 
+def _timeout_ms(timeout_s: float | None) -> int:
+    """A socket timeout for the C++ loops: milliseconds, -1 for none."""
+    return -1 if timeout_s is None else int(timeout_s * 1000)
+
+
 def recv_rows(fd: int, out: np.ndarray, positions: np.ndarray, timeout_s: float | None) -> int:
     """Receives ``len(positions)`` rows from socket ``fd`` into ``out[positions]`` (staged in C++).
 
@@ -244,11 +249,10 @@ def recv_rows(fd: int, out: np.ndarray, positions: np.ndarray, timeout_s: float 
     positions = _core.ids_array(positions, "positions")
     io_error = ctypes.c_int(0)
     st = _core.Status()
-    timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
     _core.check_status(api().recv_rows(
         fd, out.ctypes.data, out.shape[0], out.strides[0] if out.shape[0] else 1,
-        _p(positions, ctypes.c_int64), positions.shape[0], timeout_ms, ctypes.byref(io_error),
-        ctypes.byref(st)), st)
+        _p(positions, ctypes.c_int64), positions.shape[0], _timeout_ms(timeout_s),
+        ctypes.byref(io_error), ctypes.byref(st)), st)
     return int(io_error.value)
 
 
@@ -264,11 +268,10 @@ def send_rows(fd: int, src: np.ndarray, positions: np.ndarray, timeout_s: float 
     positions = _core.ids_array(positions, "positions")
     io_error = ctypes.c_int(0)
     st = _core.Status()
-    timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
     _core.check_status(api().send_rows(
         fd, src.ctypes.data, src.shape[0], src.strides[0] if src.shape[0] else 1,
-        _p(positions, ctypes.c_int64), positions.shape[0], timeout_ms, ctypes.byref(io_error),
-        ctypes.byref(st)), st)
+        _p(positions, ctypes.c_int64), positions.shape[0], _timeout_ms(timeout_s),
+        ctypes.byref(io_error), ctypes.byref(st)), st)
     return int(io_error.value)
 
 
@@ -281,8 +284,7 @@ def recv_floats_checked(fd: int, out: np.ndarray, timeout_s: float | None) -> tu
     io_error = ctypes.c_int(0)
     bad = ctypes.c_int64(-1)
     st = _core.Status()
-    timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
     _core.check_status(api().recv_floats_checked(
-        fd, _p(out, ctypes.c_float), out.size, timeout_ms, ctypes.byref(bad),
+        fd, _p(out, ctypes.c_float), out.size, _timeout_ms(timeout_s), ctypes.byref(bad),
         ctypes.byref(io_error), ctypes.byref(st)), st)
     return int(io_error.value), int(bad.value)

@@ -414,11 +414,17 @@ class ShardStore:
                            f"pushed keys of table '{name}'", unique=True)
         return out
 
+    def _complete(self, step: int) -> _PendingStep | None:
+        """The pending step if every worker pushed it, else None (lock held)."""
+        pending = self._pending.get(step)
+        if pending is None or len(pending.pushes) < (self.num_workers or 0):
+            return None
+        return pending
+
     def _complete_through(self) -> int:
         """The step applied once every complete pending step is (lock held)."""
         step = self.applied_step
-        while (p := self._pending.get(step + 1)) is not None and \
-                len(p.pushes) >= (self.num_workers or 0):
+        while self._complete(step + 1) is not None:
             step += 1
         return step
 
@@ -426,8 +432,8 @@ class ShardStore:
         """Applies every complete step in order (lock held)."""
         while True:
             step = self.applied_step + 1
-            pending = self._pending.get(step)
-            if pending is None or len(pending.pushes) < (self.num_workers or 0):
+            pending = self._complete(step)
+            if pending is None:
                 return
             for name in sorted(pending.learning_rates):
                 keys, grads, rows, ranks = [], [], [], 0

@@ -231,7 +231,7 @@ class TableShard:
         order, each rank's keys distinct. A key's summed gradient is ((g_r0 + g_r1) + g_r2) ...
         so the result does not depend on arrival order. ``distinct`` says no key appears twice
         over all parts (one rank pushed): then each part is applied as it is, without copies.
-        ``rows``: each part's rows as resolved on arrival (``resolve``), when all were.
+        ``rows``: each part's rows as resolved on arrival (``resolve_distinct``), when all were.
         Returns the number of rows updated.
         """
         if not keys:
