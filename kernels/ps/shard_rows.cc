@@ -23,12 +23,6 @@ namespace {
 
 constexpr uint64_t kShardSalt = 0x5348415244484552ULL;  // "SHARDHER", as sharding.py
 
-bool IsNonFinite(float v) {
-  uint32_t bits;
-  memcpy(&bits, &v, sizeof(bits));
-  return (bits & 0x7f800000u) == 0x7f800000u;
-}
-
 // After a recv or send that moved nothing (`result` <= 0): 0 to try again, having waited up to
 // timeout_ms (< 0: no limit) for the socket to be ready for `events`, else the I/O outcome to
 // report (-1: the peer closed, ETIMEDOUT, or the errno of the failed call).
@@ -112,11 +106,11 @@ int herald_ps_gather_rows_checked(const float* src, int64_t src_rows, int64_t wi
     uint32_t any = 0;
     for (int64_t j = 0; j < width; ++j) {
       dst[j] = row[j];
-      any |= static_cast<uint32_t>(IsNonFinite(row[j]));
+      any |= static_cast<uint32_t>(herald::IsNonFinite(row[j]));
     }
     if (any && *first_bad < 0) {
       for (int64_t j = 0; j < width; ++j) {
-        if (IsNonFinite(row[j])) {
+        if (herald::IsNonFinite(row[j])) {
           *first_bad = k * width + j;
           break;
         }
@@ -192,9 +186,7 @@ int herald_ps_recv_floats_checked(int fd, float* out, int64_t n, int64_t timeout
       got += r;
       const int64_t whole = got / static_cast<int64_t>(sizeof(float));
       if (*first_bad < 0 && whole > checked) {
-        int64_t bad = -1;
-        HeraldStatus check;
-        herald_ps_find_non_finite(out + checked, whole - checked, &bad, &check);
+        const int64_t bad = herald::FindNonFinite(out + checked, whole - checked);
         if (bad >= 0) *first_bad = checked + bad;
       }
       checked = whole;

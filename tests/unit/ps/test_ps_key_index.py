@@ -74,6 +74,23 @@ def test_find_non_finite_reports_the_first_bad_value() -> None:
     assert find_non_finite(np.zeros((0, 3), np.float32)) == -1
 
 
+def test_find_non_finite_finds_any_nan_or_inf_wherever_it_is_and_nothing_else() -> None:
+    # the scan tests 1024-value blocks at once, then the tail value by value: try both, the
+    # block edges, every NaN/Inf bit pattern kind, and the finite values nearest to them
+    finite = np.array([np.finfo(np.float32).max, -np.finfo(np.float32).max,
+                       np.finfo(np.float32).tiny, np.float32(1e-45), -0.0, 0.0], np.float32)
+    for bad in (np.inf, -np.inf, np.nan, np.frombuffer(b"\x01\x00\x80\xff", np.float32)[0]):
+        for n in (1, 1023, 1024, 1025, 3000):
+            for at in sorted({0, n // 2, min(1023, n - 1), min(1024, n - 1), n - 1}):
+                a = np.resize(finite, n)
+                assert find_non_finite(a) == -1
+                a[at] = bad
+                assert find_non_finite(a) == at, (bad, n, at)
+                if at + 1 < n:
+                    a[n - 1] = bad  # a later one does not hide the first
+                    assert find_non_finite(a) == at
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 40), max_size=30), st.lists(st.integers(0, 60), max_size=60))
 def test_lookup_distinct_is_lookup_and_find_duplicate_in_one_pass(present: list[int],
