@@ -234,11 +234,24 @@ def sparse_apply(
         slots.shape[0], _ptr(grads, ctypes.c_float), None, ctypes.byref(st)), st)
 
 
+def line_aligned_rows(n: int, width: int, zero: bool = False) -> np.ndarray:
+    """An (n, width) float32 array starting on a 64-byte cache line (zero-filled if ``zero``).
+
+    The row kernels write large outputs of such arrays straight to memory, bypassing the caches,
+    when rows are whole lines (``kernels/core/scattered_rows.h``); TensorFlow takes it without
+    a copy.
+    """
+    nbytes = n * width * 4
+    buf = (np.zeros if zero else np.empty)(nbytes + 64, dtype=np.uint8)
+    skip = -buf.ctypes.data % 64
+    return buf[skip:skip + nbytes].view(np.float32).reshape(n, width)
+
+
 def gather_rows(storage: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """``storage[slots]`` with range checks: a (len(slots), width) float32 array."""
     storage = _rows(storage, "storage")
     slots = ids_array(slots, "slots")
-    out = np.empty((slots.shape[0], storage.shape[1]), dtype=np.float32)
+    out = line_aligned_rows(slots.shape[0], storage.shape[1])
     st = Status()
     check_status(load_core().herald_cpu_gather_rows(
         _ptr(np.ascontiguousarray(storage), ctypes.c_float), storage.shape[0], storage.shape[1],

@@ -240,9 +240,11 @@ def _timeout_ms(timeout_s: float | None) -> int:
 def recv_rows(fd: int, out: np.ndarray, positions: np.ndarray, timeout_s: float | None) -> int:
     """Receives ``len(positions)`` rows from socket ``fd`` into ``out[positions]`` (staged in C++).
 
-    ``out`` is C-contiguous; each row is ``out.strides[0]`` bytes on the wire. Returns 0 when all
-    arrived, -1 when the peer closed, else an errno (``errno.ETIMEDOUT`` after ``timeout_s``
-    without data); the connection is unusable after a non-zero result.
+    ``out`` is C-contiguous; each row is ``out.strides[0]`` bytes on the wire. An ``out`` of
+    4 MiB or more that starts on a cache line (``_core.line_aligned_rows``), with rows of whole
+    lines, is written around the caches.
+    Returns 0 when all arrived, -1 when the peer closed, else an errno (``errno.ETIMEDOUT`` after
+    ``timeout_s`` without data); the connection is unusable after a non-zero result.
     """
     if not out.flags.c_contiguous or not out.flags.writeable or out.ndim < 1:
         raise InvalidArgumentError("Expected a C-contiguous writeable output array.")

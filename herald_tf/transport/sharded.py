@@ -19,9 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from herald_tf._core import line_aligned_rows
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps._native import find_duplicate, find_non_finite, gather_rows_checked, partition
+from herald_tf.ps._native import (
+    find_duplicate,
+    find_non_finite,
+    gather_rows_checked,
+    partition,
+)
 from herald_tf.ps.errors import DeadlineExceededError, UnavailableError
 from herald_tf.ps.plan_mailbox import MAX_TAKE_WAIT_S
 from herald_tf.scheduler.plan_codec import PLAN_WINDOW
@@ -59,7 +65,7 @@ class _PullSink:
             if self.values is None:
                 alloc = np.zeros if self.filtered else np.empty
                 self.state = alloc((self.n, width), np.float32) if self.with_state else None
-                self.values = alloc((self.n, dim), np.float32)
+                self.values = line_aligned_rows(self.n, dim, zero=self.filtered)
 
     def place(self, shard_positions: np.ndarray, p: np.ndarray, st: np.ndarray | None,
               ver: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:

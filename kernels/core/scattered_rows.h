@@ -1,6 +1,6 @@
 // Host loops over rows scattered in a table, shared by the CPU kernels and the parameter server:
-// a cache-line prefetch of a row, and the sparse optimizer apply (herald::ApplyRow on each listed
-// row).
+// a cache-line prefetch of a row, a row copy that bypasses the caches, and the sparse optimizer
+// apply (herald::ApplyRow on each listed row).
 // Listed rows jump around a table larger than the caches, which the hardware prefetcher does not
 // follow; fetching a row kRowsAhead rows early cut a cold 53k-row SGD apply by ~35 % and Adam's
 // by ~45 % on the 2-core development machine.
@@ -8,6 +8,11 @@
 #define HERALD_KERNELS_CORE_SCATTERED_ROWS_H_
 
 #include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "kernels/core/optimizer.h"
 
@@ -25,6 +30,47 @@ inline void PrefetchRow(const float* row, int64_t width, bool write) {
       __builtin_prefetch(row + j, 0);
     }
   }
+}
+
+// Outputs at least this large are written with StreamRow where they can be: they outgrow the
+// caches before anyone reads them.
+constexpr int64_t kStreamMinBytes = int64_t{4} << 20;
+
+// Whether rows of `row_bytes` at `base` can be written with StreamRow: every row starts and ends
+// on a cache-line boundary (a partly written line would leave the write-combining buffer half
+// full, which is slower than a plain store).
+inline bool CanStreamRows(const void* base, int64_t row_bytes) {
+#if defined(__SSE2__)
+  return reinterpret_cast<uintptr_t>(base) % 64 == 0 && row_bytes % 64 == 0;
+#else
+  (void)base;
+  (void)row_bytes;
+  return false;
+#endif
+}
+
+// Copies a row to memory that will not be read again soon (a pull's rows scattered over a large
+// output, a PS's reply gathered for the socket) with non-temporal stores: whole lines go to
+// memory without first being read into the cache, about half the memory traffic of memcpy there
+// (a 53k-row scatter over 27 MB took 1.6 ms instead of 3.0 on the development machine, a gather
+// 2.4 instead of 2.8). CanStreamRows must hold; call StreamFence after the last row, before the
+// rows are handed on.
+inline void StreamRow(char* dst, const char* src, int64_t bytes) {
+#if defined(__SSE2__)
+  for (int64_t i = 0; i < bytes; i += 16) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+  }
+#else
+  memcpy(dst, src, static_cast<size_t>(bytes));
+#endif
+}
+
+// Orders the StreamRow stores before any later store (another thread may read the rows next).
+inline void StreamFence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 
 // Applies grads[k] (dim floats) to row rows[k] of values/state for k in [begin, end), each row's

@@ -89,6 +89,28 @@ def test_recv_rows_lands_rows_at_their_places_across_partial_reads() -> None:
         _native.recv_rows(0, out, np.array([n + 5], np.int64), 1)
 
 
+@pytest.mark.parametrize("aligned", [True, False])
+def test_recv_rows_into_an_output_larger_than_the_caches_lands_every_row(aligned: bool) -> None:
+    # >= 4 MiB of whole-line rows in a line-aligned output bypass the caches (streamed); an
+    # output off the line boundary takes memcpy: both land the same rows
+    n, width = 20_000, 64
+    rows = np.random.default_rng(5).normal(size=(n, width)).astype(np.float32)
+    dest = np.sort(np.random.default_rng(6).permutation(2 * n)[:n]).astype(np.int64)
+    out = _core.line_aligned_rows(2 * n + 1, width, zero=True)
+    out = out[:2 * n] if aligned else out[1:]
+    a, b = socket.socketpair()
+    th = _send_in_odd_pieces(a, rows.tobytes())
+    b.settimeout(10)
+    assert _native.recv_rows(b.fileno(), out, dest, 10) == 0
+    th.join()
+    np.testing.assert_array_equal(out[dest], rows)
+    untouched = np.ones(2 * n, bool)
+    untouched[dest] = False
+    assert not out[untouched].any()
+    a.close()
+    b.close()
+
+
 @pytest.mark.parametrize("width", [24, 70_000])  # rows smaller and larger than the stage
 def test_recv_rows_reads_nothing_past_the_rows(width: int) -> None:
     n = 7
