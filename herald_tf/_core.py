@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from herald_tf import env
-from herald_tf.config import InitializerConfig, OptimizerConfig
+from herald_tf.config import Combiner, InitializerConfig, OptimizerConfig
 from herald_tf.errors import (
     HeraldError,
     InvalidArgumentError,
@@ -108,6 +108,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.herald_cpu_init_state.argtypes = [ctypes.POINTER(_OptimizerParams), _I64, _I64, _F32P,
                                           status]
     lib.herald_cpu_gather_rows.argtypes = [_F32P, _I64, _I64, _I64P, _I64, _F32P, status]
+    lib.herald_cpu_unique_slots.argtypes = [_I64P, _I64, _I64, _I64P, _I64P, _I64P, status]
+    lib.herald_cpu_lookup_grad.argtypes = [
+        _F32P, _I64P, _I64, _I64P, _I64, ctypes.c_int32, _I64, _I64, _F32P, runner, status,
+    ]
     lib.herald_cpu_scatter_rows.argtypes = [_F32P, _I64, _I64, _I64P, _I64, _F32P, status]
 
 
@@ -232,6 +236,38 @@ def sparse_apply(
         ctypes.byref(params), _ptr(values, ctypes.c_float), state_ptr,
         _ptr(versions, ctypes.c_int64), values.shape[0], dim, _ptr(slots, ctypes.c_int64),
         slots.shape[0], _ptr(grads, ctypes.c_float), None, ctypes.byref(st)), st)
+
+
+def unique_slots(slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unique, inverse): ``slots`` without repeats in order of first appearance, and each
+    slot's index in it (``slots == unique[inverse]``), by one hash pass (every slot in
+    ``[0, num_slots)``)."""
+    slots = ids_array(slots, "slots")
+    unique = np.empty(slots.shape[0], dtype=np.int64)
+    inverse = np.empty(slots.shape[0], dtype=np.int64)
+    count = ctypes.c_int64(0)
+    st = Status()
+    check_status(load_core().herald_cpu_unique_slots(
+        _ptr(slots, ctypes.c_int64), slots.shape[0], num_slots, _ptr(unique, ctypes.c_int64),
+        _ptr(inverse, ctypes.c_int64), ctypes.byref(count), ctypes.byref(st)), st)
+    return unique[:count.value], inverse
+
+
+def sum_rows_by_index(rows: np.ndarray, inverse: np.ndarray, num_unique: int) -> np.ndarray:
+    """``out[u]`` = the sum of ``rows[i]`` with ``inverse[i] == u``, added in ``i`` order from
+    zero: the deterministic gradient sum of the lookup op (``herald_cpu_lookup_grad``)."""
+    rows = _rows(np.ascontiguousarray(rows), "rows")
+    inverse = ids_array(inverse, "inverse")
+    if inverse.shape[0] != rows.shape[0]:
+        raise InvalidArgumentError(f"Expected one index per row. Received: {inverse.shape[0]} "
+                                   f"indices for {rows.shape[0]} rows")
+    out = np.empty((num_unique, rows.shape[1]), dtype=np.float32)
+    st = Status()
+    check_status(load_core().herald_cpu_lookup_grad(
+        _ptr(rows, ctypes.c_float), _ptr(inverse, ctypes.c_int64), inverse.shape[0], None, 0,
+        int(Combiner.NONE), num_unique, rows.shape[1], _ptr(out, ctypes.c_float), None,
+        ctypes.byref(st)), st)
+    return out
 
 
 def line_aligned_rows(n: int, width: int, zero: bool = False) -> np.ndarray:

@@ -112,6 +112,18 @@ int herald_cpu_lookup_grad(const float* grad_out, const int64_t* inverse, int64_
   const bool pooled = combiner != HERALD_COMBINER_NONE;
   if (pooled && herald::CheckRowSplits(row_splits, batch, n, status)) return status->code;
 
+  if (!pooled && (runner == nullptr || runner->parallel_for == nullptr)) {
+    // One thread: add each id's row to its output row in id order, reading grad_out once in
+    // order (the same additions, in the same order, as the grouped loop below).
+    memset(summed, 0, sizeof(float) * static_cast<size_t>(num_unique * dim));
+    for (int64_t i = 0; i < n; ++i) {
+      if (i + herald::kRowsAhead < n) {
+        herald::PrefetchRow(summed + inverse[i + herald::kRowsAhead] * dim, dim, true);
+      }
+      herald::AddRow(summed + inverse[i] * dim, grad_out + i * dim, dim);
+    }
+    return SetOk(status);
+  }
   // Source row of each id in grad_out and its scale.
   std::vector<int64_t> source(n);
   std::vector<float> scale(n, 1.0f);

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from reference import assert_close, lookup_grad, pooled_lookup
 
-from herald_tf import ops
+from herald_tf import _core, ops
 
 COMBINERS = ["sum", "mean", "sqrtn"]
 
@@ -108,3 +108,37 @@ def test_lookup_works_inside_tf_function() -> None:
     eager = tf.reduce_sum(ops.lookup(storage, ids, "mean"))
     assert step(ids).shape[1] == 4
     assert_close(tf.reduce_sum(ops.lookup(storage, ids, "mean")).numpy(), eager.numpy())
+
+
+def test_unique_slots_keeps_first_appearance_order() -> None:
+    slots = np.array([7, 3, 7, 0, 3, 9], np.int64)
+    unique, inverse = _core.unique_slots(slots, 10)
+    assert unique.tolist() == [7, 3, 0, 9]
+    np.testing.assert_array_equal(unique[inverse], slots)
+
+
+def test_sum_rows_by_index_adds_in_row_order_from_zero_bit_for_bit() -> None:
+    # the PS sums the ranks' gradients of a key with it, in rank order: ((0 + g0) + g1) + g2
+    rng = np.random.default_rng(7)
+    rows = (rng.normal(size=(3000, 16)) * 10.0 ** rng.integers(-8, 8, size=(3000, 1))).astype(
+        np.float32)
+    rows[::97] = -0.0
+    inverse = rng.integers(0, 400, 3000).astype(np.int64)
+    expected = np.zeros((400, 16), np.float32)
+    for i in range(3000):
+        expected[inverse[i]] = expected[inverse[i]] + rows[i]
+    got = _core.sum_rows_by_index(rows, inverse, 400)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_sum_rows_by_index_equals_the_threaded_lookup_gradient_bit_for_bit() -> None:
+    # one thread adds rows in order; the op's thread pool sums each output row over its group
+    rng = np.random.default_rng(8)
+    ids = np.minimum(rng.zipf(1.2, size=20_000) - 1, 999).astype(np.int64)
+    grads = rng.normal(size=(20_000, 32)).astype(np.float32)
+    unique, summed = ops.lookup_grad(tf.constant(grads), tf.constant(ids), "none")
+    mine_unique, inverse = _core.unique_slots(ids, 1000)
+    np.testing.assert_array_equal(unique.numpy(), mine_unique)
+    np.testing.assert_array_equal(
+        summed.numpy().view(np.uint32),
+        _core.sum_rows_by_index(grads, inverse, mine_unique.shape[0]).view(np.uint32))
