@@ -12,11 +12,12 @@ import ctypes
 import enum
 import functools
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from herald_tf import env
-from herald_tf.config import Combiner, InitializerConfig, OptimizerConfig
+from herald_tf.config import InitializerConfig, OptimizerConfig
 from herald_tf.errors import (
     HeraldError,
     InvalidArgumentError,
@@ -24,7 +25,7 @@ from herald_tf.errors import (
     OutOfRangeError,
 )
 
-C_API_VERSION = 1
+C_API_VERSION = 2
 CORE_LIBRARY = "libherald_core.so"
 
 
@@ -109,9 +110,7 @@ def _declare(lib: ctypes.CDLL) -> None:
                                           status]
     lib.herald_cpu_gather_rows.argtypes = [_F32P, _I64, _I64, _I64P, _I64, _F32P, status]
     lib.herald_cpu_unique_slots.argtypes = [_I64P, _I64, _I64, _I64P, _I64P, _I64P, status]
-    lib.herald_cpu_lookup_grad.argtypes = [
-        _F32P, _I64P, _I64, _I64P, _I64, ctypes.c_int32, _I64, _I64, _F32P, runner, status,
-    ]
+    lib.herald_cpu_add_rows_by_index.argtypes = [_F32P, _I64P, _I64, _I64, _I64, _F32P, status]
     lib.herald_cpu_scatter_rows.argtypes = [_F32P, _I64, _I64, _I64P, _I64, _F32P, status]
 
 
@@ -253,20 +252,26 @@ def unique_slots(slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, np.ndar
     return unique[:count.value], inverse
 
 
-def sum_rows_by_index(rows: np.ndarray, inverse: np.ndarray, num_unique: int) -> np.ndarray:
-    """``out[u]`` = the sum of ``rows[i]`` with ``inverse[i] == u``, added in ``i`` order from
-    zero: the deterministic gradient sum of the lookup op (``herald_cpu_lookup_grad``)."""
-    rows = _rows(np.ascontiguousarray(rows), "rows")
+def sum_rows_by_index(parts: Sequence[np.ndarray], inverse: np.ndarray,
+                      num_unique: int) -> np.ndarray:
+    """``out[u]`` = the sum of the rows with ``inverse[i] == u``, where row ``i`` counts through
+    the rows of ``parts`` in order, added from zero in that order: the deterministic sum of the
+    lookup op's gradient, over several arrays without concatenating them."""
     inverse = ids_array(inverse, "inverse")
-    if inverse.shape[0] != rows.shape[0]:
-        raise InvalidArgumentError(f"Expected one index per row. Received: {inverse.shape[0]} "
-                                   f"indices for {rows.shape[0]} rows")
-    out = np.empty((num_unique, rows.shape[1]), dtype=np.float32)
-    st = Status()
-    check_status(load_core().herald_cpu_lookup_grad(
-        _ptr(rows, ctypes.c_float), _ptr(inverse, ctypes.c_int64), inverse.shape[0], None, 0,
-        int(Combiner.NONE), num_unique, rows.shape[1], _ptr(out, ctypes.c_float), None,
-        ctypes.byref(st)), st)
+    parts = [_rows(np.ascontiguousarray(p), "rows") for p in parts]
+    total = sum(p.shape[0] for p in parts)
+    if total != inverse.shape[0] or len({p.shape[1] for p in parts}) > 1:
+        raise InvalidArgumentError(
+            f"Expected one index per row and rows of one width. Received: {inverse.shape[0]} "
+            f"indices for {total} rows of widths {sorted({p.shape[1] for p in parts})}")
+    out = np.zeros((num_unique, parts[0].shape[1] if parts else 0), dtype=np.float32)
+    start = 0
+    for p in parts:
+        st = Status()
+        check_status(load_core().herald_cpu_add_rows_by_index(
+            _ptr(p, ctypes.c_float), _ptr(inverse[start:], ctypes.c_int64), p.shape[0],
+            num_unique, p.shape[1], _ptr(out, ctypes.c_float), ctypes.byref(st)), st)
+        start += p.shape[0]
     return out
 
 

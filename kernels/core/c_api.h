@@ -36,7 +36,7 @@ typedef struct {
 } HeraldRunner;
 
 // Version of this ABI; bump on any incompatible change. Checked by the Python loader.
-#define HERALD_C_API_VERSION 1
+#define HERALD_C_API_VERSION 2
 int herald_c_api_version(void);
 // 1 when this library was built with the CUDA kernels, else 0.
 int herald_cuda_built(void);
@@ -63,6 +63,13 @@ int herald_cpu_lookup_grad(const float* grad_out, const int64_t* inverse /* (n) 
                            int32_t combiner, int64_t num_unique, int64_t dim,
                            float* summed /* (num_unique, dim) */, const HeraldRunner* runner,
                            HeraldStatus* status);
+
+// summed[inverse[i]] += rows[i] for i = 0, 1, ..., n - 1 in that order (summed is not zeroed
+// first): called once per array on a zeroed output, the sum herald_cpu_lookup_grad makes, bit
+// for bit, over several arrays of rows (the PS adds up the ranks' pushes of a step this way).
+int herald_cpu_add_rows_by_index(const float* rows /* (n, dim) */, const int64_t* inverse /* (n) */,
+                                 int64_t n, int64_t num_unique, int64_t dim,
+                                 float* summed /* (num_unique, dim) */, HeraldStatus* status);
 
 // Sparse optimizer apply: for each u, row unique_slots[u] gets grads[u] and its version += 1.
 // unique_slots must be distinct and in range; grads must be finite (else INVALID_ARGUMENT and

@@ -112,18 +112,6 @@ int herald_cpu_lookup_grad(const float* grad_out, const int64_t* inverse, int64_
   const bool pooled = combiner != HERALD_COMBINER_NONE;
   if (pooled && herald::CheckRowSplits(row_splits, batch, n, status)) return status->code;
 
-  if (!pooled && (runner == nullptr || runner->parallel_for == nullptr)) {
-    // One thread: add each id's row to its output row in id order, reading grad_out once in
-    // order (the same additions, in the same order, as the grouped loop below).
-    memset(summed, 0, sizeof(float) * static_cast<size_t>(num_unique * dim));
-    for (int64_t i = 0; i < n; ++i) {
-      if (i + herald::kRowsAhead < n) {
-        herald::PrefetchRow(summed + inverse[i + herald::kRowsAhead] * dim, dim, true);
-      }
-      herald::AddRow(summed + inverse[i] * dim, grad_out + i * dim, dim);
-    }
-    return SetOk(status);
-  }
   // Source row of each id in grad_out and its scale.
   std::vector<int64_t> source(n);
   std::vector<float> scale(n, 1.0f);
@@ -166,6 +154,28 @@ int herald_cpu_lookup_grad(const float* grad_out, const int64_t* inverse, int64_
   };
   const int64_t ids_per_unique = num_unique > 0 ? (n + num_unique - 1) / num_unique : 1;
   herald::ParallelFor(runner, num_unique, 2 * dim * (ids_per_unique + 1), sum_groups);
+  return SetOk(status);
+}
+
+int herald_cpu_add_rows_by_index(const float* rows, const int64_t* inverse, int64_t n,
+                                 int64_t num_unique, int64_t dim, float* summed,
+                                 HeraldStatus* status) {
+  if (n < 0 || dim <= 0 || num_unique < 0 || (n > 0 && (rows == nullptr || inverse == nullptr ||
+                                                       summed == nullptr))) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected rows, indices and an output with n >= 0 and dim > 0. Received: "
+                     "n=%lld, dim=%lld",
+                     static_cast<long long>(n), static_cast<long long>(dim));
+  }
+  if (herald::CheckIdsInRange(inverse, n, num_unique, "index", status)) return status->code;
+  // In row order, so each output row gets its additions in the order the rows come (reading
+  // the rows once, in order; the output rows are fetched ahead).
+  for (int64_t i = 0; i < n; ++i) {
+    if (i + herald::kRowsAhead < n) {
+      herald::PrefetchRow(summed + inverse[i + herald::kRowsAhead] * dim, dim, true);
+    }
+    herald::AddRow(summed + inverse[i] * dim, rows + i * dim, dim);
+  }
   return SetOk(status);
 }
 

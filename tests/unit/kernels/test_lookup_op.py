@@ -8,6 +8,7 @@ import tensorflow as tf
 from reference import assert_close, lookup_grad, pooled_lookup
 
 from herald_tf import _core, ops
+from herald_tf.errors import InvalidArgumentError
 
 COMBINERS = ["sum", "mean", "sqrtn"]
 
@@ -118,7 +119,8 @@ def test_unique_slots_keeps_first_appearance_order() -> None:
 
 
 def test_sum_rows_by_index_adds_in_row_order_from_zero_bit_for_bit() -> None:
-    # the PS sums the ranks' gradients of a key with it, in rank order: ((0 + g0) + g1) + g2
+    # the PS sums the ranks' gradients of a key with it, in rank order: ((0 + g0) + g1) + g2,
+    # one array per rank
     rng = np.random.default_rng(7)
     rows = (rng.normal(size=(3000, 16)) * 10.0 ** rng.integers(-8, 8, size=(3000, 1))).astype(
         np.float32)
@@ -127,7 +129,7 @@ def test_sum_rows_by_index_adds_in_row_order_from_zero_bit_for_bit() -> None:
     expected = np.zeros((400, 16), np.float32)
     for i in range(3000):
         expected[inverse[i]] = expected[inverse[i]] + rows[i]
-    got = _core.sum_rows_by_index(rows, inverse, 400)
+    got = _core.sum_rows_by_index([rows[:1000], rows[1000:1001], rows[1001:]], inverse, 400)
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
@@ -141,4 +143,12 @@ def test_sum_rows_by_index_equals_the_threaded_lookup_gradient_bit_for_bit() -> 
     np.testing.assert_array_equal(unique.numpy(), mine_unique)
     np.testing.assert_array_equal(
         summed.numpy().view(np.uint32),
-        _core.sum_rows_by_index(grads, inverse, mine_unique.shape[0]).view(np.uint32))
+        _core.sum_rows_by_index([grads], inverse, mine_unique.shape[0]).view(np.uint32))
+
+
+def test_sum_rows_by_index_refuses_an_index_out_of_range_or_a_count_mismatch() -> None:
+    rows = np.ones((3, 2), np.float32)
+    with pytest.raises(InvalidArgumentError, match="every index in"):
+        _core.sum_rows_by_index([rows], np.array([0, 1, 5], np.int64), 2)
+    with pytest.raises(InvalidArgumentError, match="one index per row"):
+        _core.sum_rows_by_index([rows], np.array([0, 1], np.int64), 2)
