@@ -260,10 +260,11 @@ def sum_rows_by_index(parts: Sequence[np.ndarray], inverse: np.ndarray,
     inverse = ids_array(inverse, "inverse")
     parts = [_rows(np.ascontiguousarray(p), "rows") for p in parts]
     total = sum(p.shape[0] for p in parts)
-    if total != inverse.shape[0] or len({p.shape[1] for p in parts}) > 1:
+    widths = sorted({p.shape[1] for p in parts})
+    if total != inverse.shape[0] or len(widths) > 1:
         raise InvalidArgumentError(
             f"Expected one index per row and rows of one width. Received: {inverse.shape[0]} "
-            f"indices for {total} rows of widths {sorted({p.shape[1] for p in parts})}")
+            f"indices for {total} rows of widths {widths}")
     out = np.zeros((num_unique, parts[0].shape[1] if parts else 0), dtype=np.float32)
     start = 0
     for p in parts:

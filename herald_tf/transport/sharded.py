@@ -22,12 +22,7 @@ import numpy as np
 from herald_tf._core import line_aligned_rows
 from herald_tf.config import TableConfig
 from herald_tf.errors import InvalidArgumentError
-from herald_tf.ps._native import (
-    find_duplicate,
-    find_non_finite,
-    gather_rows_checked,
-    partition,
-)
+from herald_tf.ps._native import find_duplicate, find_non_finite, gather_rows_checked, partition
 from herald_tf.ps.errors import DeadlineExceededError, UnavailableError
 from herald_tf.ps.plan_mailbox import MAX_TAKE_WAIT_S
 from herald_tf.scheduler.plan_codec import PLAN_WINDOW

@@ -63,18 +63,14 @@ int herald_cpu_gather_rows(const float* storage, int64_t slots, int64_t width,
   if (CheckCounts(n, width, status)) return status->code;
   if (herald::CheckIdsInRange(slot_ids, n, slots, "slot id", status)) return status->code;
   const int64_t row_bytes = width * static_cast<int64_t>(sizeof(float));
-  const bool stream =
-      n * row_bytes >= herald::kStreamMinBytes && herald::CanStreamRows(out, row_bytes);
+  const bool stream = herald::StreamsRows(out, n * row_bytes, row_bytes);
   for (int64_t i = 0; i < n; ++i) {
     if (i + herald::kRowsAhead < n) {
       herald::PrefetchRow(storage + slot_ids[i + herald::kRowsAhead] * width, width, false);
     }
-    if (stream) {
-      herald::StreamRow(reinterpret_cast<char*>(out + i * width),
-                        reinterpret_cast<const char*>(storage + slot_ids[i] * width), row_bytes);
-    } else {
-      memcpy(out + i * width, storage + slot_ids[i] * width, sizeof(float) * width);
-    }
+    herald::CopyRow(reinterpret_cast<char*>(out + i * width),
+                    reinterpret_cast<const char*>(storage + slot_ids[i] * width), row_bytes,
+                    stream);
   }
   if (stream) herald::StreamFence();
   return SetOk(status);

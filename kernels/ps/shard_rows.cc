@@ -137,8 +137,7 @@ int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
   std::vector<char> stage;
   if (AllocateStage(row_bytes, &stage, status)) return status->code;
   // a large pull's output outgrows the caches long before the caller reads it
-  const bool stream = out_rows * row_bytes >= herald::kStreamMinBytes &&
-                      herald::CanStreamRows(out, row_bytes);
+  const bool stream = herald::StreamsRows(out, out_rows * row_bytes, row_bytes);
   int64_t row = 0;   // next row to place
   int64_t have = 0;  // bytes of rows row, row + 1, ... in the stage
   while (row < n) {
@@ -150,13 +149,8 @@ int herald_ps_recv_rows(int fd, char* out, int64_t out_rows, int64_t row_bytes,
       have += got;
       const int64_t full = have / row_bytes;
       for (int64_t k = 0; k < full; ++k) {
-        char* dst = out + positions[row + k] * row_bytes;
-        const char* src = stage.data() + k * row_bytes;
-        if (stream) {
-          herald::StreamRow(dst, src, row_bytes);
-        } else {
-          memcpy(dst, src, static_cast<size_t>(row_bytes));
-        }
+        herald::CopyRow(out + positions[row + k] * row_bytes, stage.data() + k * row_bytes,
+                        row_bytes, stream);
       }
       row += full;
       const int64_t rest = have - full * row_bytes;
