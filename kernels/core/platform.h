@@ -10,4 +10,14 @@
 
 #define HERALD_INLINE HERALD_HOST_DEVICE inline
 
+// For a helper whose only effect is a cache hint (__builtin_prefetch): GCC's pure-const analysis
+// finds such a function free of side effects and deletes every call to it, so the prefetch
+// must be inlined into the caller before that analysis runs (GCC 12 at -O1 and above dropped
+// the PS key index's and the scheduler's prefetches this way).
+#if defined(__GNUC__)
+#define HERALD_PREFETCH_HELPER __attribute__((always_inline)) inline
+#else
+#define HERALD_PREFETCH_HELPER inline
+#endif
+
 #endif  // HERALD_KERNELS_CORE_PLATFORM_H_

@@ -15,13 +15,14 @@
 #endif
 
 #include "kernels/core/optimizer.h"
+#include "kernels/core/platform.h"
 
 namespace herald {
 
 constexpr int64_t kRowsAhead = 8;
 
 // Hints every cache line of row[0, width) into the cache (for writing when `write`).
-inline void PrefetchRow(const float* row, int64_t width, bool write) {
+HERALD_PREFETCH_HELPER void PrefetchRow(const float* row, int64_t width, bool write) {
   constexpr int64_t kLineFloats = 64 / sizeof(float);
   for (int64_t j = 0; j < width; j += kLineFloats) {
     if (write) {

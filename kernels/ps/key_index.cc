@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/core/initializer.h"
+#include "kernels/core/platform.h"
 #include "kernels/core/table_vector.h"
 #include "kernels/ps/ps_api.h"
 
@@ -29,7 +30,7 @@ struct HeraldKeyIndex {
   // Batch loops call this at keys[i] to hint into the cache the bucket where the probe of the key
   // kPrefetchAhead places on starts: a shard's index outgrows the caches and the optimizer apply
   // between pushes evicts it, so each lookup would otherwise wait for memory.
-  void PrefetchAhead(const int64_t* keys, int64_t i, int64_t n) const {
+  HERALD_PREFETCH_HELPER void PrefetchAhead(const int64_t* keys, int64_t i, int64_t n) const {
     if (i + kPrefetchAhead >= n) return;
     const uint64_t pos = herald::Mix64(static_cast<uint64_t>(keys[i + kPrefetchAhead])) & mask;
     __builtin_prefetch(&slots[pos]);

@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "kernels/core/platform.h"
 #include "kernels/core/table_vector.h"
 
 namespace herald {
@@ -37,7 +38,7 @@ class KeyIndexMap {
   static uint64_t HashOf(int64_t key) { return Hash(key); }
 
   // Hints the cache line a key of hash `h` probes first (for loops that look up many keys).
-  void PrefetchHashed(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
+  HERALD_PREFETCH_HELPER void PrefetchHashed(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
 
   // Inserts key -> value; `key` must be absent.
   void Insert(int64_t key, int32_t value) {
