@@ -13,7 +13,7 @@
 // For a helper whose only effect is a cache hint (__builtin_prefetch): GCC's pure-const analysis
 // finds such a function free of side effects and deletes every call to it, so the prefetch
 // must be inlined into the caller before that analysis runs (GCC 12 at -O1 and above dropped
-// the PS key index's and the scheduler's prefetches this way).
+// every prefetch of the PS key index this way; tests/unit/kernels/test_prefetch_build.py checks).
 #if defined(__GNUC__)
 #define HERALD_PREFETCH_HELPER __attribute__((always_inline)) inline
 #else

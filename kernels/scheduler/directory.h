@@ -53,7 +53,9 @@ class Directory {
   const DirEntry& at(int32_t e) const { return entries_[e]; }
 
   // Cache hint for loops over many entries: entry `e` (any e, negative ones ignored).
-  HERALD_PREFETCH_HELPER void PrefetchEntry(int32_t e) const { __builtin_prefetch(entries_.data() + (e < 0 ? 0 : e)); }
+  HERALD_PREFETCH_HELPER void PrefetchEntry(int32_t e) const {
+    __builtin_prefetch(entries_.data() + (e < 0 ? 0 : e));
+  }
   // Cache hint for the entry that the j-th insertion from now takes (a recycled entry is
   // anywhere in the table; appended ones are in sequence and need none). Exact while nothing
   // is removed in between.

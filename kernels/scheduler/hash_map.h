@@ -38,7 +38,9 @@ class KeyIndexMap {
   static uint64_t HashOf(int64_t key) { return Hash(key); }
 
   // Hints the cache line a key of hash `h` probes first (for loops that look up many keys).
-  HERALD_PREFETCH_HELPER void PrefetchHashed(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
+  HERALD_PREFETCH_HELPER void PrefetchHashed(uint64_t h) const {
+    __builtin_prefetch(&slots_[h & mask_]);
+  }
 
   // Inserts key -> value; `key` must be absent.
   void Insert(int64_t key, int32_t value) {
