@@ -122,7 +122,7 @@ class GatheredRows:
     write the whole part to memory and the kernel would read it back (on the 2-core machine the
     gather and the send's copy were each a quarter of a push's client CPU). Each shard's thread
     gathers its own rows: one pass over ``src`` for every shard reads it once, but made the
-    client's sending one serial chain, about 3.5 ms slower per push on 2 cores (README).
+    client's sending one serial chain, no faster and often slower on 2 cores (README).
     """
 
     def __init__(self, src: np.ndarray, positions: np.ndarray) -> None:
