@@ -300,13 +300,13 @@ class WorkerRuntime:
         for step, keys in enumerate(self._keys_for_scheduler()):
             if step < start:
                 continue
-            start = time.thread_time()
+            cpu_before = time.thread_time()
             if not taken:
                 taken.extend(self.transport.take_plans(step, rank, self.config.plan_timeout_s,
                                                        max_plans=PLAN_WINDOW))
             samples, plan = decode_worker_plan(taken.popleft(), step, rank, digest,
                                                batch_checksum(keys))
-            self._plan_cpu_s += time.thread_time() - start
+            self._plan_cpu_s += time.thread_time() - cpu_before
             yield step, samples, plan, None
 
     def _connect(self) -> None:
