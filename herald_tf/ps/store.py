@@ -15,6 +15,9 @@ steps (up to ``push_window`` ahead) wait their turn. Nothing blocks on a missing
 callers that ask to wait (``push(wait_applied=True)``, ``pull(min_versions=...)``,
 ``checkpoint``), and they get ``DeadlineExceededError`` naming the missing ranks when their
 deadline passes; the pending step stays pending, so a late worker can still complete it.
+A step is applied whole or not at all: when finite pushes sum to an overflow, the step is
+dropped, no table changes, and the shard refuses every later push and wait with that reason
+(``health()["failed_step"]``) until a checkpoint is restored; reads are still served.
 
 A service whose client pushes to all shards at once may split a push in two (the TCP data
 plane does): ``check_push`` validates without recording, ``commit_push`` records once the client
@@ -103,6 +106,7 @@ class ShardStore:
         self.tables: dict[str, TableShard] = {}
         self.applied_step = -1
         self._pending: dict[int, _PendingStep] = {}
+        self._failed: tuple[int, str] | None = None  # a step that could not be applied, why
         self._cond = threading.Condition()
         self._started = time.time()
         self.plans = PlanMailbox()  # plans worker 0 scheduled for the others (plan_mailbox.py)
@@ -125,6 +129,7 @@ class ShardStore:
     def _wait(self, ready: Any, deadline: float, what: Any) -> None:
         """Waits (lock held) until ready() or the deadline; raises with what() on timeout."""
         while not ready():
+            self._refuse_after_failure()  # what it waits for will not come
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DeadlineExceededError(what())
@@ -182,6 +187,8 @@ class ShardStore:
                 "num_shards": self.num_shards,
                 "num_workers": self.num_workers,
                 "applied_step": self.applied_step,
+                "failed_step": None if self._failed is None else {
+                    "step": self._failed[0], "error": self._failed[1]},
                 "tables": sorted(self.tables),
                 "pending_steps": {
                     str(step): {"ranks": sorted(p.pushes), "age_s": round(now - p.first_arrival, 3)}
@@ -362,6 +369,7 @@ class ShardStore:
         return self.applied_step
 
     def _check_push(self, step: int, rank: int, entries: Sequence[PushEntry]) -> list[PushEntry]:
+        self._refuse_after_failure()
         if self.num_workers is None:
             raise FailedPreconditionError(
                 "Expected the number of workers to be known before a push. Connect with "
@@ -429,26 +437,62 @@ class ShardStore:
         return step
 
     def _apply_ready(self) -> None:
-        """Applies every complete step in order (lock held)."""
+        """Applies every complete step in order (lock held).
+
+        A step's tables are all summed and checked before any of them changes, so a step is
+        applied whole or not at all. One that cannot be (summed gradients that overflow) is
+        dropped and the shard stops there (``_refuse_after_failure``): every later step builds
+        on it, so the error goes to the caller that completed the step now and to every push
+        and wait after it, until a restore; the rows stay as of the step before.
+        """
         while True:
             step = self.applied_step + 1
             pending = self._complete(step)
             if pending is None:
                 return
-            for name in sorted(pending.learning_rates):
-                keys, grads, rows, ranks = [], [], [], 0
-                for r in range(self.num_workers or 0):
-                    mine = [e for e in pending.pushes[r] if e.table == name]
-                    ranks += bool(mine)
-                    keys += [e.keys for e in mine]
-                    grads += [e.grads for e in mine]
-                    rows += [e.rows for e in mine]
-                self._counters["rows_updated"] += self.tables[name].apply(
-                    keys, grads, pending.learning_rates[name], distinct=ranks == 1, rows=rows)
+            try:
+                updates = []
+                for name in sorted(pending.learning_rates):
+                    keys, grads, distinct, rows = self._step_parts(pending, name)
+                    updates.append(self.tables[name].stage_update(
+                        keys, grads, pending.learning_rates[name], distinct, rows))
+            except Exception as e:
+                del self._pending[step]
+                self._failed = (step, f"{type(e).__name__}: {e}")
+                self._cond.notify_all()
+                if isinstance(e, InvalidArgumentError):
+                    raise InvalidArgumentError(
+                        f"{e}. Step {step} is not applied on shard {self.shard_index}, and the "
+                        "shard applies no later step until a checkpoint is restored.") from e
+                raise
+            for update in updates:
+                self._counters["rows_updated"] += update.apply()
             del self._pending[step]
             self.applied_step = step
             self._counters["steps_applied"] += 1
             self._cond.notify_all()
+
+    def _step_parts(self, pending: _PendingStep, name: str
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], bool, list[Any]]:
+        """Table ``name``'s parts of a complete step in rank order: (keys, gradients, whether one
+        rank pushed it, rows resolved on arrival)."""
+        keys, grads, rows, ranks = [], [], [], 0
+        for r in range(self.num_workers or 0):
+            mine = [e for e in pending.pushes[r] if e.table == name]
+            ranks += bool(mine)
+            keys += [e.keys for e in mine]
+            grads += [e.grads for e in mine]
+            rows += [e.rows for e in mine]
+        return keys, grads, ranks == 1, rows
+
+    def _refuse_after_failure(self) -> None:
+        """Raises once a step could not be applied (lock held): nothing after it can be."""
+        if self._failed is not None:
+            step, why = self._failed
+            raise FailedPreconditionError(
+                f"Expected a shard that applies its steps. Received: a request after step {step} "
+                f"could not be applied on shard {self.shard_index} ({why}); its rows stay as of "
+                f"step {self.applied_step}. Restore a checkpoint to go on.")
 
     # -- checkpoints (file format in herald_tf/ps/checkpoint.py) --------------------------------
 
@@ -482,6 +526,7 @@ class ShardStore:
             self.tables = new_tables
             self.applied_step = step
             self._pending.clear()
+            self._failed = None
             if num_workers is not None:
                 self.num_workers = num_workers
             self._cond.notify_all()

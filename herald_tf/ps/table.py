@@ -85,6 +85,29 @@ class ResolvedRows:
     rows: np.ndarray
 
 
+@dataclasses.dataclass
+class StagedUpdate:
+    """One table's update of a step, summed and checked by ``TableShard.stage_update``: the
+    rows to update (distinct, existing) and their gradients, as parts in row order."""
+
+    table: TableShard
+    rows: np.ndarray
+    grads: list[np.ndarray]
+    learning_rate: float
+
+    def apply(self) -> int:
+        """Applies the optimizer to every row once (cannot fail: all was checked); returns the
+        number of rows updated."""
+        t, start = self.table, 0
+        for g in self.grads:
+            n = g.shape[0]
+            if n:
+                apply_rows(t.config.optimizer, t.values, t.state, t.versions,
+                           self.rows[start:start + n], g, self.learning_rate)
+            start += n
+        return int(self.rows.shape[0])
+
+
 class TableShard:
     """The rows of one table that live on one shard."""
 
@@ -226,41 +249,41 @@ class TableShard:
             self.state[rows] = state
         self.versions[rows] = versions
 
-    def apply(self, keys: list[np.ndarray], grads: list[np.ndarray], learning_rate: float,
-              distinct: bool = False, rows: Sequence[ResolvedRows | None] = ()) -> int:
-        """Sums validated gradient parts in order and applies the optimizer once per key.
+    def stage_update(self, keys: list[np.ndarray], grads: list[np.ndarray],
+                     learning_rate: float, distinct: bool = False,
+                     rows: Sequence[ResolvedRows | None] = ()) -> StagedUpdate:
+        """Sums validated gradient parts in order and checks the sums, writing no row value.
 
         ``keys[i]``/``grads[i]`` are the parts (chunks) of every rank's push, in increasing rank
         order, each rank's keys distinct. A key's summed gradient is ((g_r0 + g_r1) + g_r2) ...
         so the result does not depend on arrival order. ``distinct`` says no key appears twice
         over all parts (one rank pushed): then each part is applied as it is, without copies.
         ``rows``: each part's rows as resolved on arrival (``resolve_distinct``), when all were.
-        Returns the number of rows updated.
+        Sums that overflow raise ``InvalidArgumentError``; keys first touched here get their
+        rows (initial value, version 0: what a pull reads for them anyway) even then, and
+        nothing else changes. ``StagedUpdate.apply`` then applies the optimizer once per key,
+        so a step of several tables can be checked whole before any table changes.
         """
-        if not keys:
-            return 0
-        all_keys = keys[0] if len(keys) == 1 else np.concatenate(keys)
+        all_keys = (np.empty(0, np.int64) if not keys else keys[0] if len(keys) == 1
+                    else np.concatenate(keys))
         if all_keys.shape[0] == 0:
-            return 0
-        rows = self._rows_for_apply(all_keys, rows)
-        opt = self.config.optimizer
+            return StagedUpdate(self, np.empty(0, np.int64), [], learning_rate)
+        found = self._rows_for_apply(all_keys, rows)
         if distinct:  # the parts as validated on arrival (distinct keys, finite): no re-check
-            start = 0
-            for g in grads:
-                n = g.shape[0]
-                if n:
-                    apply_rows(opt, self.values, self.state, self.versions,
-                               rows[start:start + n], g, learning_rate)
-                start += n
-            return int(rows.shape[0])
+            return StagedUpdate(self, found, list(grads), learning_rate)
         # one hash pass and the lookup op's deterministic sum (from zero, in part order) in C++
         # (numpy's unique and per-part fancy adds took 2-3x as long); the rows are then distinct
         # by construction and only the sums need a finite check (finite parts may overflow)
-        unique_rows, inverse = _core.unique_slots(rows, self.values.shape[0])
+        unique_rows, inverse = _core.unique_slots(found, self.values.shape[0])
         summed = _core.sum_rows_by_index(grads, inverse, unique_rows.shape[0])
         check_rows(summed, unique_rows.shape[0], self.dim, "summed gradients", self.config.name)
-        apply_rows(opt, self.values, self.state, self.versions, unique_rows, summed, learning_rate)
-        return int(unique_rows.shape[0])
+        return StagedUpdate(self, unique_rows, [summed], learning_rate)
+
+    def apply(self, keys: list[np.ndarray], grads: list[np.ndarray], learning_rate: float,
+              distinct: bool = False, rows: Sequence[ResolvedRows | None] = ()) -> int:
+        """``stage_update`` then its ``apply``: the optimizer once per key; returns the number of
+        rows updated."""
+        return self.stage_update(keys, grads, learning_rate, distinct, rows).apply()
 
     def export(self) -> dict[str, np.ndarray]:
         """Copies of every row: keys, values, state, versions (row order)."""

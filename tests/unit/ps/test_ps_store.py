@@ -315,3 +315,43 @@ def test_a_commit_is_answered_before_its_apply_which_no_one_sees_half_done() -> 
     assert s.commit_push(0, 0, checked, on_recorded=answer) == 0
     seen[1].join()
     assert seen[0] == (0, -1) and seen[2] == 1  # answered "0" before applying; read after
+
+
+def _overflowing_step(s: ShardStore, step: int) -> None:
+    """Both ranks push finite gradients whose sum overflows in table 'b' (and fine ones to 'a',
+    which comes first): the second push completes the step and is told why it failed."""
+    big = np.full((1, DIM), 3e38, np.float32)
+    s.push(step, 0, [PushEntry("a", keys(1), grads(1, 0), 0.05),
+                     PushEntry("b", keys(2), big, 0.05)])
+    with pytest.raises(InvalidArgumentError, match=f"summed gradients.*Step {step} is not applied"):
+        s.push(step, 1, [PushEntry("a", keys(1), grads(1, 1), 0.05),
+                         PushEntry("b", keys(2), big, 0.05)])
+
+
+def test_a_step_whose_summed_gradients_overflow_changes_no_table() -> None:
+    s = store_with(table("adam", "a"), table("sgd", "b"), workers=2)
+    for rank in range(2):
+        s.push(0, rank, [PushEntry("a", keys(1), grads(1, rank), 0.05),
+                         PushEntry("b", keys(2), grads(1, rank), 0.05)])
+    before = snapshot(s)
+    _overflowing_step(s, 1)
+    after = snapshot(s)
+    assert after["applied"] == 0 and after["health"] == {}
+    assert_same(before, after)
+
+
+def test_after_a_failed_step_pushes_and_waits_are_refused_until_a_restore() -> None:
+    s = store_with(table("adam", "a"), table("sgd", "b"), workers=2)
+    _overflowing_step(s, 0)
+    assert s.health()["failed_step"]["step"] == 0
+    for call in (lambda: s.push(0, 0, []), lambda: s.push(1, 0, []),
+                 lambda: s.pull("a", keys(1), min_versions=keys(1), timeout=30)):
+        with pytest.raises(FailedPreconditionError, match="step 0 could not be applied"):
+            call()
+    assert s.pull("a", keys(1)).versions.tolist() == [0]  # reads are still served
+    good = s.snapshot(-1)
+    s.replace(-1, good["tables"], 2)
+    assert s.health()["failed_step"] is None
+    s.push(0, 0, [])
+    s.push(0, 1, [PushEntry("a", keys(1), grads(1, 0), 0.05)])
+    assert s.applied_step == 0 and s.pull("a", keys(1)).versions.tolist() == [1]
