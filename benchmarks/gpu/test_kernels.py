@@ -495,6 +495,7 @@ def test_gather_scatter_rows(lib, stream, width):
     assert rel_err(cp.asnumpy(out), storage[ids]) <= GATHER_TOL
     dest = rng.choice(slots, size=200, replace=False).astype(np.int64)
     rows = rng.standard_normal((200, width)).astype(np.float32)
+    alloc = PyAllocator()  # held: the core calls through it (a temporary would be freed first)
     lib.call(
         "herald_cuda_scatter_rows",
         ptr(d_storage),
@@ -504,11 +505,12 @@ def test_gather_scatter_rows(lib, stream, width):
         200,
         ptr(cp.asarray(rows)),
         stream.ptr,
-        PyAllocator().ptr,
+        alloc.ptr,
         None,
     )
     storage[dest] = rows
     np.testing.assert_array_equal(cp.asnumpy(d_storage), storage)
+    assert alloc.allocations == 1 and not alloc.live  # the distinct check's bitmap, released
     before = cp.asnumpy(d_storage)
     dup = dest.copy()
     dup[150] = dup[10]

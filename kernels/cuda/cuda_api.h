@@ -19,11 +19,15 @@
 // How the error reaches the caller depends on `error`:
 // - error == NULL ("synchronous check"): the call uses a temporary record, waits for `stream`
 //   (cudaStreamSynchronize) and returns HERALD_OUT_OF_RANGE / HERALD_INVALID_ARGUMENT with a
-//   message naming the position and the value. No output has been written on failure.
+//   message naming the position and the value. No output has been written on failure, except
+//   by herald_cuda_dedup_apply, which checks gradients finite as it sums them: its scratch
+//   outputs (unique, num_unique, summed) may then be written; storage, state and versions not.
 // - error != NULL ("asynchronous check"): a caller-owned device record (1 element), reset with
 //   herald_cuda_error_reset. The call does not synchronize and returns HERALD_OK once enqueued;
 //   the record is sticky: once set, every later call on the same stream that is given it writes
-//   nothing. Read it with herald_cuda_error_read (which synchronizes).
+//   nothing. Read it with herald_cuda_error_read (which synchronizes). Later calls' checks still
+//   run and the record keeps the smallest position found since the reset, so the position it
+//   names may be a later call's: to know which call failed, read it before enqueuing the next.
 #ifndef HERALD_KERNELS_CUDA_CUDA_API_H_
 #define HERALD_KERNELS_CUDA_CUDA_API_H_
 

@@ -40,8 +40,9 @@ def test_stock_tensorflow_recomputes_uniform_rows_exactly() -> None:
 def test_stock_tensorflow_recomputes_normal_rows_within_ulps() -> None:
     config = InitializerConfig("normal", 0.0, 0.01)
     ours = _core.init_rows(config, 7, KEYS, 33)
-    np.testing.assert_allclose(initial_rows(tf.constant(KEYS), 33, 7, config).numpy(), ours,
-                               rtol=1e-5, atol=1e-9)
+    # normal rows depend on the platform's logf/cosf (kernels/core/initializer.h)
+    np.testing.assert_array_max_ulp(initial_rows(tf.constant(KEYS), 33, 7, config).numpy(), ours,
+                                    maxulp=4)
 
 
 def test_normal_rows_have_the_requested_moments() -> None:

@@ -100,15 +100,18 @@ def test_lookup_works_inside_tf_function() -> None:
     storage = _storage(rng, 20, 4)
     ids = tf.constant(rng.integers(0, 20, size=(8, 3)), tf.int64)
 
-    @tf.function
-    def step(keys: tf.Tensor) -> tf.Tensor:
+    def step(keys: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(ops.lookup(storage, keys, "mean"))
-        return tape.gradient(loss, storage).values
+            pooled = ops.lookup(storage, keys, "mean")
+            loss = tf.reduce_sum(pooled * pooled)
+        grad = tape.gradient(loss, storage)
+        return pooled, grad.indices, grad.values
 
-    eager = tf.reduce_sum(ops.lookup(storage, ids, "mean"))
-    assert step(ids).shape[1] == 4
-    assert_close(tf.reduce_sum(ops.lookup(storage, ids, "mean")).numpy(), eager.numpy())
+    traced = tf.function(step)(ids)
+    eager = step(ids)
+    for got, want in zip(traced, eager, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    assert_close(eager[0].numpy(), storage.numpy()[ids.numpy()].mean(axis=1))
 
 
 def test_unique_slots_keeps_first_appearance_order() -> None:
