@@ -142,6 +142,13 @@ class ParameterServerServicer(pb_grpc.ParameterServerServicer):
                         f"Expected one step and rank per push. Received: chunks of step "
                         f"{first.step}/rank {first.rank} and step {req.step}/rank {req.rank}")
                 if not req.table:
+                    # an empty push is one chunk with no table and no rows (the client's
+                    # placeholder); rows without a table would be silently dropped
+                    if len(req.keys) or len(req.grads):
+                        raise InvalidArgumentError(
+                            f"Expected a table name in a push chunk with keys or gradients. "
+                            f"Received: no table, {len(req.keys)} key bytes and "
+                            f"{len(req.grads)} gradient bytes")
                     continue
                 dim, _ = self._dims(req.table)
                 keys = wire.from_bytes(req.keys, np.int64, f"keys of table '{req.table}'")

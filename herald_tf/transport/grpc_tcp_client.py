@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from herald_tf.ps.errors import FailedPreconditionError, UnavailableError
+from herald_tf.transport import wire
 from herald_tf.transport.grpc_client import GrpcTransport
 from herald_tf.transport.sharded import ShardSink
 from herald_tf.transport.tcp_data import (
@@ -33,6 +34,13 @@ from herald_tf.transport.tcp_data import (
 from herald_tf.transport.types import Handle
 
 T = TypeVar("T")
+
+
+def _check_size(arrays: Sequence[tuple[str, FrameArray]]) -> None:
+    """Refuses a request over the PS's limit before sending it: the PS refuses it from its
+    header and closes the connection while the payload is still being sent, which the client
+    would see as a lost connection (and retry) instead of the refusal."""
+    wire.check_request_bytes(sum(a.nbytes for _, a in arrays))
 
 
 def _host(address: str) -> str:
@@ -85,7 +93,8 @@ class GrpcTcpTransport(GrpcTransport):
             with self._data_lock:
                 if self._data[shard] is client:
                     self._data[shard] = None
-            client.drop_idle()  # calls in flight on it finish; their sockets close with it
+            # no longer pooled: its idle sockets close now, those of calls in flight as they end
+            client.retire()
             raise
 
     def _pull_shard(self, shard: int, table: str, keys: np.ndarray, have: np.ndarray | None,
@@ -96,6 +105,7 @@ class GrpcTcpTransport(GrpcTransport):
             arrays.append(("have_versions", have))
         if need is not None:
             arrays.append(("min_versions", need))
+        _check_size(arrays)
         self.counters.add(keys=keys.nbytes, control=sum(a.nbytes for _, a in arrays[1:]))
 
         def check(r: dict[str, np.ndarray], m: int) -> None:
@@ -166,6 +176,7 @@ class GrpcTcpTransport(GrpcTransport):
         arrays: list[tuple[str, FrameArray]] = []
         for i, (_, keys, grads, _) in enumerate(entries):
             arrays += [(f"keys{i}", keys), (f"grads{i}", grads)]
+        _check_size(arrays)
         self.counters.add(keys=sum(k.nbytes for _, k, _, _ in entries),
                           pushed_gradients=sum(g.nbytes for _, _, g, _ in entries))
         meta = {"step": step, "rank": rank, "wait_applied": wait_applied,
@@ -175,9 +186,11 @@ class GrpcTcpTransport(GrpcTransport):
             meta, arrays, self._deadline(timeout)))
 
     def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
+        arrays = [(f"plan{i}", np.frombuffer(b, np.uint8)) for i, b in enumerate(plans.values())]
+        _check_size(arrays)
+        self._data_call(shard, POST_PLANS, {"step": step, "ranks": list(plans)}, arrays, None)
+        # counted once it went through, as over gRPC: a retried post is counted once
         self.counters.add(plans=sum(len(b) for b in plans.values()))
-        self._data_call(shard, POST_PLANS, {"step": step, "ranks": list(plans)}, [
-            (f"plan{i}", np.frombuffer(b, np.uint8)) for i, b in enumerate(plans.values())], None)
 
     def _take_plans_shard(self, shard: int, step: int, rank: int, wait_s: float,
                           max_plans: int) -> list[bytes]:

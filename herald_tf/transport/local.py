@@ -63,8 +63,8 @@ class LocalTransport(ShardedTransport):
         return self._control_impl[shard].control(op, dict(args))
 
     def _post_plans_shard(self, shard: int, step: int, plans: Mapping[int, bytes]) -> None:
-        self.counters.add(plans=sum(len(b) for b in plans.values()))
         self.stores[shard].post_plans(step, list(plans), list(plans.values()))
+        self.counters.add(plans=sum(len(b) for b in plans.values()))  # once, as over gRPC
 
     def _take_plans_shard(self, shard: int, step: int, rank: int, wait_s: float,
                           max_plans: int) -> list[bytes]:

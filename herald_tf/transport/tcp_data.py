@@ -28,8 +28,11 @@ Wire format (little-endian). Every message, both ways, is a frame::
 
 A connection starts with a HELLO frame whose meta holds the token and the protocol version
 (``PROTOCOL``; a PS refuses another with an error naming both); after that it carries one
-request and its reply at a time (the client keeps a pool of connections per shard). A frame the
-server cannot parse is answered with an error and the connection is closed.
+request and its reply at a time (the client keeps a pool of connections per shard). A request
+frame the server cannot parse is answered with an error and the connection is closed (a
+malformed hello is closed unanswered); so is a frame whose reading fails otherwise (e.g.
+``MemoryError``, also logged). Errors answered are counted by the shard; each ends only its
+own connection.
 
 A push takes two exchanges on one connection, so that a part one shard refuses is recorded by
 none: PUSH (the shard's part) is checked completely and answered ``{"prepared": true}`` or with
@@ -41,11 +44,13 @@ make every contents check (finite gradients, distinct keys), so the client makes
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hmac
 import json
 import logging
+import math
 import os
 import socket
 import ssl
@@ -224,16 +229,22 @@ def recv_head(sock: socket.socket, max_meta: int = MAX_META_BYTES,
     _recv_exact(sock, memoryview(body))
     try:
         meta = json.loads(body)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: arrays nested too deep
         raise FrameError(f"Expected JSON meta in a data-plane frame. Received: {e}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("arrays", []), list):
         raise FrameError("Expected a JSON object with an 'arrays' list as frame meta.")
     specs = [_spec(item) for item in meta.pop("arrays", [])]
-    sizes = [dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in specs]
+    # exact (Python int) sizes: dims up to 2**40 overflow numpy's int64 product, which could
+    # make huge arrays count as 0 bytes and pass the check
+    sizes = [_nbytes(dtype, shape) for _, dtype, shape in specs]
     if sum(sizes) != payload or len({name for name, _, _ in specs}) != len(specs):
         raise FrameError(f"Expected distinct arrays of {payload} payload bytes in all. "
                          f"Received: {len(specs)} arrays of {sum(sizes)} bytes")
     return kind, meta, specs
+
+
+def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    return dtype.itemsize * math.prod(shape)
 
 
 def recv_arrays(sock: socket.socket, specs: list[tuple[str, np.dtype, tuple[int, ...]]],
@@ -242,7 +253,7 @@ def recv_arrays(sock: socket.socket, specs: list[tuple[str, np.dtype, tuple[int,
     ``recv_frame``)."""
     arrays: Arrays = {}
     for i, (name, dtype, shape) in enumerate(specs):
-        size = dtype.itemsize * int(np.prod(shape))
+        size = _nbytes(dtype, shape)
         if last is not None and i == len(specs) - 1 and len(shape) == 2 and size:
             last(arrays, sock, name, dtype, shape)
             continue
@@ -419,6 +430,11 @@ class DataPlaneServer:
                 send_frame(sock, OK, reply_meta, reply)
         except (OSError, FrameError):
             return  # the client went away or spoke something else: drop the connection
+        except Exception as e:  # noqa: BLE001 - e.g. MemoryError, or a bug: end this connection only
+            _log.exception("shard %d: data-plane connection failed", self.store.shard_index)
+            # where the stream is is unknown: answer if the socket still takes it, then close
+            with contextlib.suppress(OSError):
+                self._send_error(sock, e)
         finally:
             with self._lock:
                 self._conns.discard(conn)
@@ -561,6 +577,7 @@ class DataPlaneClient:
         self._lock = threading.Lock()
         self._idle: list[socket.socket] = []
         self._closed = False
+        self._retired = False  # pools no connection (see retire)
 
     def _connect(self) -> socket.socket:
         conn = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT_S)
@@ -599,7 +616,7 @@ class DataPlaneClient:
 
     def _checkin(self, sock: socket.socket) -> None:
         with self._lock:
-            if self._closed:
+            if self._closed or self._retired:
                 sock.close()
             else:
                 self._idle.append(sock)
@@ -658,8 +675,17 @@ class DataPlaneClient:
         for s in idle:
             s.close()
 
+    def retire(self) -> None:
+        """Stops pooling, for a client replaced while calls may still use it: closes the idle
+        connections now and each one a call gives back later, as ``close`` does, but a call
+        that already holds this client still runs, on a connection of its own."""
+        with self._lock:
+            self._retired = True
+        self.drop_idle()
+
     def close(self) -> None:
-        """Closes the idle connections; those of calls in flight close when they end."""
+        """Closes the idle connections; those of calls in flight close when they end. Later
+        calls raise ``UnavailableError``."""
         with self._lock:
             self._closed = True
         self.drop_idle()

@@ -68,10 +68,22 @@ def row_ranges(n: int, row_bytes: int, chunk_bytes: int) -> Iterator[tuple[int, 
         yield begin, min(n, begin + per)
 
 
+def check_request_bytes(nbytes: int, limit: int | None = None) -> None:
+    """Refuses a request of ``nbytes`` payload bytes over ``limit`` (default
+    ``MAX_REQUEST_BYTES``) with ``InvalidArgumentError``: a client checks before sending what
+    the PS would refuse, as retrying a refused request cannot help."""
+    limit = MAX_REQUEST_BYTES if limit is None else limit
+    if nbytes > limit:
+        raise InvalidArgumentError(f"Expected a request of at most {limit} bytes. Received: "
+                                   f"{nbytes} bytes (split it into several calls)")
+
+
 def bounded(chunks: Iterable[T], nbytes: Callable[[T], int],
-            limit: int = MAX_REQUEST_BYTES) -> Iterator[T]:
+            limit: int | None = None) -> Iterator[T]:
     """The chunks of one streamed request, refused with ``InvalidArgumentError`` as soon as
-    their payload (``nbytes`` of each) exceeds ``limit`` bytes."""
+    their payload (``nbytes`` of each) exceeds ``limit`` bytes (default ``MAX_REQUEST_BYTES``,
+    read at each call, like the data plane's limit)."""
+    limit = MAX_REQUEST_BYTES if limit is None else limit
     total = 0
     for chunk in chunks:
         total += nbytes(chunk)

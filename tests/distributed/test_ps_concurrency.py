@@ -2,8 +2,9 @@
 
 Eight workers (threads sharing ONE transport, so its thread safety is exercised too) push 25
 steps of SGD gradients of ones (lr 1) for random overlapping keys, and pull and read versions in
-between. Afterwards every row's version equals the number of steps that pushed it and its value
-equals initial − (number of pushes of it): exact in float32.
+between, never more than the PS's push window ahead of the last step all of them pushed (a
+shard refuses a push further ahead). Afterwards every row's version equals the number of steps
+that pushed it and its value equals initial − (number of pushes of it): exact in float32.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from herald_tf import _core
 from herald_tf.config import OptimizerConfig, TableConfig
 
 THREADS, STEPS, KEYS, DIM = 8, 25, 100, 4
+PUSH_WINDOW = 8  # herald-ps's --push-window default
 CFG = TableConfig("t", DIM, seed=5, optimizer=OptimizerConfig("sgd", learning_rate=1.0))
 
 
@@ -30,6 +32,19 @@ def test_eight_threads_lose_no_update(ps_cluster, kind: str) -> None:
               for t in range(STEPS) for w in range(THREADS)}
     errors: list = []
     requests = [0] * THREADS
+    # ranks whose push of each step every shard recorded; a step is applied once all did
+    recorded = [0] * STEPS
+    progress = threading.Condition()
+
+    def wait_applied(step: int, handle) -> None:
+        """Waits until every rank's push of ``step`` is recorded (``step`` is then applied) or
+        another thread failed."""
+        handle.wait()
+        with progress:
+            recorded[step] += 1
+            progress.notify_all()
+            if not progress.wait_for(lambda: recorded[step] == THREADS or errors, 60):
+                raise AssertionError(f"Expected every rank to push step {step} within 60 s.")
 
     def run(rank: int) -> None:
         try:
@@ -39,6 +54,12 @@ def test_eight_threads_lose_no_update(ps_cluster, kind: str) -> None:
                 r = transport.pull("t", k).wait()
                 assert r.values.shape == (k.shape[0], DIM)
                 assert (transport.versions("t", k).wait() >= 0).all()
+                # a shard refuses a step more than PUSH_WINDOW ahead of its applied one: a
+                # thread the scheduler left behind must not make the others' pushes fail
+                if t >= PUSH_WINDOW:
+                    wait_applied(t - PUSH_WINDOW, handles[t - PUSH_WINDOW])
+                    if errors:
+                        return  # another thread failed: its error is the one reported
                 handles.append(transport.push(t, rank, {"t": (k, np.ones((k.shape[0], DIM),
                                                                          np.float32))},
                                               {"t": 1.0}))
@@ -46,7 +67,9 @@ def test_eight_threads_lose_no_update(ps_cluster, kind: str) -> None:
             for h in handles:
                 h.wait()
         except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+            with progress:
+                errors.append(e)
+                progress.notify_all()
 
     threads = [threading.Thread(target=run, args=(w,)) for w in range(THREADS)]
     for th in threads:

@@ -25,6 +25,7 @@ from herald_tf.ps.sharding import shard_of
 from herald_tf.transport import herald_ps_pb2 as pb
 from herald_tf.transport import make_transport
 from herald_tf.transport.grpc_client import GrpcTransport
+from herald_tf.transport.tcp_data import GatheredRows
 
 CFG = TableConfig("t", 8, seed=9, optimizer=OptimizerConfig("adam", epsilon=1e-4))
 KEYS = np.arange(0, 400, 3, dtype=np.int64)
@@ -41,6 +42,20 @@ def train(transport, steps: range, workers: int = 2) -> None:
                                           wait_applied=True, timeout=30))
         for h in handles:
             h.wait()
+
+
+def push_part(transport, kind: str, rank: int,
+              entries: list[tuple[str, np.ndarray, np.ndarray, float]]) -> None:
+    """Sends ``entries`` as rank's push of step 2 straight to shard 0 over the kind's own push
+    path (the gRPC Push call, or the data plane's first phase), past the client's checks."""
+    if kind == "grpc":
+        transport._push_shard(0, 2, rank, entries, False, 10)
+        return
+    prepared = transport._prepare_push_shard(0, 2, rank, [
+        (table, keys, GatheredRows(grads, np.arange(grads.shape[0])), lr)
+        for table, keys, grads, lr in entries], False, 10)
+    prepared.decide(False)  # the shard accepted it: drop it (the caller's check then fails)
+    prepared.outcome()
 
 
 def rows(transport):
@@ -89,7 +104,8 @@ def test_bad_requests_fail_alone_and_change_nothing(ps_cluster, kind: str) -> No
         (FailedPreconditionError, "match", lambda: bad.connect([TableConfig("t", 16)], 2)),
         (FailedPreconditionError, "num_workers", lambda: bad.connect([CFG], 3)),
     ]
-    # the same bad pushes sent straight to one shard, past the client's own checks
+    # the same bad pushes sent straight to one shard, past the client's own checks, over the
+    # kind's own push path (grpc+tcp: the data plane)
     k0 = KEYS[shard_of(KEYS, 2) == 0][:4]
     raw = [
         ("shape", [("t", k0, np.ones((4, 7), np.float32), 0.01)]),
@@ -105,7 +121,7 @@ def test_bad_requests_fail_alone_and_change_nothing(ps_cluster, kind: str) -> No
         for message, entries in raw:
             rank = 5 if message == "rank" else 0
             with pytest.raises(InvalidArgumentError, match=message):
-                bad._push_shard(0, 2, rank, entries, False, 10)
+                push_part(bad, kind, rank, entries)
         # a raw request with a wrong byte length is refused by the server itself
         stub = bad._stubs[0]
         with pytest.raises(Exception, match="8-byte rows"):

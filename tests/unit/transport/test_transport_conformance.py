@@ -9,6 +9,7 @@ from herald_tf import _core
 from herald_tf.config import OptimizerConfig, TableConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps.errors import DeadlineExceededError, FailedPreconditionError, UnavailableError
+from herald_tf.ps.store import ShardStore
 from herald_tf.transport import FaultInjection
 
 CFG = TableConfig("emb", 6, seed=3, optimizer=OptimizerConfig("adagrad", learning_rate=0.2))
@@ -159,6 +160,22 @@ def test_plan_posts_and_takes_are_retried_after_a_lost_request(transport_factory
     t = transport_factory(2, faults=FaultInjection(drop={"post_plans": 1, "take_plans": 2}))
     t.connect([CFG], num_workers=2)
     t.post_plans(9, {1: b"plan"})
+    assert t.take_plans(9, 1, timeout=5) == [b"plan"]
+
+
+def test_a_retried_plan_post_counts_its_bytes_once(transport_factory, monkeypatch) -> None:
+    post = ShardStore.post_plans
+
+    def unavailable_once(self: ShardStore, *args: object) -> None:
+        monkeypatch.setattr(ShardStore, "post_plans", post)
+        raise UnavailableError("the shard is restarting")  # sent, but not taken
+
+    t = transport_factory(2, faults=FaultInjection(drop={"post_plans": 1}))  # not sent
+    t.connect([CFG], num_workers=2)
+    monkeypatch.setattr(ShardStore, "post_plans", unavailable_once)
+    before = t.byte_counts()["plans"]
+    t.post_plans(9, {1: b"plan"})  # the third try goes through
+    assert t.byte_counts()["plans"] - before == 4
     assert t.take_plans(9, 1, timeout=5) == [b"plan"]
 
 

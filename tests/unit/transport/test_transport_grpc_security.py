@@ -1,4 +1,5 @@
-"""gRPC specifics: token refusal, chunking, raised message limits, TLS, loopback binding."""
+"""gRPC specifics: token refusal, chunking, raised message limits, TLS, loopback binding,
+malformed push chunks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 
 from herald_tf.config import TableConfig
+from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps.errors import UnauthenticatedError
-from herald_tf.transport import make_transport
+from herald_tf.transport import codec, make_transport
 from herald_tf.transport.grpc_client import GrpcTransport
 
 TOKEN = "test-token"  # the token the grpc_shards fixture serves with
@@ -57,5 +59,22 @@ def test_tls_round_trip(grpc_shards, tls_files) -> None:
     try:
         assert t.connect([CFG], num_workers=1)[0]["ok"]
         assert t.pull("emb", np.arange(5, dtype=np.int64)).wait().values.shape == (5, 64)
+    finally:
+        t.close()
+
+
+def test_a_push_chunk_with_rows_but_no_table_is_refused(grpc_shards) -> None:
+    stores, addresses = grpc_shards(1)
+    t = GrpcTransport(addresses, TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        keys = np.arange(3, dtype=np.int64)
+        chunk = codec.encode_push_request(0, 0, "", 0.1, keys, np.ones((3, 64), np.float32),
+                                          False, 0.0)
+        with pytest.raises(InvalidArgumentError, match="table name in a push chunk"):
+            t._call(t._pushes[0], iter([chunk]), 10)
+        assert stores[0].applied_step == -1 and stores[0].stats()["push_requests"] == 0
+        assert stores[0].stats()["errors"] == 1
+        assert t.push(0, 0, {}, {}).wait() == 0  # an empty push (no table, no rows) is one
     finally:
         t.close()

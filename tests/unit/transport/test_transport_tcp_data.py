@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -297,3 +299,147 @@ def test_an_update_failing_after_the_commit_was_answered_drops_the_connection(
     monkeypatch.undo()
     # no stale error reply waits on a pooled connection: the next call reads its own reply
     assert t.pull("emb", keys).wait().values.shape == (3, 64)
+
+
+def _overflowing_frame(kind: int, meta: dict) -> bytes:
+    """A frame declaring a 2**33 × 2**31 byte array (2**64 bytes: 0 in int64) and no payload."""
+    body = json.dumps({**meta, "arrays": [["keys", "u1", [2**33, 2**31]]]}).encode()
+    return HEADER.pack(MAGIC, kind, len(body), 0) + body
+
+
+@pytest.fixture
+def thread_errors(monkeypatch) -> list[BaseException]:
+    """Exceptions that ended a thread (the server's connection threads must end none)."""
+    seen: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    return seen
+
+
+def test_array_sizes_are_exact_so_an_overflowing_spec_is_malformed() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(_overflowing_frame(PULL, {"table": "emb"}))
+        with pytest.raises(tcp_data.FrameError, match=f"Received: 1 arrays of {2**64} bytes"):
+            tcp_data.recv_head(b)
+
+
+def test_a_request_whose_array_sizes_overflow_is_answered_counted_and_dropped(
+        connected, thread_errors) -> None:
+    stores, t = connected()
+    s = _hello(data_port(t))
+    s.sendall(_overflowing_frame(PULL, {"table": "emb"}))
+    status, meta, _ = tcp_data.recv_frame(s)
+    assert status == tcp_data.ERROR and meta["code"] == "INVALID_ARGUMENT"
+    assert "payload bytes" in meta["message"] and closed(s)
+    s.close()
+    # the same in a hello: dropped without a reply, as any malformed frame before the token
+    s = socket.create_connection(("127.0.0.1", data_port(t)), timeout=10)
+    s.sendall(_overflowing_frame(HELLO, {"token": TOKEN, "protocol": tcp_data.PROTOCOL}))
+    assert closed(s)
+    s.close()
+    assert t.pull("emb", np.arange(3, dtype=np.int64)).wait().values.shape == (3, 64)
+    assert stores[0].stats()["errors"] == 1 and unchanged(stores[0]) and not thread_errors
+
+
+def test_an_unexpected_error_reading_a_request_is_answered_counted_and_ends_its_connection(
+        connected, monkeypatch, thread_errors) -> None:
+    stores, t = connected()
+    recv_arrays = tcp_data.recv_arrays
+
+    def fail_once(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(tcp_data, "recv_arrays", recv_arrays)  # the server's call only
+        raise MemoryError("no room for the request")
+
+    s = _hello(data_port(t))
+    monkeypatch.setattr(tcp_data, "recv_arrays", fail_once)
+    tcp_data.send_frame(s, PULL, {"table": "emb"}, [("keys", np.arange(3, dtype=np.int64))])
+    status, meta, _ = tcp_data.recv_frame(s)
+    assert status == tcp_data.ERROR and meta["message"] == "MemoryError: no room for the request"
+    assert closed(s)
+    s.close()
+    assert stores[0].stats()["errors"] == 1 and not thread_errors
+    assert t.pull("emb", np.arange(3, dtype=np.int64)).wait().values.shape == (3, 64)
+
+
+def _count_calls(monkeypatch, transport: Transport, *names: str) -> list[str]:
+    """The names of the transport's per-shard methods ``names`` in the order they are called."""
+    calls: list[str] = []
+
+    def counting(name: str) -> Callable[..., object]:
+        call = getattr(transport, name)
+
+        def counted(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            return call(*args, **kwargs)
+
+        return counted
+
+    for name in names:
+        monkeypatch.setattr(transport, name, counting(name))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["grpc", "grpc+tcp"])
+def test_a_request_over_the_ps_limit_is_refused_the_same_way_and_not_retried(
+        grpc_shards, monkeypatch, kind: str) -> None:
+    monkeypatch.setattr(wire, "MAX_REQUEST_BYTES", 1024)  # a shard's part below is ~4 KB
+    stores, addresses = grpc_shards(2)
+    t = make_transport(kind, addresses=addresses, token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        push_shard = "_push_shard" if kind == "grpc" else "_prepare_push_shard"
+        calls = _count_calls(monkeypatch, t, "_pull_shard", push_shard)
+        keys = np.arange(1000, dtype=np.int64)
+        with pytest.raises(InvalidArgumentError, match="at most 1024 bytes"):
+            t.pull("emb", keys).wait()
+        assert calls == ["_pull_shard"] * 2  # one try per shard
+        calls.clear()
+        with pytest.raises(InvalidArgumentError, match="at most 1024 bytes"):
+            t.push(0, 0, {"emb": (keys, np.ones((1000, 64), np.float32))}, {"emb": 0.1}).wait()
+        assert calls == [push_shard] * 2
+        assert all(unchanged(s) for s in stores)
+        # requests within the limit are served; step 0 is still open
+        small = np.arange(2, dtype=np.int64)
+        assert t.pull("emb", small).wait().versions.tolist() == [0, 0]
+        assert t.push(0, 0, {"emb": (small, np.ones((2, 64), np.float32))},
+                      {"emb": 0.1}).wait() == 0
+    finally:
+        t.close()
+
+
+def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_client_replaced_after_a_lost_connection_keeps_no_connection_open(
+        monkeypatch) -> None:
+    store = ShardStore(0, 1)
+    server, port = serve(store, TOKEN)
+    t = make_transport("grpc+tcp", addresses=[f"127.0.0.1:{port}"], token=TOKEN)
+    try:
+        t.connect([CFG], num_workers=1)
+        keys = np.arange(3, dtype=np.int64)
+        t.pull("emb", keys).wait()
+        old = t._data[0]
+        in_flight = old._checkout()  # the pooled connection, as a call still running holds it
+        pull = store.pull
+
+        def unavailable_once(*args: object, **kwargs: object) -> object:
+            monkeypatch.setattr(store, "pull", pull)
+            raise UnavailableError("the shard is restarting")
+
+        monkeypatch.setattr(store, "pull", unavailable_once)
+        assert t.pull("emb", keys).wait().values.shape == (3, 64)  # retried on a new client
+        assert t._data[0] is not old
+        conns = server.data_plane._conns
+        # the old client's idle connection closed at once: the one in flight and the new
+        # client's are left
+        assert _eventually(lambda: len(conns) == 2)
+        old._checkin(in_flight)  # the call in flight ends: its connection closes
+        assert in_flight.fileno() == -1 and _eventually(lambda: len(conns) == 1)
+    finally:
+        t.close()
+        server.stop(None)
