@@ -8,7 +8,10 @@ Seed-compatible flags (the research system's ``run_hetu.py`` / ``run_laia.py``):
 
 ``--comm PS`` → mode ``ps``; ``--comm Hybrid --cache X --bound b`` → ``het`` (or ``herald`` with
 ``--mode herald``); ``--comm AllReduce`` → ``allreduce`` (tables replicated, no PS).
-``--bsp 0`` (synchronous) is the only synchronisation herald supports.
+``--bsp 0`` (synchronous) is the only synchronisation herald supports. ``AllReduce`` runs without
+parameter servers (a dist.yml with ``servers: 0``); its checkpoints are the workers' files alone.
+Malformed lines of a ``--data`` file are skipped with a warning that counts them
+(``--strict-data`` stops at the first, naming its line); a file with no usable line is refused.
 
 The cluster comes from the launcher's environment (``HERALD_PS_ADDRS``, ``HERALD_RANK``,
 ``HERALD_NUM_WORKERS``, ``HERALD_TOKEN``, ``TF_CONFIG``); dense weights are synchronised by
@@ -25,11 +28,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from absl import app, flags  # noqa: E402
+
+if TYPE_CHECKING:  # the modules are imported when used, after the environment is set
+    from herald_tf.data.avazu import AvazuReader
+    from herald_tf.data.criteo import CriteoBatch, CriteoReader
+    from herald_tf.transport.types import Transport
 
 FLAGS = flags.FLAGS
 
@@ -68,9 +78,21 @@ flags.DEFINE_string("metrics-json", None, "write the final metrics of rank 0 her
 flags.DEFINE_string("checkpoint-dir", None,
                     "checkpoint folder shared by the workers and the PS (herald-run "
                     "--checkpoint-dir)")
-flags.DEFINE_integer("checkpoint-every", 0, "checkpoint every N steps (0: never)")
+flags.DEFINE_integer("checkpoint-every", 0, "checkpoint every N steps (0: never); needs "
+                     "--checkpoint-dir", lower_bound=0)
 flags.DEFINE_integer("resume", 0, "resume from the checkpoint at this step (the PS must have "
-                     "been restored to step - 1: herald-ps --restore)")
+                     "been restored to step - 1: herald-ps --restore); needs --checkpoint-dir",
+                     lower_bound=0)
+flags.DEFINE_bool("strict-data", False, "stop at the first malformed line of --data (default: "
+                  "skip such lines and print how many were skipped)")
+
+
+@flags.multi_flags_validator(["checkpoint-dir", "checkpoint-every", "resume"],
+                             message="Expected --checkpoint-dir with --checkpoint-every or "
+                             "--resume (the folder the workers and the PS share)")
+def _checkpoint_flags_have_a_folder(values: dict) -> bool:
+    # refused at parsing: otherwise the first checkpoint fails after the PS wrote its part
+    return bool(values["checkpoint-dir"]) or not (values["checkpoint-every"] or values["resume"])
 
 
 def _mode() -> str:
@@ -96,30 +118,80 @@ def _load_data(dataset: str):
         path = os.path.join("data", f"synthetic_avazu_{_flag('num-samples')}.csv")
         if not os.path.exists(path):
             os.makedirs("data", exist_ok=True)
-            # workers sharing a folder may both write it: each its own temporary file, then an
-            # atomic rename (the contents are identical: same seed)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            write_synthetic_avazu(tmp, _flag("num-samples"), seed=0)
-            os.replace(tmp, path)
+            # workers sharing a folder may both write it: the writer renames a temporary file
+            # of its own into place (the contents are identical: same seed)
+            write_synthetic_avazu(path, _flag("num-samples"), seed=0)
     if path:
-        reader = AvazuReader(path) if dataset == "avazu" else CriteoReader(path)
-        parts = []
-        total = 0
-        for batch in reader:
-            parts.append(batch)
-            total += len(batch)
-            if limit is not None and total >= limit:
-                break
-        import numpy as np
-
-        keys = np.concatenate([p.keys for p in parts])[:limit]
-        dense = np.concatenate([p.dense for p in parts])[:limit]
-        labels = np.concatenate([p.labels for p in parts])[:limit]
+        strict = _flag("strict-data")
+        reader = (AvazuReader(path, strict=strict) if dataset == "avazu"
+                  else CriteoReader(path, strict=strict))
+        batch = read_file(reader, limit)
+        keys, dense, labels = batch.keys, batch.dense, batch.labels
     else:
         batch = SyntheticCriteo(SyntheticConfig(scale=_flag("synthetic-scale"), seed=0)).batch(
             limit or _flag("num-samples"))
         keys, dense, labels = batch.keys, batch.dense, batch.labels
     return keys, dense.astype("float32"), labels.astype("float32")
+
+
+#: What each reader accepts, for the messages about lines it skipped.
+_CRITEO_FORMAT = ("Criteo Kaggle TSV: 40 tab-separated fields per line (label 0/1, 13 integers, "
+                  "26 hex values of 1-8 digits)")
+_AVAZU_FORMAT = ("Avazu CSV: the Avazu header, then 24 comma-separated fields per line (id, "
+                 "click 0/1, hour YYMMDDHH, 21 categorical values)")
+
+
+def read_file(reader: CriteoReader | AvazuReader, limit: int | None,
+              warn: Callable[[str], None] | None = None) -> CriteoBatch:
+    """The first ``limit`` samples (all with None) of a ``CriteoReader`` or ``AvazuReader`` as
+    one ``CriteoBatch``. Lines the reader skipped are reported through ``warn`` (default:
+    stderr); a file with no usable line raises the reader's format error naming the file and
+    the format expected."""
+    import numpy as np
+
+    from herald_tf.data.avazu import AvazuFormatError, AvazuReader
+    from herald_tf.data.criteo import CriteoBatch, CriteoFormatError
+
+    avazu = isinstance(reader, AvazuReader)
+    expected = _AVAZU_FORMAT if avazu else _CRITEO_FORMAT
+    parts = []
+    total = 0
+    for batch in reader:
+        parts.append(batch)
+        total += len(batch)
+        if limit is not None and total >= limit:
+            break
+    if not total:
+        raise (AvazuFormatError if avazu else CriteoFormatError)(
+            f"Expected {expected}. Received: no usable line in {reader.path} "
+            f"({reader.skipped} malformed lines skipped)")
+    if reader.skipped:
+        read = " among the lines read" if limit is not None and total >= limit else ""
+        (warn or _stderr)(f"warning: {reader.path}: skipped {reader.skipped} malformed lines"
+                          f"{read} (expected {expected}); --strict-data stops at the first one")
+    return CriteoBatch(labels=np.concatenate([p.labels for p in parts])[:limit],
+                       dense=np.concatenate([p.dense for p in parts])[:limit],
+                       keys=np.concatenate([p.keys for p in parts])[:limit])
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def make_worker_transport(mode: str, kind: str, addresses: Sequence[str],
+                          token: str | None) -> Transport | None:
+    """The transport to the PS shards, or None in ``allreduce`` mode, which replicates the
+    tables on every worker and never talks to a PS (a launch with ``servers: 0`` is valid)."""
+    from herald_tf.transport.factory import make_transport
+
+    if mode == "allreduce":
+        return None
+    if not addresses:
+        raise app.UsageError(
+            f"Expected parameter servers for mode {mode} (--comm PS or Hybrid). Received: no "
+            "addresses in $HERALD_PS_ADDRS; start the job with herald-run and a dist.yml whose "
+            "nodes have servers > 0, or use --comm AllReduce")
+    return make_transport(kind, addresses=list(addresses), token=token)
 
 
 def compare_policies(keys, global_batch: int, steps: int, config) -> dict[str, float]:
@@ -153,7 +225,6 @@ def main(argv: list[str]) -> None:
     from herald_tf.keras.callbacks import HeraldMetrics
     from herald_tf.keras.checkpoint import HeraldCheckpoint, load_worker
     from herald_tf.keras.runtime import RuntimeConfig, WorkerRuntime
-    from herald_tf.transport.factory import make_transport
 
     name, _, dataset_name = FLAGS.model.partition("_")
     if name not in MODELS or dataset_name not in ("criteo", "avazu"):
@@ -180,8 +251,8 @@ def main(argv: list[str]) -> None:
                 sl = slice(s * g, (s + 1) * g)
                 yield {"categorical": keys[sl], "dense": dense[sl], "label": labels[sl]}
 
-    transport = make_transport(FLAGS.transport, addresses=list(env.ps_addresses()),
-                               token=env.cluster_token())
+    transport = make_worker_transport(mode, FLAGS.transport, env.ps_addresses(),
+                                      env.cluster_token())
     config = RuntimeConfig(
         mode=mode, num_workers=workers, rank=rank, batch_size=_flag("batch-size"),
         num_fields=fields,
@@ -208,8 +279,10 @@ def main(argv: list[str]) -> None:
     callbacks = [HeraldMetrics(runtime, g, log_dir=FLAGS.logdir,
                                print_fn=print if rank == 0 else None)]
     if _flag("checkpoint-every"):
+        # allreduce has no PS to checkpoint: every worker's storage holds the whole tables
         callbacks.append(HeraldCheckpoint(runtime, _flag("checkpoint-dir"),
-                                          _flag("checkpoint-every"), chief=rank == 0))
+                                          _flag("checkpoint-every"),
+                                          chief=rank == 0 and transport is not None))
     if FLAGS.logdir:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(FLAGS.logdir, f"w{rank}")))
     start = time.perf_counter()
@@ -252,7 +325,8 @@ def main(argv: list[str]) -> None:
             with open(_flag("metrics-json"), "w") as f:
                 json.dump(result, f, indent=2)
     runtime.close()
-    transport.close()
+    if transport is not None:
+        transport.close()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from herald_tf.data._atomic import atomic_text_file
 from herald_tf.data.criteo import CriteoBatch, rebatch
 from herald_tf.errors import InvalidArgumentError
 
@@ -462,7 +463,8 @@ def write_synthetic_avazu(path: str | os.PathLike, num_samples: int, seed: int =
     rank), integer columns as an integer. ``hour`` runs through 2014-10-21 00h .. 2014-10-30 23h
     in file order (time-ordered, as Avazu's train file). ``click`` comes from a hidden logistic
     model of ``site_id``, ``app_id``, ``device_model`` and the hour of day, so it is learnable.
-    The file is a pure function of ``(num_samples, seed, alpha)``.
+    The file is a pure function of ``(num_samples, seed, alpha)``; it appears whole or not at all
+    (a temporary file beside it, then a rename).
     """
     if num_samples < 0:
         raise InvalidArgumentError(f"Expected num_samples >= 0. Received: {num_samples}")
@@ -486,7 +488,7 @@ def write_synthetic_avazu(path: str | os.PathLike, num_samples: int, seed: int =
     logit += 0.4 * np.cos(hh / 24 * 2 * np.pi)
     click = (rng.random(num_samples) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     ids = rng.integers(0, 1 << 63, size=num_samples, dtype=np.uint64)
-    with open(path, "w", encoding="ascii", newline="\n") as f:
+    with atomic_text_file(path) as f:  # whole or not at all: workers may write it at once
         f.write(",".join(AVAZU_COLUMNS) + "\n")
         lines = []
         for i in range(num_samples):

@@ -6,8 +6,8 @@ free, DESIGN §2a); an empty categorical field maps to the reserved key
 features become ``log(x + 1)`` for x > -1, else -1 (an empty dense field counts as 0).
 
 Bad input: a line with a field count other than 40, a label other than 0/1, a dense value that
-is not an integer (at most 18 digits) or a categorical value that is not 1-8 hex digits is
-*skipped and counted* (``CriteoReader.skipped``); with ``strict=True`` it raises
+is not an integer (an optional "-" and 1-18 ASCII digits) or a categorical value that is not
+1-8 hex digits is *skipped and counted* (``CriteoReader.skipped``); with ``strict=True`` it raises
 ``CriteoFormatError`` naming the file and line instead. Empty lines are skipped silently (not
 counted). Lines are parsed in chunks of ~4 MB with vectorised numpy string operations.
 """
@@ -163,6 +163,14 @@ for _i, _c in enumerate(b"ABCDEF"):
     _NIBBLE[_c] = 10 + _i
 
 
+def _ascii_digits(a: np.ndarray) -> np.ndarray:
+    """Whether each string is non-empty and all 0-9. ``np.strings.isdigit`` alone also takes
+    other Unicode digits ("²", "٣") that ``int`` refuses, which would abort the whole read."""
+    width = a.dtype.itemsize // 4
+    points = np.ascontiguousarray(a).view(np.uint32).reshape(*a.shape, width)
+    return np.strings.isdigit(a) & (points < 128).all(axis=-1)
+
+
 def _parse_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(n, 40) strings -> labels, raw dense int64, keys int64 and a validity mask (vectorised)."""
     n = table.shape[0]
@@ -171,7 +179,7 @@ def _parse_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     labels = (label == "1").astype(np.int8)
     col = table[:, 1:1 + NUM_DENSE]
     body = np.where(np.strings.startswith(col, "-"), np.strings.slice(col, 1, None), col)
-    good = (col == "") | (np.strings.isdigit(body) & (np.strings.str_len(body) <= 18))
+    good = (col == "") | (_ascii_digits(body) & (np.strings.str_len(body) <= 18))
     ok &= good.all(axis=1)
     dense = np.where(good & (col != ""), col, "0").astype(np.int64)
     cats = table[:, 1 + NUM_DENSE:]

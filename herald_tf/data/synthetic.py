@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from herald_tf.data._atomic import atomic_text_file
 from herald_tf.data.criteo import (
     EMPTY_KEY_BIT,
     NUM_DENSE,
@@ -245,8 +246,12 @@ class SyntheticCriteo:
         return CriteoBatch(labels=labels, dense=dense, keys=np.concatenate([p[2] for p in parts]))
 
     def write_tsv(self, path: str | os.PathLike, num_samples: int) -> None:
-        """Writes ``num_samples`` lines of Criteo Kaggle TSV (label, I1-I13, C1-C26 hex)."""
-        with open(path, "w", encoding="ascii", newline="\n") as f:
+        """Writes ``num_samples`` lines of Criteo Kaggle TSV (label, I1-I13, C1-C26 hex).
+
+        The file appears whole or not at all (a temporary file beside it, then a rename), so an
+        interrupted run leaves no truncated file that ``make`` would take as up to date.
+        """
+        with atomic_text_file(path) as f:
             for labels, dense, keys in self.batches(num_samples):
                 values = keys & 0xFFFFFFFF
                 empty = (keys & EMPTY_KEY_BIT) != 0

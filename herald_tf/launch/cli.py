@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from herald_tf import env
 from herald_tf.launch.config import ClusterConfigError, load_cluster
-from herald_tf.launch.plan import LaunchOptions, build_process_list
+from herald_tf.launch.plan import LaunchOptions, build_process_list, check_launch
 from herald_tf.launch.remote import describe
 from herald_tf.launch.runner import run_cluster
 
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ps_args=tuple(shlex.split(args.ps_args)), checkpoint_dir=args.checkpoint_dir,
             workdir=os.getcwd(), ssh=tuple(shlex.split(args.ssh)), horovod=args.horovod,
             horovodrun=tuple(shlex.split(args.horovodrun)))
+        check_launch(cluster, options)  # before anything starts
         if args.dry_run:
             for spec in build_process_list(cluster, options):
                 print(describe(spec, options))

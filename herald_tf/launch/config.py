@@ -12,10 +12,11 @@ whose message names the field, e.g. ``dist.yml: nodes[1].servers: expected ...``
       - host: localhost      # loopback hosts run as local processes, others through ssh
         servers: 2           # parameter-server shards on this host
         workers: 2           # worker processes on this host
-        chief: true          # rank 0 and the coordinator live here (default: first node)
+        chief: true          # rank 0 and the coordinator live here (default: the first node
+                             # with workers, also when the chief has none)
         server_ports: [0, 0] # optional; 0 = bind a free port (local hosts only)
         worker_ports: [0, 0] # optional; the ports in the workers' TF_CONFIG
-    coordinator_port: 0      # optional; the HERALD_COORDINATOR port on the chief's host
+    coordinator_port: 0      # optional; the HERALD_COORDINATOR port on rank 0's host
 
 TF_CONFIG (``{"cluster": {"chief": [...], "worker": [...], "ps": [...]}, "task": {...}}``): chief
 (if any) is rank 0, then the workers in order; ``ps`` entries are the shards in order. With a
@@ -106,7 +107,7 @@ class ClusterSpec:
     Args:
       ps: endpoint of every parameter-server shard, shard i at index i (may be empty).
       workers: endpoint of every worker, rank r at index r (at least one).
-      coordinator: the rendezvous endpoint on the chief's host (``HERALD_COORDINATOR``).
+      coordinator: the rendezvous endpoint on rank 0's host (``HERALD_COORDINATOR``).
       has_chief: TF_CONFIG had a ``chief`` job (rank 0 is then the chief, not ``worker 0``).
       task: the local task in TF_CONFIG mode, or None to run the whole cluster.
       source: where the config came from, for messages.
@@ -239,8 +240,11 @@ def parse_dist_config(data: Any, source: str = "dist.yml") -> ClusterSpec:
 
     Ranks: the chief node's workers first (rank 0 is its first worker), then the other nodes'
     workers in file order. Shards: every node's servers in file order. The chief is the node with
-    ``chief: true`` (at most one), else the first node with workers. Ports not given are 0 on
-    loopback hosts (bound at start) and ``DEFAULT_*_PORT + i`` on remote hosts.
+    ``chief: true`` (at most one), else the first node with workers. A chief with ``workers: 0``
+    is valid, as in the seed (where it is the host of the PS scheduler, which herald does not
+    have): it runs only its servers, and rank 0 and the coordinator go to the first node with
+    workers, as without a chief. Ports not given are 0 on loopback hosts (bound at start) and
+    ``DEFAULT_*_PORT + i`` on remote hosts.
     """
     if not isinstance(data, Mapping):
         raise _fail(source, "top level", "a mapping with a 'nodes' list", data)
@@ -256,15 +260,13 @@ def parse_dist_config(data: Any, source: str = "dist.yml") -> ClusterSpec:
     if len(chiefs) > 1:
         raise _fail(source, f"nodes[{chiefs[1]}].chief", "exactly one node with chief: true "
                     f"(nodes[{chiefs[0]}] is already chief)", True)
-    if chiefs:
-        chief = chiefs[0]
-        if nodes[chief].workers == 0:
-            raise _fail(source, f"nodes[{chief}].workers", "at least 1 on the chief node", 0)
-    else:
-        with_workers = [i for i, n in enumerate(nodes) if n.workers > 0]
-        if not with_workers:
-            raise _fail(source, "nodes[*].workers", "at least one worker in the cluster", 0)
-        chief = with_workers[0]
+    with_workers = [i for i, n in enumerate(nodes) if n.workers > 0]
+    if not with_workers:
+        field = f"nodes[{chiefs[0]}].workers" if chiefs else "nodes[*].workers"
+        raise _fail(source, field, "at least one worker in the cluster", 0)
+    # rank 0's node: the chief, unless it runs no worker (valid in the seed, whose chief hosts
+    # the PS scheduler); then the first node with workers, as without a chief
+    rank0 = chiefs[0] if chiefs and nodes[chiefs[0]].workers else with_workers[0]
     coordinator_port = data.get("coordinator_port")
     if coordinator_port is not None:
         coordinator_port = _port(source, "coordinator_port", coordinator_port)
@@ -276,14 +278,14 @@ def parse_dist_config(data: Any, source: str = "dist.yml") -> ClusterSpec:
 
     ps = tuple(Endpoint(n.host, port(n, n.server_ports, j, DEFAULT_PS_PORT))
                for n in nodes for j in range(n.servers))
-    order = [chief] + [i for i in range(len(nodes)) if i != chief]
+    order = [rank0] + [i for i in range(len(nodes)) if i != rank0]
     workers = tuple(Endpoint(nodes[i].host, port(nodes[i], nodes[i].worker_ports, j,
                                                  DEFAULT_WORKER_PORT))
                     for i in order for j in range(nodes[i].workers))
-    chief_host = nodes[chief].host
+    rank0_host = nodes[rank0].host
     if coordinator_port is None:
-        coordinator_port = 0 if is_local_host(chief_host) else DEFAULT_COORDINATOR_PORT
-    return ClusterSpec(ps, workers, Endpoint(chief_host, coordinator_port), source=source)
+        coordinator_port = 0 if is_local_host(rank0_host) else DEFAULT_COORDINATOR_PORT
+    return ClusterSpec(ps, workers, Endpoint(rank0_host, coordinator_port), source=source)
 
 
 def _parse_address(source: str, field: str, value: Any) -> Endpoint:

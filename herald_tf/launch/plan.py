@@ -16,7 +16,14 @@ import types
 from collections.abc import Mapping, Sequence
 
 from herald_tf import env
-from herald_tf.launch.config import ClusterSpec, Endpoint, Role, is_local_host, tf_config_for
+from herald_tf.launch.config import (
+    ClusterConfigError,
+    ClusterSpec,
+    Endpoint,
+    Role,
+    is_local_host,
+    tf_config_for,
+)
 
 PS_MODULE = "herald_tf.ps.server_main"
 
@@ -162,6 +169,23 @@ def _horovod_spec(cluster: ClusterSpec, options: LaunchOptions, ps_addrs: str) -
     return ProcessSpec(Role.WORKER, 0, "localhost", 0, argv, worker_env, name="horovodrun")
 
 
+def check_launch(cluster: ClusterSpec, options: LaunchOptions) -> None:
+    """Raises ``ClusterConfigError`` for options this cluster cannot honour (no side effects).
+
+    ``--horovod`` starts all the workers with one ``horovodrun`` from this host; in TF_CONFIG
+    task mode the launcher runs only its own pod's task, so it cannot, and Horovod's dense sync
+    without horovodrun needs every worker on one host (herald_tf/dense/horovod.py).
+    """
+    task = cluster.task
+    if options.horovod and task is not None:
+        raise ClusterConfigError(
+            f"{cluster.source}: expected no --horovod in TF_CONFIG task mode: --horovod starts "
+            "every worker with one horovodrun, and a task launch runs one process per pod. "
+            f"Received: --horovod with task {task.role.value} {task.index}. Launch Horovod jobs "
+            "from one host with herald-run -c CLUSTER --horovod (no task), or leave out "
+            "--horovod and sync the dense weights with tf.distribute")
+
+
 def build_process_list(cluster: ClusterSpec, options: LaunchOptions,
                        ps_ports: Sequence[int] | None = None) -> list[ProcessSpec]:
     """The processes of a launch: every PS shard (shard order), then every worker (rank order).
@@ -170,9 +194,11 @@ def build_process_list(cluster: ClusterSpec, options: LaunchOptions,
     its port at start); the workers' ``HERALD_PS_ADDRS`` use them, else the configured ports. In
     TF_CONFIG task mode (``cluster.task`` set) the list holds only the local task, run locally; a
     PS there binds 0.0.0.0 (127.0.0.1 for a loopback host). With ``options.horovod`` the workers
-    are one ``horovodrun`` process (its ranks come from Horovod, so ``HERALD_RANK`` is unset).
-    Pure: no process is started and no port is bound.
+    are one ``horovodrun`` process (its ranks come from Horovod, so ``HERALD_RANK`` is unset);
+    with a task as well they raise (:func:`check_launch`). Pure: no process is started and no
+    port is bound.
     """
+    check_launch(cluster, options)
     if ps_ports is not None and len(ps_ports) != len(cluster.ps):
         raise ValueError(f"Expected {len(cluster.ps)} PS ports. Received: ps_ports={ps_ports!r}")
     ports = list(ps_ports) if ps_ports is not None else [e.port for e in cluster.ps]

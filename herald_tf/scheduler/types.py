@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import numbers
 from collections.abc import MutableSequence
 from typing import Any
 
@@ -91,12 +92,30 @@ def _enum(kind: type[enum.IntEnum], value: Any, what: str) -> Any:
     try:
         if isinstance(value, str):
             return kind[value.upper()]
-        return kind(value)
-    except (KeyError, ValueError):
-        names = ", ".join(k.name.lower() for k in kind)
+        if not isinstance(value, bool):  # IntEnum would take True for 1
+            return kind(value)
+    except (KeyError, ValueError, TypeError):
+        pass
+    names = ", ".join(k.name.lower() for k in kind)
+    raise SchedulerConfigError(
+        f"Expected {what} to be one of {names}. Received: {what}={value!r}"
+    )
+
+
+def _integer(value: Any, what: str) -> int:
+    """``value`` as a plain int; numpy integers pass (normalised, so that ``repr`` and the plans'
+    configuration digest agree between processes), bools, floats and strings do not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SchedulerConfigError(
-            f"Expected {what} to be one of {names}. Received: {what}={value!r}"
-        ) from None
+            f"Expected {what} to be an integer. Received: {what}={value!r} "
+            f"of type {type(value).__name__}"
+        )
+    return int(value)
+
+
+#: The integer fields of :class:`SchedulerConfig`, type-checked before their ranges.
+_INT_FIELDS = ("num_workers", "batch_size", "num_fields", "cache_capacity", "bound",
+               "lookahead", "staging_regions", "dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +156,8 @@ class SchedulerConfig:
         set_(self, "allocation", _enum(Allocation, self.allocation, "allocation"))
         set_(self, "eviction", _enum(Eviction, self.eviction, "eviction"))
         set_(self, "optimizer", _enum(OptimizerKind, self.optimizer, "optimizer"))
+        for name in _INT_FIELDS:
+            set_(self, name, _integer(getattr(self, name), name))
         checks = [
             (1 <= self.num_workers <= MAX_WORKERS, "num_workers", "in [1, 64]"),
             (self.batch_size >= 1, "batch_size", ">= 1"),

@@ -47,6 +47,25 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path, bad: str) -> None:
     assert rows == 2 and reader.skipped == 1 and reader.rows == 2
 
 
+_UNICODE_DIGITS = ["\u00b2", "\u0663", "\uff13", "1\u00b9"]  # superscript, Arabic, fullwidth
+
+
+@pytest.mark.parametrize("digit", _UNICODE_DIGITS, ids=["super2", "arabic3", "fullwidth3",
+                                                        "1super1"])
+def test_a_dense_value_with_non_ascii_digits_is_skipped_and_counted(tmp_path, digit: str) -> None:
+    bad = GOOD.replace("\t3\t", f"\t{digit}\t", 1)
+    reader = CriteoReader(_write(tmp_path / "a.tsv", [GOOD, bad, GOOD]))
+    batches = list(reader)
+    assert sum(len(b) for b in batches) == 2 and reader.skipped == 1
+    np.testing.assert_allclose(batches[0].dense[:, 3], np.log(4.0), rtol=1e-6)
+
+
+def test_strict_mode_names_the_file_and_line_of_non_ascii_digits(tmp_path) -> None:
+    path = _write(tmp_path / "a.tsv", [GOOD, GOOD.replace("\t3\t", "\t-\u00b2\t", 1)])
+    with pytest.raises(CriteoFormatError, match=r"Expected 40 tab-separated.*a\.tsv:2"):
+        list(CriteoReader(path, strict=True))
+
+
 def test_strict_mode_names_the_file_and_line(tmp_path) -> None:
     path = _write(tmp_path / "a.tsv", [GOOD, "garbage"])
     with pytest.raises(CriteoFormatError, match=r"a\.tsv:2"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from herald_tf.data import CRITEO_CARDINALITIES, CriteoReader, SyntheticConfig, SyntheticCriteo
 from herald_tf.data.synthetic import main
@@ -92,3 +93,33 @@ def test_tsv_written_reads_back_as_the_in_memory_trace(tmp_path) -> None:
     np.testing.assert_array_equal(got.keys, expected.keys)
     np.testing.assert_array_equal(got.labels, expected.labels)
     np.testing.assert_allclose(got.dense, expected.dense)
+
+
+def _interrupted_after_one_chunk(gen: SyntheticCriteo):
+    first = next(gen.batches(100))
+
+    def batches(num_samples: int):
+        yield first
+        raise KeyboardInterrupt  # as Ctrl-C during `make demo`
+
+    return batches
+
+
+def test_an_interrupted_write_tsv_leaves_no_file_under_the_target_name(tmp_path,
+                                                                       monkeypatch) -> None:
+    gen = SyntheticCriteo(SyntheticConfig(scale=0.001))
+    monkeypatch.setattr(gen, "batches", _interrupted_after_one_chunk(gen))
+    with pytest.raises(KeyboardInterrupt):
+        gen.write_tsv(tmp_path / "demo_criteo.tsv", 200)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_write_tsv_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "demo_criteo.tsv"
+    gen = SyntheticCriteo(SyntheticConfig(scale=0.001))
+    gen.write_tsv(path, 50)
+    before = path.read_bytes()
+    monkeypatch.setattr(gen, "batches", _interrupted_after_one_chunk(gen))
+    with pytest.raises(KeyboardInterrupt):
+        gen.write_tsv(path, 200)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -66,3 +66,30 @@ def test_seed_form_without_double_dash(capsys: pytest.CaptureFixture[str], tmp_p
     assert code == 0
     assert out.splitlines()[1].endswith(" python3 run.py --bsp 0")
     assert out.splitlines()[1].startswith("[worker 0] env HERALD_COORDINATOR=127.0.0.1:0 ")
+
+
+@pytest.mark.parametrize("task", [{"type": "worker", "index": 0}, {"type": "ps", "index": 0}],
+                         ids=["worker", "ps"])
+def test_horovod_in_tf_config_task_mode_is_refused_before_anything_starts(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        task: dict[str, Any]) -> None:
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1"],
+                                                            "ps": ["localhost:2"]},
+                                                "task": task}))
+    monkeypatch.setenv("HERALD_TOKEN", "t")
+    code, out, err = _main(capsys, "--horovod", "--", "false")
+    assert code == 2 and out == ""
+    assert ("expected no --horovod in TF_CONFIG task mode: --horovod starts every worker with "
+            "one horovodrun") in err
+    assert f"Received: --horovod with task {task['type']} 0." in err
+
+
+def test_dry_run_of_a_seed_dist_yml_whose_chief_runs_no_worker(
+        capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    (tmp_path / "d.yml").write_text(
+        "nodes:\n  - host: localhost\n    servers: 1\n    chief: true\n"
+        "  - host: localhost\n    workers: 2\n")
+    code, out, _ = _main(capsys, "-c", str(tmp_path / "d.yml"), "--dry-run", "--", "true")
+    assert code == 0
+    assert [line[1:line.index("]")] for line in out.splitlines() if line.startswith("[")] == [
+        "ps 0", "worker 0", "worker 1"]

@@ -64,6 +64,23 @@ def test_without_a_chief_the_first_node_with_workers_is_chief() -> None:
     assert spec.coordinator.host == "b"
 
 
+def test_a_seed_chief_that_runs_no_worker_is_accepted_and_runs_only_its_servers() -> None:
+    # the seed's runner puts its PS scheduler on the chief, which needs no worker there
+    spec = parse_dist_config({"nodes": [{"host": "a", "servers": 2, "chief": True},
+                                        {"host": "b", "servers": 1, "workers": 2},
+                                        {"host": "c", "workers": 1}]})
+    assert [e.host for e in spec.ps] == ["a", "a", "b"]
+    assert [e.host for e in spec.workers] == ["b", "b", "c"]
+    assert spec.coordinator == Endpoint("b", DEFAULT_COORDINATOR_PORT)
+
+
+def test_a_chief_without_workers_in_a_cluster_without_workers_names_the_chief() -> None:
+    with pytest.raises(ClusterConfigError, match=r"nodes\[1\]\.workers: expected at least one "
+                       "worker in the cluster"):
+        parse_dist_config({"nodes": [{"host": "a", "servers": 1},
+                                     {"host": "b", "servers": 1, "chief": True}]})
+
+
 @pytest.mark.parametrize("data, field", [
     ([], "top level"),
     ({"nodes": []}, "nodes"),

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from herald_tf import env
-from herald_tf.launch.config import Role, parse_dist_config, parse_tf_config
+from herald_tf.launch.config import ClusterConfigError, Role, parse_dist_config, parse_tf_config
 from herald_tf.launch.plan import PS_MODULE, LaunchOptions, build_process_list
 
 OPTIONS = LaunchOptions(command=("python", "train.py", "--nepoch", "1"), python="/py",
@@ -129,3 +129,10 @@ def test_options_validate() -> None:
         LaunchOptions(command=())
     with pytest.raises(ValueError, match="tuple of strings"):
         LaunchOptions(command=["python"])  # type: ignore[arg-type]
+
+
+def test_horovod_with_a_tf_config_task_is_refused() -> None:
+    cluster = parse_tf_config({**TF_CONFIG, "task": {"type": "worker", "index": 0}})
+    options = LaunchOptions(command=("python", "train.py"), horovod=True)
+    with pytest.raises(ClusterConfigError, match="expected no --horovod in TF_CONFIG task mode"):
+        build_process_list(cluster, options)

@@ -4,6 +4,7 @@ for another step, rank, configuration or batch is refused."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -96,6 +97,41 @@ def test_a_plan_made_for_something_else_is_refused(native_lib: str, change: dict
     expect = dict(step=0, rank=1, digest=config_digest(CFG), checksum=batch_checksum(keys))
     with pytest.raises(PlanDecodeError, match=match):
         decode_worker_plan(blobs[1], **{**expect, **change})
+
+
+def _reorder_samples(keys: np.ndarray) -> np.ndarray:
+    return keys[::-1]
+
+
+def _swap_two_keys_between_samples(keys: np.ndarray) -> np.ndarray:
+    # the same multiset of keys (and the same sum), two samples' field 0 exchanged
+    out = keys.copy()
+    i = int(np.flatnonzero(keys[:, 0] != keys[0, 0])[0])
+    out[[0, i], 0] = keys[[i, 0], 0]
+    return out
+
+
+@pytest.mark.parametrize("reorder", [_reorder_samples, _swap_two_keys_between_samples],
+                         ids=["samples_reversed", "keys_swapped_between_samples"])
+def test_a_plan_for_the_same_keys_in_another_order_is_refused(
+        native_lib: str, reorder: Callable[[np.ndarray], np.ndarray]) -> None:
+    keys, _, blobs = _steps(1)[0]
+    reordered = reorder(keys)
+    assert np.array_equal(np.sort(reordered, axis=None), np.sort(keys, axis=None))
+    assert not np.array_equal(reordered, keys)
+    with pytest.raises(PlanDecodeError, match="same data in the same order"):
+        decode_worker_plan(blobs[1], 0, 1, config_digest(CFG), batch_checksum(reordered))
+
+
+def test_the_batch_checksum_depends_on_the_batch_shape() -> None:
+    keys = np.arange(12, dtype=np.int64)
+    assert batch_checksum(keys.reshape(3, 4)) != batch_checksum(keys.reshape(4, 3))
+
+
+def test_the_batch_checksum_is_the_same_for_equal_keys_of_any_layout() -> None:
+    keys = np.arange(24, dtype=np.int64).reshape(6, 4)
+    assert batch_checksum(keys) == batch_checksum(np.asfortranarray(keys))
+    assert batch_checksum(keys) == batch_checksum(keys.astype(">i8"))
 
 
 @pytest.mark.parametrize("blob", [b"", b"x" * 400, b"truncated"], ids=["empty", "other",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from herald_tf.config import OptimizerKind
@@ -29,6 +32,31 @@ def test_invalid_config_is_refused_with_a_clear_message(kwargs: dict, message: s
     base = dict(num_workers=2, batch_size=4, num_fields=3, cache_capacity=5)
     with pytest.raises(SchedulerConfigError, match=message):
         SchedulerConfig(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(cache_capacity=10.5), "Expected cache_capacity to be an integer. Received: "
+                                "cache_capacity=10.5 of type float"),
+    (dict(batch_size=2.0), "Expected batch_size to be an integer. Received: batch_size=2.0"),
+    (dict(num_workers="2"), "Expected num_workers to be an integer. Received: num_workers='2'"),
+    (dict(num_fields=True), "Expected num_fields to be an integer. Received: num_fields=True"),
+    (dict(lookahead=None), "Expected lookahead to be an integer"),
+    (dict(dim=np.float32(8)), "Expected dim to be an integer"),
+    (dict(policy=True), "Expected policy to be one of ps, het, herald. Received: policy=True"),
+])
+def test_a_field_of_the_wrong_type_is_refused_naming_it(kwargs: dict, message: str) -> None:
+    base = dict(num_workers=2, batch_size=4, num_fields=3, cache_capacity=5)
+    with pytest.raises(SchedulerConfigError, match=re.escape(message)):
+        SchedulerConfig(**{**base, **kwargs})
+
+
+def test_numpy_integers_are_accepted_as_plain_ints() -> None:
+    cfg = SchedulerConfig(num_workers=np.int64(2), batch_size=np.int32(4), num_fields=3,
+                          cache_capacity=np.uint16(5))
+    assert type(cfg.num_workers) is int and type(cfg.cache_capacity) is int
+    assert cfg == SchedulerConfig(num_workers=2, batch_size=4, num_fields=3, cache_capacity=5)
+    assert repr(cfg) == repr(SchedulerConfig(num_workers=2, batch_size=4, num_fields=3,
+                                             cache_capacity=5))
 
 
 def test_bytes_count_state_for_rows_moved_with_it() -> None:
