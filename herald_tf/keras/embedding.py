@@ -8,6 +8,15 @@ Mode ``local`` is the single-process reference of DESIGN §2a: an in-process tab
 mapped to slots by a hash table, rows created on first touch with the deterministic initializer.
 ``evaluate``/``predict`` read the table and create no rows: unseen keys get their initial value.
 
+Saving (local mode): the layer's weights hold its whole state, the key of every slot included
+(``slot_keys``), so ``save_weights``/``load_weights``, ``model.save``/``keras.saving.load_model``
+and ``get_weights``/``set_weights`` round-trip the table. The hash table is only an index over
+``slot_keys[:rows_used]``: it is rebuilt after weights are loaded or set, and before a lookup
+whenever its size disagrees with ``rows_used`` (weights assigned by other means). In the
+distributed modes the key → slot directory lives in the worker runtime (and the rows on the
+parameter servers, except in ``allreduce``), so loading or setting weights there is refused:
+resume with ``herald_tf.keras.checkpoint`` instead.
+
 The layer is a Keras 3 layer, or a tf-keras one when ``TF_USE_LEGACY_KERAS=1`` (``compat``).
 """
 
@@ -19,11 +28,15 @@ import tensorflow as tf
 
 from herald_tf import ops
 from herald_tf.config import Combiner, InitializerConfig, OptimizerConfig, TableConfig
+from herald_tf.errors import InvalidArgumentError
 from herald_tf.keras import compat
 from herald_tf.keras.compat import keras
-from herald_tf.keras.runtime import current_runtime
+from herald_tf.keras.runtime import MODES, current_runtime
 
-_MODES = ("local", "ps", "het", "herald")
+# "allreduce" too: a layer built in such a runtime reports it in get_config.
+_MODES = ("local", *MODES)
+_COMBINERS = tuple(c.name.lower() for c in Combiner)
+_LOCAL_WEIGHTS = ("storage", "optimizer_state", "versions", "rows_used", "slot_keys")
 
 
 @keras.saving.register_keras_serializable(package="herald_tf")
@@ -34,7 +47,8 @@ class HeraldEmbedding(keras.layers.Layer):
         output_dim: embedding width.
         capacity: rows the layer's table can hold (local mode: distinct keys ever trained).
         combiner: ``sum``, ``mean``, ``sqrtn`` pool a bag of keys per sample into ``[B, dim]``;
-            ``none`` returns one row per key (``[B, T, dim]``).
+            ``none`` returns one row per key (``[B, T, dim]``). Case-insensitive (or a
+            ``Combiner``); the layer keeps the lowercase name.
         optimizer: the sparse optimizer of the rows (an ``OptimizerConfig`` or its dict).
         initializer: how a row is created on first touch (an ``InitializerConfig`` or its dict).
         seed: table seed of the deterministic initializer.
@@ -60,7 +74,7 @@ class HeraldEmbedding(keras.layers.Layer):
         if not isinstance(capacity, int) or capacity <= 0:
             raise ValueError(
                 f"Expected capacity to be a positive int. Received: capacity={capacity!r}")
-        Combiner[combiner.upper()]  # noqa: B018 - validates the name
+        combiner = _canonical_combiner(combiner)
         if isinstance(optimizer, dict):
             optimizer = OptimizerConfig.from_dict(optimizer)
         if isinstance(initializer, dict):
@@ -108,6 +122,13 @@ class HeraldEmbedding(keras.layers.Layer):
         self.rows_used = self.add_weight(
             shape=(), initializer="zeros", dtype="int64", trainable=False, name="rows_used"
         )
+        if self._runtime is None:
+            # The key of each used slot: the key map as a weight, so that every way Keras
+            # saves, restores or copies weights carries it (key_to_slot is only its index).
+            self.slot_keys = self.add_weight(
+                shape=(slots,), initializer="zeros", dtype="int64", trainable=False,
+                name="slot_keys",
+            )
         self.key_to_slot = tf.lookup.experimental.MutableHashTable(
             key_dtype=tf.int64, value_dtype=tf.int64, default_value=-1, name="key_to_slot"
         )
@@ -121,7 +142,8 @@ class HeraldEmbedding(keras.layers.Layer):
             return self._call_distributed(keys, training)
         flat = keys.values if isinstance(keys, tf.RaggedTensor) else tf.reshape(keys, [-1])
         unique_keys, position = tf.unique(flat, out_idx=tf.int64)
-        slots = tf.reshape(self.key_to_slot.lookup(unique_keys), [-1])
+        with tf.control_dependencies([self._sync_key_map()]):
+            slots = tf.reshape(self.key_to_slot.lookup(unique_keys), [-1])
         if training:
             slots = self._create_rows(unique_keys, slots)
             slot_ids = _restore(tf.gather(slots, position), keys)
@@ -161,7 +183,11 @@ class HeraldEmbedding(keras.layers.Layer):
             f"({self.capacity}). Raise capacity.",
         )
         new_slots = first + tf.range(count, dtype=tf.int64)
-        with tf.control_dependencies([self.key_to_slot.insert(new_keys, new_slots)]):
+        with tf.control_dependencies([
+            self.key_to_slot.insert(new_keys, new_slots),
+            ops.local_variable(self.slot_keys).scatter_update(
+                tf.IndexedSlices(new_keys, new_slots)),
+        ]):
             self.rows_used.assign_add(count)
         rows = ops.init_rows(new_keys, self.output_dim, self.table.seed, self.table.initializer)
         state = tf.fill([count, self.table.state_width], _initial_state(self.table.optimizer))
@@ -174,6 +200,51 @@ class HeraldEmbedding(keras.layers.Layer):
                 slots, tf.where(new), new_slots
             )
             return tf.identity(filled)
+
+    def _sync_key_map(self) -> tf.Tensor:
+        """Rebuilds the key map from ``slot_keys`` when its size is not ``rows_used``: the
+        weights were assigned without ``load_own_variables``/``set_weights`` (e.g. a plain
+        ``keras.Model.set_weights`` or a tf-keras ``.h5`` load). Returns whether it rebuilt."""
+        used = tf.convert_to_tensor(ops.local_variable(self.rows_used))
+        return tf.cond(tf.equal(self.key_to_slot.size(), used),
+                       lambda: tf.constant(False), self._rebuild_key_map)
+
+    def _rebuild_key_map(self) -> tf.Tensor:
+        """Makes the key map exactly ``slot_keys[:rows_used]`` → their slots."""
+        used = tf.convert_to_tensor(ops.local_variable(self.rows_used))
+        stale_keys, _ = self.key_to_slot.export()
+        with tf.control_dependencies([self.key_to_slot.remove(stale_keys)]):
+            keys = tf.convert_to_tensor(ops.local_variable(self.slot_keys))[:used]
+            insert = self.key_to_slot.insert(keys, tf.range(used, dtype=tf.int64))
+        with tf.control_dependencies([insert]):
+            return tf.constant(True)
+
+    def _refuse_restore_outside_local(self, call: str) -> None:
+        if self._runtime is not None:
+            where = "" if self.mode == "allreduce" else " and its rows on the parameter servers"
+            raise InvalidArgumentError(
+                f"Expected a local-mode HeraldEmbedding for {call}. Received: layer "
+                f"'{self.name}' in mode {self.mode!r}, whose key -> slot directory lives in the "
+                f"worker runtime{where}, which weights do not carry. Resume a distributed run "
+                "with herald_tf.keras.checkpoint (HeraldCheckpoint, load_worker).")
+
+    def load_own_variables(self, store: Any) -> None:
+        """Keras 3 loading (``load_weights``, ``load_model``): the weights, then the key map."""
+        self._refuse_restore_outside_local("load_weights/load_model")
+        if self.built and len(store.keys()) != len(_LOCAL_WEIGHTS):
+            raise InvalidArgumentError(
+                f"Expected {len(_LOCAL_WEIGHTS)} variables {_LOCAL_WEIGHTS} for HeraldEmbedding "
+                f"'{self.name}'. Received: {len(store.keys())} in the file (one written before "
+                "the key map was saved, without slot_keys, cannot match rows to their keys).")
+        super().load_own_variables(store)
+        self._rebuild_key_map()
+
+    def set_weights(self, weights: list[Any]) -> None:
+        """Sets the weights (``get_weights`` order), then rebuilds the key map from them."""
+        self._refuse_restore_outside_local("set_weights")
+        super().set_weights(weights)
+        if self.built:
+            self._rebuild_key_map()
 
     def apply_embedding_gradients(self, gradient: tf.IndexedSlices,
                                   learning_rate: Any = None) -> Any:
@@ -202,6 +273,16 @@ class HeraldEmbedding(keras.layers.Layer):
             "table_name": self.table.name,
         })
         return config
+
+
+def _canonical_combiner(combiner: Any) -> str:
+    """The lowercase name of a combiner given by name (any case) or as a ``Combiner``."""
+    if isinstance(combiner, Combiner):
+        return combiner.name.lower()
+    if isinstance(combiner, str) and combiner.lower() in _COMBINERS:
+        return combiner.lower()
+    raise InvalidArgumentError(
+        f"Expected combiner to be one of {', '.join(_COMBINERS)}. Received: combiner={combiner!r}")
 
 
 def _initial_state(optimizer: OptimizerConfig) -> float:

@@ -80,6 +80,7 @@ class TableRows:
 
 def layer_rows(layer: Any) -> TableRows:
     """Rows a ``local``-mode HeraldEmbedding has trained (its key map sorted; rows by block)."""
+    layer._sync_key_map()  # weights set behind the layer's back leave its index stale
     keys, slots = (t.numpy() for t in layer.key_to_slot.export())
     keep = slots >= 0
     order = np.argsort(keys[keep], kind="stable")

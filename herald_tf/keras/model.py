@@ -5,6 +5,9 @@ Dense weights are trained by the Keras optimizer given to ``compile`` as usual; 
 gradient of its storage (DESIGN §2a "Reference"). Use it like ``keras.Model`` (functional or
 subclassed); ``fit``, ``evaluate``, ``predict``, callbacks and ``steps_per_execution`` work as
 usual, under Keras 3 and under tf-keras (``TF_USE_LEGACY_KERAS=1``; see ``compat``).
+``save_weights``/``load_weights``, ``save``/``keras.saving.load_model`` and ``get_weights``/
+``set_weights`` carry local tables whole, key maps included (``HeraldEmbedding``); distributed
+tables are restored with ``herald_tf.keras.checkpoint`` instead.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from herald_tf.dense.types import DenseSync
+from herald_tf.errors import InvalidArgumentError
 from herald_tf.keras import compat
 from herald_tf.keras.compat import keras
 from herald_tf.keras.embedding import HeraldEmbedding
@@ -25,6 +29,22 @@ def herald_embeddings(model: keras.Model) -> list[HeraldEmbedding]:
     return [layer for layer in model._flatten_layers() if isinstance(layer, HeraldEmbedding)]
 
 
+# Keras optimizer options that would act on the dense weights only, never on the embedding rows
+# (herald's sparse optimizer updates those every step from the unclipped, unscaled gradient):
+# (attribute, what would diverge).
+_DENSE_ONLY_OPTIONS = (
+    ("clipnorm", "the sparse embedding gradients would not be clipped with the dense ones"),
+    ("global_clipnorm", "the sparse embedding gradients would not be clipped with the dense ones"),
+    ("clipvalue", "the sparse embedding gradients would not be clipped like the dense ones"),
+    ("weight_decay", "embedding rows would not decay"),
+    ("gradient_accumulation_steps",
+     "dense weights would update every k steps while embedding rows update every step"),
+    ("use_ema", "the moving average would cover the dense weights only, not the embedding rows"),
+    ("loss_scale_factor",
+     "the optimizer unscales the dense gradients only: embedding rows would get scaled ones"),
+)
+
+
 def check_supported(model: keras.Model, optimizer: Any) -> None:
     """Refuses, at compile time, what the sparse embedding path does not support (DESIGN §2a)."""
     if keras.backend.backend() != "tensorflow":
@@ -34,18 +54,12 @@ def check_supported(model: keras.Model, optimizer: Any) -> None:
         )
     opt = keras.optimizers.get(optimizer) if optimizer is not None else None
     if opt is not None:
-        for attr in ("clipnorm", "global_clipnorm"):
+        for attr, why in _DENSE_ONLY_OPTIONS:
+            # tf-keras optimizers lack some of these attributes: absent means off.
             if getattr(opt, attr, None):
-                raise ValueError(
-                    f"herald_tf does not support {attr} across embeddings yet: the sparse "
-                    f"embedding gradients would not be clipped with the dense ones. Received: "
-                    f"{attr}={getattr(opt, attr)}"
-                )
-        if getattr(opt, "weight_decay", None):
-            raise ValueError(
-                "herald_tf does not support weight decay on embedding tables yet. Received: "
-                f"weight_decay={opt.weight_decay}"
-            )
+                raise InvalidArgumentError(
+                    f"Expected a Keras optimizer without {attr}: herald_tf does not support it "
+                    f"yet ({why}). Received: {attr}={getattr(opt, attr)!r}")
         if compat.is_loss_scale_optimizer(opt):
             raise ValueError("herald_tf does not support mixed precision (loss scaling) yet.")
     if compat.dtype_policy_name() != "float32":
@@ -55,6 +69,7 @@ def check_supported(model: keras.Model, optimizer: Any) -> None:
         )
 
 
+@keras.saving.register_keras_serializable(package="herald_tf")
 class HeraldModel(keras.Model):
     """A ``keras.Model`` that trains ``HeraldEmbedding`` rows with herald's sparse optimizer.
 
@@ -83,6 +98,16 @@ class HeraldModel(keras.Model):
         super().compile(optimizer, *args, jit_compile=False, **kwargs)
         if dense_sync is not None:
             dense_sync.check_model(self)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Compiles a model restored by ``keras.saving.load_model`` (Keras skips an overridden
+        ``compile``). ``dense_sync`` belongs to the running processes and is not saved: compile
+        again to pass one."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        # As Keras does: the optimizer's variables must exist before the file's state loads
+        # into them (tf-keras' legacy optimizers have no build).
+        if self.built and hasattr(self.optimizer, "build"):
+            self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -148,6 +173,25 @@ class HeraldModel(keras.Model):
                                                   tf.distribute.MultiWorkerMirroredStrategy):
             return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
         return logs
+
+    def set_weights(self, weights: list[Any]) -> None:
+        """Sets every weight (``get_weights`` order; e.g. ``EarlyStopping(restore_best_weights=
+        True)``), then rebuilds each local table's key map from its restored ``slot_keys``.
+        Refused when a table is distributed (the runtime holds its key -> slot directory; see
+        ``HeraldEmbedding``)."""
+        tables = herald_embeddings(self)
+        for table in tables:
+            table._refuse_restore_outside_local("set_weights")
+        super().set_weights(weights)
+        for table in tables:
+            table._rebuild_key_map()
+
+    def load_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> Any:
+        """``keras.Model.load_weights``; refused up front, before any weight changes, when a
+        table is distributed (Keras would load the dense weights, then fail on the table)."""
+        for table in herald_embeddings(self):
+            table._refuse_restore_outside_local("load_weights")
+        return super().load_weights(filepath, *args, **kwargs)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> Any:
         self._make_rows_readable()

@@ -8,6 +8,10 @@ only) and every worker applies the same sparse update to the rows the global bat
 (``HeraldModel.train_step``). The plans have the shape of the scheduler's, so the runtime
 executes them with the same code: ``init`` rows are the global batch's new keys, ``local`` rows
 are every row the global batch used.
+
+Slots are assigned when a batch is drawn, which tf.data does ahead of training, but a new row is
+written only when its step begins (``rows_written``): until then evaluation reads the key's
+initial value, not the unwritten slot.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ class ReplicatedPlanner:
         self._batches = batches
         self._start_step = start_step
         self._slot_of: dict[int, int] = {}
+        # Slots are assigned in step order and contiguously, so the written rows are the slots
+        # below a mark: per drawn step, the mark once its rows are written.
+        self._slots_through: dict[int, int] = {}
+        self._written = 0
 
     def _assign(self, unique: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Slots of ``unique`` keys, creating slots for new ones: (slots, new keys, new slots)."""
@@ -64,9 +72,17 @@ class ReplicatedPlanner:
         return slots, unique[new], slots[new]
 
     def slots_of(self, keys: np.ndarray) -> np.ndarray:
-        """Slot of each key, -1 for a key never trained (evaluation reads its initial value)."""
-        return np.fromiter((self._slot_of.get(k, -1) for k in keys.tolist()), np.int64,
-                           keys.size)
+        """Slot of each key, -1 for a key whose row is not written yet (never trained, or only
+        in a batch drawn ahead): evaluation reads its initial value."""
+        written = self._written
+        slots = np.fromiter((self._slot_of.get(k, -1) for k in keys.tolist()), np.int64,
+                            keys.size)
+        slots[slots >= written] = -1
+        return slots
+
+    def rows_written(self, step: int) -> None:
+        """The runtime wrote the new rows of ``step`` (called in step order, by ``begin_step``)."""
+        self._written = max(self._written, self._slots_through.pop(step, self._written))
 
     def __iter__(self) -> Iterator[ScheduledStep]:
         n, b = self.num_workers, self.batch_size
@@ -74,8 +90,10 @@ class ReplicatedPlanner:
         for step, keys in enumerate(self._batches):
             unique, _ = _first_appearance(keys)
             global_slots, new_keys, new_slots = self._assign(unique)
-            if step < self._start_step:
+            if step < self._start_step:  # resume: the checkpoint restored these rows
+                self._written = len(self._slot_of)
                 continue
+            self._slots_through[step] = len(self._slot_of)
             local = keys[samples[self.rank]]
             local_unique, local_index = _first_appearance(local)
             slot_of = dict(zip(unique.tolist(), global_slots.tolist()))

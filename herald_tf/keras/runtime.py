@@ -417,6 +417,8 @@ class WorkerRuntime:
                 state = _core.init_state(t.optimizer, plan.init_keys.size, t.dim)
                 self._write_rows(layer, plan.init_slots, values, state,
                                  np.zeros(plan.init_keys.size, np.int64))
+        if self.config.mode == "allreduce":  # replica reads may now return these rows
+            self._scheduler.rows_written(step)
         self.lookups["keys"] += plan.keys.size
         self.lookups["cached"] += plan.keys.size - plan.pull_keys.size - plan.init_keys.size
         return np.int64(step)
