@@ -15,8 +15,10 @@ beside it), as a shared machine makes single runs noisy.
 
 Also reported: shipping over ``grpc+tcp``; the same at B = 1024 (one run); ``every_worker``
 (each worker runs its own copy of the scheduler, writing and taking only its own plan): one
-copy's global samples per CPU second divided by the N copies; and the engine alone for other
-allocators and without plans. Writes benchmarks/results/scheduler_speed.json (key
+copy's global samples per CPU second divided by the N copies; the engine alone for other
+allocators, without plans, and with 1 % caches; and the rows written back and dropped per sample
+at 10 % and 1 % (at 10 % this trace evicts no dirty row: every cache holds all the keys its
+worker sees, so the headline does not exercise write-backs). Writes benchmarks/results/scheduler_speed.json (key
 ``samples_per_s_per_core``; goal >= 1,000,000, floor 200,000). ``--quick`` uses fewer samples.
 """
 
@@ -55,19 +57,20 @@ TRANSPORTS = ("grpc", "grpc+tcp")
 HEADLINE_TRANSPORT = "grpc"  # make_transport's and run_herald.py's default
 
 
-def _config(table_rows: int, batch: int, allocation: str, policy: str = "herald"
-            ) -> SchedulerConfig:
+def _config(table_rows: int, batch: int, allocation: str, policy: str = "herald",
+            cache_ratio: float = 0.1) -> SchedulerConfig:
     return SchedulerConfig(num_workers=WORKERS, batch_size=batch, num_fields=26,
-                           cache_capacity=int(0.1 * table_rows), policy=policy,
+                           cache_capacity=int(cache_ratio * table_rows), policy=policy,
                            allocation=allocation)
 
 
 def measure(keys, table_rows: int, batch: int, allocation: str, emit: bool,
-            policy: str = "herald", clock=time.thread_time, worker: int | None = None) -> float:
+            policy: str = "herald", clock=time.thread_time, worker: int | None = None,
+            cache_ratio: float = 0.1) -> float:
     """Global samples per CPU second (``clock``) over the second half of ``keys``. With
     ``worker``, the engine writes only that worker's plan and it is taken (a worker's copy);
     else every worker's plan is written and taken (one process scheduling for all)."""
-    cfg = _config(table_rows, batch, allocation, policy)
+    cfg = _config(table_rows, batch, allocation, policy, cache_ratio)
     engine = NativeEngine(cfg, emit_plans=emit, emit_worker=worker)
     g = cfg.global_batch
     steps = len(keys) // g
@@ -81,6 +84,25 @@ def measure(keys, table_rows: int, batch: int, allocation: str, emit: bool,
             assert all(p is not None for p in plans)
     cpu = clock() - c0
     return (steps - steps // 2) * g / max(cpu, 1e-9)
+
+
+def evictions(keys, table_rows: int, cache_ratio: float) -> dict[str, float]:
+    """Per global sample over the second half of ``keys`` (herald, grouping allocator, B = 256):
+    dirty rows written back on eviction and rows dropped (evicted or invalidated), all workers'
+    plans counted, untimed. Says whether the caches fill at ``cache_ratio``."""
+    cfg = _config(table_rows, 256, "grouped", cache_ratio=cache_ratio)
+    engine = NativeEngine(cfg)
+    g = cfg.global_batch
+    steps = len(keys) // g
+    written = dropped = 0
+    for t in range(steps):
+        scheduled = engine.step(keys[t * g:(t + 1) * g])
+        if t >= steps // 2:
+            for plan in scheduled.plans:
+                written += plan.writeback_keys.shape[0]
+                dropped += plan.drop_keys.shape[0]
+    samples = (steps - steps // 2) * g
+    return {"writebacks_per_sample": written / samples, "drops_per_sample": dropped / samples}
 
 
 def measure_rank0(keys, table_rows: int, batch: int = 256) -> dict[str, float]:
@@ -172,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             detail[f"herald_{allocation}_B256_{'all_plans' if emit else 'counts'}"] = measure(
                 keys, rows, 256, allocation, emit)
     detail["herald_grouped_B1024_all_plans"] = measure(keys, rows, 1024, "grouped", True)
+    # at 10 % no dirty row is evicted on this trace (the caches hold every key a worker sees)
+    detail["herald_grouped_B256_all_plans_cache_0.01"] = measure(
+        keys, rows, 256, "grouped", True, cache_ratio=0.01)
     detail["het0_lru_B256_counts"] = measure(keys, rows, 256, "none", False, policy="het")
     copy = statistics.median(measure(keys, rows, 256, "grouped", True, worker=0)
                              for _ in range(max(a.repeat, 1)))
@@ -198,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan_bytes_per_sample": median["plan_bytes_per_sample"],
         "every_worker_samples_per_s_per_core": copy / WORKERS,
         "every_worker_one_copy_samples_per_s": copy,
+        "cache_evictions": {str(r): evictions(keys, rows, r) for r in (0.1, 0.01)},
         "goal": GOAL, "floor": FLOOR, "goal_met": best >= GOAL, "floor_met": best >= FLOOR,
         "quick": a.quick, "samples": samples, "detail": detail,
         "seconds": time.time() - t0,
@@ -213,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     print("rank0 CPU ms per global batch: " + ", ".join(
         f"{k} {v:.2f}" for k, v in out["cpu_ms_per_step"].items())
         + f"; plans {out['plan_bytes_per_sample']:.0f} bytes/sample")
+    for ratio, ev in out["cache_evictions"].items():
+        print(f"cache ratio {ratio}: {ev['writebacks_per_sample']:.3f} dirty rows written back "
+              f"and {ev['drops_per_sample']:.3f} rows dropped per sample (timed half)")
     print(f"samples_per_s_per_core = {best:,.0f} (worker 0 schedules for all; runs "
           + ", ".join(f"{x:,.0f}" for x in detail[f"rank0_{HEADLINE_TRANSPORT}_runs"])
           + f"; goal {GOAL:,}, floor {FLOOR:,})")

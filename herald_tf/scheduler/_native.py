@@ -28,7 +28,7 @@ from herald_tf.scheduler.types import (
     Traffic,
 )
 
-API_VERSION = 5
+API_VERSION = 6
 #: Environment variable naming a library that exports the scheduler ABI (development and tests).
 CORE_LIB_VAR = "HERALD_CORE_LIB"
 _NUM_LISTS = 19
@@ -69,6 +69,13 @@ _ST = ctypes.POINTER(_Status)
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.herald_sched_api_version.restype = ctypes.c_int
+    # first: an older library may lack functions declared below
+    version = lib.herald_sched_api_version()
+    if version != API_VERSION:
+        raise LibraryNotFoundError(
+            f"The scheduler library has ABI version {version}, herald_tf expects {API_VERSION}: "
+            "rebuild the native library from this source tree."
+        )
     lib.herald_sched_create.argtypes = [ctypes.POINTER(_Config), ctypes.POINTER(ctypes.c_void_p),
                                         _ST]
     lib.herald_sched_destroy.argtypes = [ctypes.c_void_p]
@@ -90,12 +97,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                                               ctypes.POINTER(_Stamp), _I64P, _ST]
     lib.herald_plan_decode.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.POINTER(_Stamp),
                                        _I64P, ctypes.c_int64, _ST]
-    version = lib.herald_sched_api_version()
-    if version != API_VERSION:
-        raise LibraryNotFoundError(
-            f"The scheduler library has ABI version {version}, herald_tf expects {API_VERSION}: "
-            "rebuild the native library from this source tree."
-        )
+    # keys as an address: ctypes' pointer cast would cost as much as the checksum
+    lib.herald_plan_batch_checksum.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                               _I64P, _ST]
     return lib
 
 
@@ -355,6 +359,18 @@ class NativeEngine:
         step = self.step_id
         self.step_id += 1
         return ScheduledStep(step=step, samples=samples, plans=plans)
+
+
+def batch_checksum(keys: np.ndarray) -> int:
+    """The library's order-sensitive checksum of a global batch's keys (``herald_plan_batch_
+    checksum``): int64 keys, row-major, a 1-D batch as one column."""
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    rows, cols = keys.shape[0], int(np.prod(keys.shape[1:]))
+    out = ctypes.c_int64()
+    status = _Status()
+    _check(load_library().herald_plan_batch_checksum(
+        keys.ctypes.data, rows, cols, ctypes.byref(out), ctypes.byref(status)), status)
+    return int(out.value)
 
 
 def decode_plan(blob: bytes, step: int, rank: int, digest: int,

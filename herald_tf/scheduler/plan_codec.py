@@ -22,7 +22,6 @@ another step, rank, configuration or batch.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 
 import numpy as np
@@ -53,31 +52,12 @@ def batch_checksum(keys: np.ndarray) -> int:
 
     Order matters: a worker whose batch holds the same keys in another order would take its
     dense features and labels at worker 0's sample indices while reading the slots planned for
-    worker 0's keys, so a plain sum (the same for every order) is not enough. Each key (int64,
-    row-major) is mixed (xor-shift, odd multiply), weighted by an odd constant of its position,
-    and the products summed modulo 2**64, then the shape folded in; returned as a signed int64
-    (the plan header's field). Every worker computes it on every step's global batch, so it is
-    kept to a few numpy passes: about 0.1 ms for 2048 x 26 keys here, where SHA-256 took 0.33.
+    worker 0's keys, so a plain sum (the same for every order) is not enough. Computed by the
+    scheduler library (``herald_plan_batch_checksum``: mixed keys weighted by position, summed
+    modulo 2**64, the shape folded in), since every worker computes it on every step: about
+    0.05 ms for 2048 x 26 keys here, where numpy took 0.1 ms and SHA-256 0.33 ms.
     """
-    flat = np.ascontiguousarray(keys, dtype=np.int64).reshape(-1).view(np.uint64)
-    mixed = flat >> np.uint64(29)
-    mixed ^= flat
-    mixed *= np.uint64(0xBF58476D1CE4E5B9)
-    mixed *= _position_weights(flat.shape[0])
-    h = int(np.add.reduce(mixed, dtype=np.uint64))
-    for d in np.shape(keys):
-        h = (h * 0x94D049BB133111EB + d + 1) % (1 << 64)
-    return h - (1 << 64) if h >= 1 << 63 else h
-
-
-@functools.lru_cache(maxsize=4)
-def _position_weights(n: int) -> np.ndarray:
-    """Distinct odd 64-bit weights of positions 0..n-1 (read-only, kept per batch size)."""
-    w = np.arange(n, dtype=np.uint64)
-    w *= np.uint64(0x9E3779B97F4A7C15)
-    w |= np.uint64(1)
-    w.flags.writeable = False
-    return w
+    return _native.batch_checksum(keys)
 
 
 def decode_worker_plan(blob: bytes, step: int, rank: int, digest: int,

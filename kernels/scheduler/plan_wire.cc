@@ -380,5 +380,32 @@ int Decode(const uint8_t* blob, int64_t length, const HeraldPlanStamp& expect, i
   return SetOk(st);
 }
 
+int64_t BatchChecksum(const int64_t* keys, int64_t rows, int64_t cols) {
+  // unsigned arithmetic wraps modulo 2^64 by definition. Key i is mixed by an xor-shift (a
+  // bijection) and weighted by (2i + 1) * kGolden: odd, distinct, one multiply per key.
+  constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols);
+  uint64_t sums[4] = {0, 0, 0, 0};  // independent chains, so the multiplies overlap
+  uint64_t weight = kGolden;        // (2i + 1) * kGolden for i = 0
+  uint64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (uint64_t j = 0; j < 4; ++j) {
+      const uint64_t x = static_cast<uint64_t>(keys[i + j]);
+      sums[j] += (x ^ (x >> 29)) * weight;
+      weight += 2 * kGolden;
+    }
+  }
+  for (; i < n; ++i) {
+    const uint64_t x = static_cast<uint64_t>(keys[i]);
+    sums[0] += (x ^ (x >> 29)) * weight;
+    weight += 2 * kGolden;
+  }
+  uint64_t h = sums[0] + sums[1] + sums[2] + sums[3];
+  for (const uint64_t d : {static_cast<uint64_t>(rows), static_cast<uint64_t>(cols)}) {
+    h = h * 0x94D049BB133111EBull + d + 1;
+  }
+  return static_cast<int64_t>(h);
+}
+
 }  // namespace sched
 }  // namespace herald

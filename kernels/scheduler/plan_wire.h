@@ -44,6 +44,9 @@ int DecodedSizes(const uint8_t* blob, int64_t length, const HeraldPlanStamp& exp
 int Decode(const uint8_t* blob, int64_t length, const HeraldPlanStamp& expect, int64_t* out,
            int64_t capacity, HeraldStatus* status);
 
+// herald_plan_batch_checksum (scheduler_api.h).
+int64_t BatchChecksum(const int64_t* keys, int64_t rows, int64_t cols);
+
 }  // namespace sched
 }  // namespace herald
 

@@ -248,4 +248,17 @@ int herald_plan_decode(const uint8_t* blob, int64_t length, const HeraldPlanStam
   return herald::sched::Decode(blob, length, *expect, out, capacity, status);
 }
 
+int herald_plan_batch_checksum(const int64_t* keys, int64_t rows, int64_t cols,
+                               int64_t* checksum_out, HeraldStatus* status) {
+  if (rows < 0 || cols < 0 || checksum_out == nullptr ||
+      (keys == nullptr && rows > 0 && cols > 0)) {
+    return herald::SetStatus(status, HERALD_INVALID_ARGUMENT,
+                             "Expected keys of a (rows, cols) batch, rows and cols >= 0, and a "
+                             "checksum output. Received: rows=%lld, cols=%lld",
+                             static_cast<long long>(rows), static_cast<long long>(cols));
+  }
+  *checksum_out = herald::sched::BatchChecksum(keys, rows, cols);
+  return herald::SetOk(status);
+}
+
 }  // extern "C"

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HERALD_SCHED_API_VERSION 5
+#define HERALD_SCHED_API_VERSION 6
 #define HERALD_SCHED_MAX_WORKERS 64
 
 // Fixed integer values, mirrored by herald_tf.scheduler.types.Policy.
@@ -168,6 +168,13 @@ int herald_plan_decoded_sizes(const uint8_t* blob, int64_t length, const HeraldP
 // the samples, each as long as herald_plan_decoded_sizes says.
 int herald_plan_decode(const uint8_t* blob, int64_t length, const HeraldPlanStamp* expect,
                        int64_t* out, int64_t capacity, HeraldStatus* status);
+
+// The stamp's checksum of a global batch: keys (rows, cols), row-major. Order-sensitive (a
+// batch with the same keys in another order has another checksum, almost surely): each key is
+// mixed by an xor-shift and multiplied by a distinct odd weight of its position, the products
+// summed modulo 2^64, then the shape folded in. Every worker computes it on every step.
+int herald_plan_batch_checksum(const int64_t* keys /* (rows, cols) */, int64_t rows,
+                               int64_t cols, int64_t* checksum_out, HeraldStatus* status);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -163,3 +163,9 @@ def test_configurations_that_plan_differently_have_different_digests() -> None:
     assert config_digest(CFG) != config_digest(dataclasses.replace(CFG, cache_capacity=61))
     assert config_digest(CFG) != config_digest(
         dataclasses.replace(CFG, allocation=Allocation.GREEDY))
+
+
+def test_the_batch_checksum_of_an_empty_batch_depends_only_on_its_shape() -> None:
+    empty = np.empty((0, 26), np.int64)
+    assert batch_checksum(empty) == batch_checksum(empty.copy())
+    assert batch_checksum(empty) != batch_checksum(np.empty((0, 3), np.int64))
