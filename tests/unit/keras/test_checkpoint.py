@@ -54,13 +54,22 @@ def _train(runtime, model, callbacks) -> None:
 def test_checkpoints_are_written_at_step_boundaries(tmp_path) -> None:
     runtime, model, callbacks = _run(tmp_path, 4)
     _train(runtime, model, callbacks)
+    written = sorted(p.name for p in (tmp_path / "workers").iterdir())
+    assert written == [f"step-{step:010d}" for step in (4, 8)]
     for step in (4, 8):
         assert (tmp_path / "workers" / f"step-{step:010d}" / "worker-0.npz").exists()
 
 
 def test_corrupted_checkpoint_is_refused_and_an_older_one_still_loads(tmp_path) -> None:
     runtime, model, callbacks = _run(tmp_path, 4)
-    _train(runtime, model, callbacks)
+    at_step_4 = {}
+
+    def record(batch: int, logs=None) -> None:  # after the checkpoint callback's own hook
+        if batch == 3:  # steps_per_execution=2: the execution that ends with step 4
+            at_step_4["head"] = [w.copy() for w in model.get_layer("head").get_weights()]
+            at_step_4["storage"] = model.get_layer("emb").storage.numpy().copy()
+
+    _train(runtime, model, [*callbacks, keras.callbacks.LambdaCallback(on_train_batch_end=record)])
     path = step_directory(str(tmp_path), 8) + "/worker-0.npz"
     with open(path, "r+b") as f:
         f.truncate(100)
@@ -70,6 +79,11 @@ def test_corrupted_checkpoint_is_refused_and_an_older_one_still_loads(tmp_path) 
         load_worker(fresh, fresh_model, str(tmp_path), 8)
     load_worker(fresh, fresh_model, str(tmp_path), 4)
     assert fresh.next_step == 4
+    for got, want in zip(fresh_model.get_layer("head").get_weights(), at_step_4["head"],
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(fresh_model.get_layer("emb").storage.numpy(),
+                                  at_step_4["storage"])
 
 
 def test_missing_checkpoint_is_refused_with_its_path(tmp_path) -> None:
