@@ -63,6 +63,17 @@ SEEN, UNSEEN = _data(4 * B, 0, 40, seed=0), _data(4 * B, 20, 80, seed=1)
 PROBE = np.concatenate([SEEN[0], UNSEEN[0]])
 
 
+def _assert_predicts_and_trains_on_alike(restored: HeraldModel, original: HeraldModel) -> None:
+    """Same predictions now, and after both train on unseen keys, same predictions and tables."""
+    np.testing.assert_array_equal(restored.predict(PROBE, verbose=0),
+                                  original.predict(PROBE, verbose=0))
+    _train(original, *UNSEEN)
+    _train(restored, *UNSEEN)
+    np.testing.assert_array_equal(restored.predict(PROBE, verbose=0),
+                                  original.predict(PROBE, verbose=0))
+    _assert_same_tables(restored, original)
+
+
 def test_load_weights_restores_the_key_map_so_predictions_and_further_training_match(
         tmp_path) -> None:
     original = _model()
@@ -71,13 +82,7 @@ def test_load_weights_restores_the_key_map_so_predictions_and_further_training_m
     original.save_weights(path)
     restored = _model()
     restored.load_weights(path)
-    np.testing.assert_array_equal(restored.predict(PROBE, verbose=0),
-                                  original.predict(PROBE, verbose=0))
-    _train(original, *UNSEEN)
-    _train(restored, *UNSEEN)
-    np.testing.assert_array_equal(restored.predict(PROBE, verbose=0),
-                                  original.predict(PROBE, verbose=0))
-    _assert_same_tables(restored, original)
+    _assert_predicts_and_trains_on_alike(restored, original)
 
 
 def test_load_model_round_trips_predictions_and_training(tmp_path) -> None:
@@ -87,13 +92,7 @@ def test_load_model_round_trips_predictions_and_training(tmp_path) -> None:
     original.save(path)
     restored = keras.saving.load_model(path)
     assert isinstance(restored, HeraldModel) and restored.compiled
-    np.testing.assert_array_equal(restored.predict(PROBE, verbose=0),
-                                  original.predict(PROBE, verbose=0))
-    _train(original, *UNSEEN)
-    _train(restored, *UNSEEN)
-    np.testing.assert_array_equal(restored.predict(PROBE, verbose=0),
-                                  original.predict(PROBE, verbose=0))
-    _assert_same_tables(restored, original)
+    _assert_predicts_and_trains_on_alike(restored, original)
 
 
 def test_set_weights_returns_to_an_earlier_snapshot_key_map_included() -> None:
