@@ -18,8 +18,9 @@ Also reported: shipping over ``grpc+tcp``; the same at B = 1024 (one run); ``eve
 copy's global samples per CPU second divided by the N copies; the engine alone for other
 allocators, without plans, and with 1 % caches; and the rows written back and dropped per sample
 at 10 % and 1 % (at 10 % this trace evicts no dirty row: every cache holds all the keys its
-worker sees, so the headline does not exercise write-backs). Writes benchmarks/results/scheduler_speed.json (key
-``samples_per_s_per_core``; goal >= 1,000,000, floor 200,000). ``--quick`` uses fewer samples.
+worker sees, so the headline does not exercise write-backs). Writes
+benchmarks/results/scheduler_speed.json (key ``samples_per_s_per_core``; goal >= 1,000,000,
+floor 200,000). ``--quick`` uses fewer samples.
 """
 
 from __future__ import annotations
