@@ -134,13 +134,6 @@ def _load_data(dataset: str):
     return keys, dense.astype("float32"), labels.astype("float32")
 
 
-#: What each reader accepts, for the messages about lines it skipped.
-_CRITEO_FORMAT = ("Criteo Kaggle TSV: 40 tab-separated fields per line (label 0/1, 13 integers, "
-                  "26 hex values of 1-8 digits)")
-_AVAZU_FORMAT = ("Avazu CSV: the Avazu header, then 24 comma-separated fields per line (id, "
-                 "click 0/1, hour YYMMDDHH, 21 categorical values)")
-
-
 def read_file(reader: CriteoReader | AvazuReader, limit: int | None,
               warn: Callable[[str], None] | None = None) -> CriteoBatch:
     """The first ``limit`` samples (all with None) of a ``CriteoReader`` or ``AvazuReader`` as
@@ -149,11 +142,14 @@ def read_file(reader: CriteoReader | AvazuReader, limit: int | None,
     the format expected."""
     import numpy as np
 
+    from herald_tf.data import avazu as avazu_format
+    from herald_tf.data import criteo as criteo_format
     from herald_tf.data.avazu import AvazuFormatError, AvazuReader
     from herald_tf.data.criteo import CriteoBatch, CriteoFormatError
 
     avazu = isinstance(reader, AvazuReader)
-    expected = _AVAZU_FORMAT if avazu else _CRITEO_FORMAT
+    expected = (f"Avazu CSV: the Avazu header, then lines of {avazu_format.LINE_FORMAT}" if avazu
+                else f"Criteo Kaggle TSV: {criteo_format.LINE_FORMAT}")
     parts = []
     total = 0
     for batch in reader:

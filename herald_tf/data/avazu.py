@@ -51,6 +51,9 @@ AVAZU_COLUMNS = (
     "device_type", "device_conn_type", "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21",
 )
 NUM_COLUMNS = len(AVAZU_COLUMNS)
+#: What one line holds (after the header), for messages about lines that do not.
+LINE_FORMAT = (f"{NUM_COLUMNS} comma-separated fields (id, click 0/1, hour YYMMDDHH, "
+               f"{NUM_COLUMNS - 3} categorical values)")
 #: Columns hashed into fields 0..21, in file order.
 CATEGORICAL_COLUMNS = AVAZU_COLUMNS[2:]
 #: Field names of the 24 key columns: the 22 hashed columns, then the two derived from ``hour``.
@@ -390,9 +393,8 @@ class AvazuReader:
             if self.strict:
                 i = min(bad)
                 raise AvazuFormatError(
-                    f"Expected {NUM_COLUMNS} comma-separated fields (id, click 0/1, hour "
-                    f"YYMMDDHH, 21 categorical values). Received at {self.path}:"
-                    f"{first_lineno + i + 1}: {stripped[i][:120]!r}"
+                    f"Expected {LINE_FORMAT}. Received at {self.path}:{first_lineno + i + 1}: "
+                    f"{stripped[i][:120]!r}"
                 )
             self.skipped += len(bad)
         return CriteoBatch(labels=labels, dense=np.zeros((len(labels), 0), np.float32), keys=keys)

@@ -27,6 +27,9 @@ from herald_tf.errors import InvalidArgumentError
 NUM_DENSE = 13
 NUM_SPARSE = 26
 NUM_COLUMNS = 1 + NUM_DENSE + NUM_SPARSE
+#: What one line holds, for messages about lines that do not.
+LINE_FORMAT = (f"{NUM_COLUMNS} tab-separated fields (label 0/1, {NUM_DENSE} integers, "
+               f"{NUM_SPARSE} hex values)")
 EMPTY_KEY_BIT = 1 << 40
 
 
@@ -124,8 +127,7 @@ class CriteoReader:
             if self.strict:
                 i = min(bad)
                 raise CriteoFormatError(
-                    f"Expected 40 tab-separated fields (label 0/1, 13 integers, 26 hex "
-                    f"values). Received at {self.path}:{first_lineno + i + 1}: "
+                    f"Expected {LINE_FORMAT}. Received at {self.path}:{first_lineno + i + 1}: "
                     f"{stripped[i][:120]!r}"
                 )
             self.skipped += len(bad)
