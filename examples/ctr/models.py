@@ -3,7 +3,8 @@
 Every model takes ``categorical`` (``[B, F]`` int64 keys, field << 32 | value) and ``dense``
 (``[B, D]`` floats) inputs and returns the click probability ``[B, 1]``. Embedding tables are
 ``HeraldEmbedding`` layers: built inside a ``WorkerRuntime.scope()`` they train on the parameter
-servers; otherwise they are the single-process reference (``local`` mode).
+servers; otherwise they are the single-process reference (``local`` mode). Every model takes
+``learning_rate_schedule`` (a Keras ``LearningRateSchedule``) for the rows of all its tables.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ def _inputs(fields: int, dense: int) -> tuple[keras.KerasTensor, keras.KerasTens
 
 
 def _embedding(dim: int, capacity: int, optimizer: OptimizerConfig, seed: int, name: str,
-               combiner: str = "none") -> HeraldEmbedding:
+               combiner: str = "none", schedule: object = None) -> HeraldEmbedding:
     return HeraldEmbedding(dim, capacity=capacity, combiner=combiner, optimizer=optimizer,
                            initializer=InitializerConfig("uniform", -0.05, 0.05), seed=seed,
-                           name=name)
+                           name=name, learning_rate_schedule=schedule)
 
 
 def _mlp(x: keras.KerasTensor, units: tuple[int, ...], prefix: str, seed: int
@@ -42,12 +43,15 @@ def _head(x: keras.KerasTensor, seed: int, name: str = "logit") -> keras.KerasTe
 
 
 def wdl(fields: int, dense: int, dim: int, capacity: int, optimizer: OptimizerConfig,
-        hidden: tuple[int, ...] = (256, 128)) -> HeraldModel:
+        hidden: tuple[int, ...] = (256, 128),
+        learning_rate_schedule: object = None) -> HeraldModel:
     """Wide & Deep: a deep MLP over the field embeddings and dense features, plus a wide
     (dim-1, summed) embedding of the same keys."""
     keys, numeric = _inputs(fields, dense)
-    deep = _embedding(dim, capacity, optimizer, 1, "deep_embedding")(keys)
-    wide = _embedding(1, capacity, optimizer, 2, "wide_embedding", combiner="sum")(keys)
+    deep = _embedding(dim, capacity, optimizer, 1, "deep_embedding",
+                      schedule=learning_rate_schedule)(keys)
+    wide = _embedding(1, capacity, optimizer, 2, "wide_embedding", combiner="sum",
+                      schedule=learning_rate_schedule)(keys)
     x = keras.layers.Concatenate()([keras.layers.Flatten()(deep), numeric])
     logit = keras.layers.Add()([_head(_mlp(x, hidden, "deep", 10), 20), wide])
     return HeraldModel({"categorical": keys, "dense": numeric},
@@ -55,12 +59,15 @@ def wdl(fields: int, dense: int, dim: int, capacity: int, optimizer: OptimizerCo
 
 
 def deepfm(fields: int, dense: int, dim: int, capacity: int, optimizer: OptimizerConfig,
-           hidden: tuple[int, ...] = (256, 128)) -> HeraldModel:
+           hidden: tuple[int, ...] = (256, 128),
+           learning_rate_schedule: object = None) -> HeraldModel:
     """DeepFM: first-order weights, pairwise factorisation-machine interactions of the field
     embeddings, and a deep MLP, summed into one logit."""
     keys, numeric = _inputs(fields, dense)
-    emb = _embedding(dim, capacity, optimizer, 1, "fm_embedding")(keys)  # [B, F, dim]
-    first = _embedding(1, capacity, optimizer, 2, "first_order", combiner="sum")(keys)
+    emb = _embedding(dim, capacity, optimizer, 1, "fm_embedding",
+                     schedule=learning_rate_schedule)(keys)  # [B, F, dim]
+    first = _embedding(1, capacity, optimizer, 2, "first_order", combiner="sum",
+                       schedule=learning_rate_schedule)(keys)
     summed = keras.ops.sum(emb, axis=1)
     fm = 0.5 * keras.ops.sum(summed * summed - keras.ops.sum(emb * emb, axis=1), axis=1,
                              keepdims=True)
@@ -94,10 +101,12 @@ class CrossLayer(keras.layers.Layer):
 
 
 def dcn(fields: int, dense: int, dim: int, capacity: int, optimizer: OptimizerConfig,
-        hidden: tuple[int, ...] = (256, 128), cross_layers: int = 3) -> HeraldModel:
+        hidden: tuple[int, ...] = (256, 128), cross_layers: int = 3,
+        learning_rate_schedule: object = None) -> HeraldModel:
     """Deep & Cross Network: explicit feature crosses next to a deep MLP."""
     keys, numeric = _inputs(fields, dense)
-    emb = _embedding(dim, capacity, optimizer, 1, "dcn_embedding")(keys)
+    emb = _embedding(dim, capacity, optimizer, 1, "dcn_embedding",
+                     schedule=learning_rate_schedule)(keys)
     x0 = keras.layers.Concatenate()([keras.layers.Flatten()(emb), numeric])
     x = x0
     for i in range(cross_layers):
@@ -109,11 +118,13 @@ def dcn(fields: int, dense: int, dim: int, capacity: int, optimizer: OptimizerCo
 
 
 def dlrm(fields: int, dense: int, dim: int, capacity: int, optimizer: OptimizerConfig,
-         bottom: tuple[int, ...] = (64,), top: tuple[int, ...] = (256, 128)) -> HeraldModel:
+         bottom: tuple[int, ...] = (64,), top: tuple[int, ...] = (256, 128),
+         learning_rate_schedule: object = None) -> HeraldModel:
     """DLRM: a bottom MLP maps dense features to the embedding width; the pairwise dot products
     of all embedding vectors (and the bottom output) feed a top MLP."""
     keys, numeric = _inputs(fields, dense)
-    emb = _embedding(dim, capacity, optimizer, 1, "dlrm_embedding")(keys)  # [B, F, dim]
+    emb = _embedding(dim, capacity, optimizer, 1, "dlrm_embedding",
+                     schedule=learning_rate_schedule)(keys)  # [B, F, dim]
     z = keras.layers.Dense(dim, activation="relu", name="bottom_out",
                            kernel_initializer=keras.initializers.GlorotUniform(5))(
         _mlp(numeric, bottom, "bottom", 0))

@@ -54,6 +54,12 @@ class HeraldEmbedding(keras.layers.Layer):
         seed: table seed of the deterministic initializer.
         mode: ``local`` (single process, the reference); distributed modes are set by the runtime.
         table_name: name of the table on the parameter servers (default: the layer name).
+        learning_rate_schedule: a ``keras.optimizers.schedules.LearningRateSchedule`` (or its
+            serialized dict) giving the rows' learning rate of each training step; without one
+            the rate is ``optimizer.learning_rate`` at every step. The step is the global step
+            number (0 for the first step): ``HeraldModel`` reads it from the dense optimizer's
+            ``iterations`` in local mode and from the runtime in the distributed modes, so a
+            worker's local apply and the parameter servers apply the same rate.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class HeraldEmbedding(keras.layers.Layer):
         seed: int = 0,
         mode: str = "local",
         table_name: str | None = None,
+        learning_rate_schedule: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -90,6 +97,7 @@ class HeraldEmbedding(keras.layers.Layer):
         self.capacity = capacity
         self.combiner = combiner
         self.mode = mode
+        self.learning_rate_schedule = _schedule(learning_rate_schedule)
         self._runtime = None
         self._serving_table = None  # set by export_for_serving while it traces
 
@@ -246,9 +254,25 @@ class HeraldEmbedding(keras.layers.Layer):
         if self.built:
             self._rebuild_key_map()
 
+    def learning_rate_at(self, step: Any) -> tf.Tensor:
+        """The rows' learning rate (float32) of global training step ``step``: the schedule's
+        value there, or ``optimizer.learning_rate`` when the layer has no schedule."""
+        if self.learning_rate_schedule is None:
+            return tf.constant(self.table.optimizer.learning_rate, tf.float32)
+        return tf.cast(self.learning_rate_schedule(step), tf.float32)
+
     def apply_embedding_gradients(self, gradient: tf.IndexedSlices,
-                                  learning_rate: Any = None) -> Any:
-        """Applies this step's (deduplicated) storage gradient with the table's sparse optimizer."""
+                                  learning_rate: Any = None, step: Any = None) -> Any:
+        """Applies this step's (deduplicated) storage gradient with the table's sparse optimizer,
+        at ``learning_rate`` if given, else at ``learning_rate_at(step)``; a layer with a
+        schedule needs one of them."""
+        if learning_rate is None and step is not None:
+            learning_rate = self.learning_rate_at(step)
+        elif learning_rate is None and self.learning_rate_schedule is not None:
+            raise InvalidArgumentError(
+                f"Expected the step (or the learning rate) of this update of HeraldEmbedding "
+                f"'{self.name}', whose learning rate follows a schedule. Received: neither; "
+                "call apply_embedding_gradients(gradient, step=...)")
         return ops.sparse_apply(
             self.storage, self.optimizer_state, self.versions, gradient.indices, gradient.values,
             self.table.optimizer, learning_rate,
@@ -271,8 +295,22 @@ class HeraldEmbedding(keras.layers.Layer):
             "seed": self.table.seed,
             "mode": self.mode,
             "table_name": self.table.name,
+            "learning_rate_schedule": None if self.learning_rate_schedule is None
+            else keras.optimizers.schedules.serialize(self.learning_rate_schedule),
         })
         return config
+
+
+def _schedule(schedule: Any) -> Any:
+    """A learning-rate schedule given as one or as its serialized dict (None stays None)."""
+    if isinstance(schedule, dict):
+        schedule = keras.optimizers.schedules.deserialize(schedule)
+    if schedule is None or isinstance(schedule,
+                                      keras.optimizers.schedules.LearningRateSchedule):
+        return schedule
+    raise InvalidArgumentError(
+        "Expected learning_rate_schedule to be a keras.optimizers.schedules."
+        f"LearningRateSchedule or its serialized dict. Received: {schedule!r}")
 
 
 def _canonical_combiner(combiner: Any) -> str:

@@ -129,8 +129,14 @@ class HeraldModel(keras.Model):
         grads = tape.gradient(scaled, dense + storages)
         if self.dense_sync is not None:
             grads = self.dense_sync.sync_gradients(grads, num_dense=len(dense))
+        if runtime is None:
+            # Local mode: the global step of the rows' learning-rate schedules is the dense
+            # optimizer's iteration count before this step's update, as for its own schedule.
+            step = tf.identity(self.optimizer.iterations)
         if dense:
             self.optimizer.apply_gradients(zip(grads[: len(dense)], dense))
+        elif runtime is None and any(t.learning_rate_schedule is not None for t in tables):
+            self.optimizer.iterations.assign_add(1)  # no dense update counts the steps
         table_grads = grads[len(dense):]
         if runtime is not None and runtime.config.mode == "allreduce":
             # Replicated tables: sum the embedding gradients over the workers (dense, small
@@ -142,7 +148,8 @@ class HeraldModel(keras.Model):
                                                           runtime.total_slots)
                 dense_grad = self._allreduce_sum(dense_grad)
                 table.apply_embedding_gradients(
-                    tf.IndexedSlices(tf.gather(dense_grad, slots), slots))
+                    tf.IndexedSlices(tf.gather(dense_grad, slots), slots),
+                    step=tf.reshape(step, [-1])[0])
             py_step(runtime.end_step, step)
         elif runtime is not None:
             flat = []
@@ -153,7 +160,7 @@ class HeraldModel(keras.Model):
         else:
             for table, grad in zip(tables, table_grads):
                 if grad is not None:
-                    table.apply_embedding_gradients(grad)
+                    table.apply_embedding_gradients(grad, step=step)
         return self._distributable(self.compute_metrics(x, y, y_pred,
                                                         sample_weight=sample_weight))
 

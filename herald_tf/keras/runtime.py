@@ -517,9 +517,11 @@ class WorkerRuntime:
         for layer, indices, values in zip(self.tables, grads[0::2], grads[1::2]):
             indices, values = np.asarray(indices), np.asarray(values)
             local = _rows_for(indices, values, plan.local_slots)
+            # one rate for the local apply and the push, so the PS applies the same value
+            rate = _learning_rate(layer, step)
             if plan.local_keys.size:
                 ops.sparse_apply(layer.storage, layer.optimizer_state, layer.versions,
-                                 plan.local_slots, local, layer.table.optimizer)
+                                 plan.local_slots, local, layer.table.optimizer, rate)
             if deferred is None:
                 pushes[layer.table.name] = (plan.push_keys,
                                             _rows_for(indices, values, push_slots))
@@ -533,7 +535,7 @@ class WorkerRuntime:
                                                             plan.writeback_keys]),
                                             pending[slots].copy())
                 pending[slots] = 0.0
-            rates[layer.table.name] = layer.table.optimizer.learning_rate
+            rates[layer.table.name] = rate
         if self.config.mode == "herald":
             # herald: a locally applied row is owned (dirty) until flushed or written back.
             # het: the local copy only serves reads within the bound; its gradient is pushed.
@@ -666,6 +668,18 @@ def _slots_of(plan: StepPlan, keys: np.ndarray) -> np.ndarray:
     order = np.argsort(plan.keys, kind="stable")
     pos = np.searchsorted(plan.keys, keys, sorter=order)
     return plan.key_slots[order[pos]]
+
+
+def _learning_rate(layer: Any, step: int) -> float:
+    """The rows' learning rate of ``layer`` at global step ``step`` as the float32 value every
+    party applies (the PS receives it with the push); a schedule's value must be finite and
+    >= 0."""
+    rate = float(np.float32(layer.learning_rate_at(np.int64(step))))
+    if not (np.isfinite(rate) and rate >= 0):
+        raise InvalidArgumentError(
+            f"Expected a finite learning rate >= 0 from the schedule of HeraldEmbedding "
+            f"'{layer.name}'. Received: {rate} at step {step}")
+    return rate
 
 
 def _rows_for(indices: np.ndarray, values: np.ndarray, slots: np.ndarray) -> np.ndarray:

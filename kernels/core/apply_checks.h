@@ -3,6 +3,7 @@
 #ifndef HERALD_KERNELS_CORE_APPLY_CHECKS_H_
 #define HERALD_KERNELS_CORE_APPLY_CHECKS_H_
 
+#include <math.h>
 #include <stdint.h>
 
 #include "kernels/core/optimizer.h"
@@ -20,11 +21,17 @@ inline int CheckOptimizerKind(const HeraldOptimizerParams* params, HeraldStatus*
   return SetOk(status);
 }
 
-// A known optimizer, `slots` rows of storage (>= 0), dim > 0, u >= 0 rows to apply, and
-// optimizer state present when the optimizer keeps some.
+// A known optimizer with a finite learning rate >= 0 (a schedule's value may be anything),
+// `slots` rows of storage (>= 0), dim > 0, u >= 0 rows to apply, and optimizer state present
+// when the optimizer keeps some.
 inline int CheckApplyArgs(const HeraldOptimizerParams* params, int64_t slots, int64_t dim,
                           int64_t u, const float* state, HeraldStatus* status) {
   if (CheckOptimizerKind(params, status) != HERALD_OK) return status->code;
+  if (!isfinite(params->learning_rate) || params->learning_rate < 0.0f) {
+    return SetStatus(status, HERALD_INVALID_ARGUMENT,
+                     "Expected a finite learning rate >= 0. Received: %g",
+                     static_cast<double>(params->learning_rate));
+  }
   if (slots < 0 || dim <= 0 || u < 0) {
     return SetStatus(status, HERALD_INVALID_ARGUMENT,
                      "Expected slots >= 0, dim > 0 and u >= 0. Received: slots=%lld, dim=%lld, "

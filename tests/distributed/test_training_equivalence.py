@@ -71,8 +71,8 @@ def _check_exports_agree(tmp_path) -> None:
 
 
 def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer: str,
-                       backend: str, export: bool = False,
-                       worker_args: tuple[str, ...] = ()) -> dict:
+                       backend: str, export: bool = False, worker_args: tuple[str, ...] = (),
+                       reference_args: tuple[str, ...] = ()) -> dict:
     if backend == "horovod":
         pytest.importorskip("horovod.tensorflow")
     common = ["--model", model, "--optimizer", optimizer, "--num-workers", str(workers),
@@ -80,7 +80,8 @@ def _check_equivalence(tmp_path, workers: int, mode: str, model: str, optimizer:
     ref_out = str(tmp_path / "ref.npz")
     with PsCluster(num_shards=2, tmp_dir=tmp_path, num_workers=workers) as cluster:
         exports = (["--export", str(tmp_path / "export_ref")] if export else [])
-        commands = [[sys.executable, JOB, "reference", *common, "--out", ref_out, *exports]]
+        commands = [[sys.executable, JOB, "reference", *common, *reference_args, "--out", ref_out,
+                     *exports]]
         commands += worker_commands(
             cluster, [str(tmp_path / f"w{rank}.npz") for rank in range(workers)],
             [*common, "--mode", mode, "--backend", backend, *worker_args,
@@ -156,6 +157,18 @@ def test_workers_running_their_own_scheduler_copies_train_the_same(tmp_path) -> 
                                 worker_args=("--plan-source", "every_worker"))
     assert all(s["bytes"]["plans"] == 0 for s in result["stats"])
     _check_traffic_matches_schedule(result["stats"], 2, "herald")
+
+
+@pytest.mark.parametrize("mode,model,optimizer", [("herald", "wdl", "adam"),
+                                                   ("allreduce", "dlrm", "sgd")])
+def test_rows_trained_with_a_learning_rate_schedule_equal_single_process(tmp_path, mode, model,
+                                                                         optimizer) -> None:
+    # herald: the workers' local applies and the PS (through the push) take the rate of the
+    # runtime's step; allreduce: the training graph takes it; the reference: the optimizer's
+    # iterations. A rate from any other step would change the rows.
+    result = _check_equivalence(tmp_path, 2, mode, model, optimizer, "tf_distribute",
+                                worker_args=("--lr-decay",), reference_args=("--lr-decay",))
+    assert all(s["steps"] == STEPS for s in result["stats"])
 
 
 @pytest.mark.slow

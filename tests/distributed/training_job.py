@@ -118,13 +118,23 @@ def make_data(steps: int, global_batch: int, seed: int = 0) -> dict[str, np.ndar
     return {"categorical": keys, "dense": dense, "label": label}
 
 
+def lr_schedule(keras: Any, optimizer: str, decay: bool) -> Any:
+    """With ``decay``, the rows' learning rate halves every 4 steps from the optimizer's rate
+    (``--lr-decay``); else None (the fixed rate)."""
+    if not decay:
+        return None
+    return keras.optimizers.schedules.ExponentialDecay(
+        OPTIMIZERS[optimizer]["learning_rate"], decay_steps=4, decay_rate=0.5)
+
+
 def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execution: int = 3,
-                dense_sync=None):
+                dense_sync=None, lr_decay: bool = False):
     """The CTR model ``name`` with small layers, compiled with a dense SGD optimizer."""
     from herald_tf.keras import compat
 
     if compat.LEGACY_KERAS:
-        return build_tf_keras_model(name, optimizer, capacity, steps_per_execution, dense_sync)
+        return build_tf_keras_model(name, optimizer, capacity, steps_per_execution, dense_sync,
+                                    lr_decay)
     import keras
 
     from examples.ctr.models import MODELS
@@ -133,14 +143,15 @@ def build_model(name: str, optimizer: str, capacity: int = 1000, steps_per_execu
     kwargs = {"hidden": (8,)} if name in ("wdl", "deepfm", "dcn") else {"bottom": (8,),
                                                                          "top": (8,)}
     model = MODELS[name](FIELDS, DENSE, DIM, capacity,
-                         OptimizerConfig.from_dict(OPTIMIZERS[optimizer]), **kwargs)
+                         OptimizerConfig.from_dict(OPTIMIZERS[optimizer]),
+                         learning_rate_schedule=lr_schedule(keras, optimizer, lr_decay), **kwargs)
     model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy",
                   steps_per_execution=steps_per_execution, dense_sync=dense_sync)
     return model
 
 
 def build_tf_keras_model(name: str, optimizer: str, capacity: int = 1000,
-                         steps_per_execution: int = 3, dense_sync=None):
+                         steps_per_execution: int = 3, dense_sync=None, lr_decay: bool = False):
     """``wdl`` as an ordinary ``tf.keras`` (tf-keras) functional model: the same layers, names
     and initializers as ``examples.ctr.models.wdl`` (tf-keras' seeded Glorot draws the same
     numbers as Keras 3's), so it trains to the Keras 3 reference."""
@@ -156,10 +167,13 @@ def build_tf_keras_model(name: str, optimizer: str, capacity: int = 1000,
     init = InitializerConfig("uniform", -0.05, 0.05)
     keys = k.Input((FIELDS,), dtype="int64", name="categorical")
     numeric = k.Input((DENSE,), name="dense")
+    schedule = lr_schedule(k, optimizer, lr_decay)
     deep = HeraldEmbedding(DIM, capacity=capacity, combiner="none", optimizer=opt,
-                           initializer=init, seed=1, name="deep_embedding")(keys)
+                           initializer=init, seed=1, name="deep_embedding",
+                           learning_rate_schedule=schedule)(keys)
     wide = HeraldEmbedding(1, capacity=capacity, combiner="sum", optimizer=opt,
-                           initializer=init, seed=2, name="wide_embedding")(keys)
+                           initializer=init, seed=2, name="wide_embedding",
+                           learning_rate_schedule=schedule)(keys)
     x = k.layers.Concatenate()([k.layers.Flatten()(deep), numeric])
     x = k.layers.Dense(8, activation="relu", name="deep_0",
                        kernel_initializer=k.initializers.GlorotUniform(10))(x)
@@ -186,7 +200,7 @@ def run_reference(args: argparse.Namespace) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     g = args.num_workers * args.batch_size
     data = make_data(args.steps, g)
-    model = build_model(args.model, args.optimizer)
+    model = build_model(args.model, args.optimizer, lr_decay=args.lr_decay)
     history = model.fit({"categorical": data["categorical"], "dense": data["dense"]},
                         data["label"], batch_size=g, shuffle=False, epochs=1, verbose=0)
     out = {f"dense/{k}": v for k, v in dense_weights(model).items()}
@@ -299,7 +313,7 @@ def run_worker(args: argparse.Namespace) -> None:
                                coordinator=args.coordinator)
         with runtime.scope():
             model = build_model(args.model, args.optimizer, steps_per_execution=3,
-                                dense_sync=sync)
+                                dense_sync=sync, lr_decay=args.lr_decay)
         resume(model, runtime, args)
         history = model.fit(runtime.dataset(specs), epochs=1, verbose=0,
                             callbacks=sync.callbacks() + callbacks,
@@ -308,7 +322,8 @@ def run_worker(args: argparse.Namespace) -> None:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         with strategy.scope(), runtime.scope():
             # Keras' multi-step loop fails under MultiWorkerMirroredStrategy (HeraldModel).
-            model = build_model(args.model, args.optimizer, steps_per_execution=1)
+            model = build_model(args.model, args.optimizer, steps_per_execution=1,
+                                lr_decay=args.lr_decay)
             resume(model, runtime, args)
         history = model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
                             callbacks=callbacks, **_steps_of_unsized_dataset(args))
@@ -367,6 +382,8 @@ def main() -> None:
     parser.add_argument("--resume-step", type=int, default=0)
     parser.add_argument("--export", default="", help="write a serving SavedModel here")
     parser.add_argument("--herald-metrics", action="store_true", help="print HeraldMetrics")
+    parser.add_argument("--lr-decay", action="store_true",
+                        help="the rows' learning rate follows a schedule (lr_schedule)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     (run_reference if args.role == "reference" else run_worker)(args)
