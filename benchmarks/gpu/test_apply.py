@@ -92,12 +92,14 @@ def _apply_args(p, d_value, d_state, d_versions, slots, dim, d_slots, u, d_grads
     )
 
 
-@pytest.mark.parametrize("defect", ["range", "duplicate", "nan", "inf"])
+@pytest.mark.parametrize("defect", ["range", "duplicate", "nan", "inf", "negative_rate",
+                                    "nan_rate"])
 @pytest.mark.parametrize("dim", [8, 5])
 def test_sparse_apply_invalid_changes_nothing(lib, stream, defect, dim):
     rng = np.random.default_rng()
     slots, u = 100, 30
-    p = OptimizerParams(int(Optimizer.ADAM), 0.1, 0.9, 0.999, 1e-4, 0.0)
+    rate = {"negative_rate": -0.1, "nan_rate": float("nan")}.get(defect, 0.1)
+    p = OptimizerParams(int(Optimizer.ADAM), rate, 0.9, 0.999, 1e-4, 0.0)
     d_value = cp.asarray(rng.standard_normal((slots, dim)).astype(np.float32))
     d_state = cp.asarray(rng.random((slots, 2 * dim)).astype(np.float32))
     d_versions = cp.asarray(rng.integers(0, 5, slots).astype(np.int64))
@@ -108,7 +110,7 @@ def test_sparse_apply_invalid_changes_nothing(lib, stream, defect, dim):
         slots_u[11] = slots
     elif defect == "duplicate":
         slots_u[20] = slots_u[3]
-    else:
+    elif defect in ("nan", "inf"):
         grads[7, 2] = np.nan if defect == "nan" else np.inf
     code, msg = lib.call(
         "herald_cuda_sparse_apply",
@@ -134,6 +136,8 @@ def test_sparse_apply_invalid_changes_nothing(lib, stream, defect, dim):
         assert f"slot {slots_u[3]}" in msg
     if defect in ("nan", "inf"):
         assert f"element {7 * dim + 2}" in msg
+    if defect.endswith("_rate"):
+        assert "finite learning rate >= 0" in msg
     for a, b in zip((d_value, d_state, d_versions), before):
         np.testing.assert_array_equal(cp.asnumpy(a), b)
 
