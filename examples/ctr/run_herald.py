@@ -10,8 +10,11 @@ Seed-compatible flags (the research system's ``run_hetu.py`` / ``run_laia.py``):
 ``--mode herald``); ``--comm AllReduce`` → ``allreduce`` (tables replicated, no PS).
 ``--bsp 0`` (synchronous) is the only synchronisation herald supports. ``AllReduce`` runs without
 parameter servers (a dist.yml with ``servers: 0``); its checkpoints are the workers' files alone.
-Malformed lines of a ``--data`` file are skipped with a warning that counts them
-(``--strict-data`` stops at the first, naming its line); a file with no usable line is refused.
+A ``--data`` file is parsed once into flat binary files (``--data-cache-dir``) that are mapped
+into memory and unlinked at once (``herald_tf.data.read_samples``): epochs, the evaluation and
+the schedule replay slice the mapping, and no worker holds the whole file in its own memory.
+Malformed lines are skipped with a warning that counts them (``--strict-data`` stops at the
+first, naming its line); a file with no usable line is refused.
 
 The cluster comes from the launcher's environment (``HERALD_PS_ADDRS``, ``HERALD_RANK``,
 ``HERALD_NUM_WORKERS``, ``HERALD_TOKEN``, ``TF_CONFIG``); dense weights are synchronised by
@@ -28,7 +31,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,8 +40,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from absl import app, flags  # noqa: E402
 
 if TYPE_CHECKING:  # the modules are imported when used, after the environment is set
-    from herald_tf.data.avazu import AvazuReader
-    from herald_tf.data.criteo import CriteoBatch, CriteoReader
+    import numpy as np
+
+    from herald_tf.data.criteo import CriteoBatch
+    from herald_tf.data.samples import Samples
     from herald_tf.transport.types import Transport
 
 FLAGS = flags.FLAGS
@@ -83,6 +88,8 @@ flags.DEFINE_integer("checkpoint-every", 0, "checkpoint every N steps (0: never)
 flags.DEFINE_integer("resume", 0, "resume from the checkpoint at this step (the PS must have "
                      "been restored to step - 1: herald-ps --restore); needs --checkpoint-dir",
                      lower_bound=0)
+flags.DEFINE_string("data-cache-dir", None, "folder for the parsed copy of --data, unlinked "
+                    "once mapped (default: the data file's folder)")
 flags.DEFINE_bool("strict-data", False, "stop at the first malformed line of --data (default: "
                   "skip such lines and print how many were skipped)")
 
@@ -106,10 +113,13 @@ def _mode() -> str:
     return "ps" if FLAGS.comm == "PS" else "het"
 
 
-def _load_data(dataset: str):
-    """(keys, dense, labels) of the whole data set, in file / generation order."""
+def load_samples(dataset: str) -> Samples:
+    """The run's samples: ``--data`` parsed once into a memory-mapped copy (the first
+    ``--num-samples`` usable ones, or all with ``--all``), else synthetic ones generated in
+    memory; the last ``--val-fraction`` is held out."""
     from herald_tf.data.avazu import AvazuReader, write_synthetic_avazu
     from herald_tf.data.criteo import CriteoReader
+    from herald_tf.data.samples import Samples, read_samples
     from herald_tf.data.synthetic import SyntheticConfig, SyntheticCriteo
 
     limit = None if FLAGS.all else _flag("num-samples")
@@ -125,49 +135,22 @@ def _load_data(dataset: str):
         strict = _flag("strict-data")
         reader = (AvazuReader(path, strict=strict) if dataset == "avazu"
                   else CriteoReader(path, strict=strict))
-        batch = read_file(reader, limit)
-        keys, dense, labels = batch.keys, batch.dense, batch.labels
-    else:
-        batch = SyntheticCriteo(SyntheticConfig(scale=_flag("synthetic-scale"), seed=0)).batch(
-            limit or _flag("num-samples"))
-        keys, dense, labels = batch.keys, batch.dense, batch.labels
-    return keys, dense.astype("float32"), labels.astype("float32")
+        return read_samples(reader, limit, _flag("val-fraction"), warn=_stderr,
+                            cache_dir=_flag("data-cache-dir"))
+    batch = SyntheticCriteo(SyntheticConfig(scale=_flag("synthetic-scale"), seed=0)).batch(
+        limit or _flag("num-samples"))
+    return Samples(batch, _flag("val-fraction"))
 
 
-def read_file(reader: CriteoReader | AvazuReader, limit: int | None,
-              warn: Callable[[str], None] | None = None) -> CriteoBatch:
-    """The first ``limit`` samples (all with None) of a ``CriteoReader`` or ``AvazuReader`` as
-    one ``CriteoBatch``. Lines the reader skipped are reported through ``warn`` (default:
-    stderr); a file with no usable line raises the reader's format error naming the file and
-    the format expected."""
+def _features(batch: CriteoBatch) -> dict[str, np.ndarray]:
+    """A batch as the model's inputs and label (float32); Avazu's missing numeric features are
+    one zero column (oneDNN aborts on 0-wide matmuls)."""
     import numpy as np
 
-    from herald_tf.data import avazu as avazu_format
-    from herald_tf.data import criteo as criteo_format
-    from herald_tf.data.avazu import AvazuFormatError, AvazuReader
-    from herald_tf.data.criteo import CriteoBatch, CriteoFormatError
-
-    avazu = isinstance(reader, AvazuReader)
-    expected = (f"Avazu CSV: the Avazu header, then lines of {avazu_format.LINE_FORMAT}" if avazu
-                else f"Criteo Kaggle TSV: {criteo_format.LINE_FORMAT}")
-    parts = []
-    total = 0
-    for batch in reader:
-        parts.append(batch)
-        total += len(batch)
-        if limit is not None and total >= limit:
-            break
-    if not total:
-        raise (AvazuFormatError if avazu else CriteoFormatError)(
-            f"Expected {expected}. Received: no usable line in {reader.path} "
-            f"({reader.skipped} malformed lines skipped)")
-    if reader.skipped:
-        read = " among the lines read" if limit is not None and total >= limit else ""
-        (warn or _stderr)(f"warning: {reader.path}: skipped {reader.skipped} malformed lines"
-                          f"{read} (expected {expected}); --strict-data stops at the first one")
-    return CriteoBatch(labels=np.concatenate([p.labels for p in parts])[:limit],
-                       dense=np.concatenate([p.dense for p in parts])[:limit],
-                       keys=np.concatenate([p.keys for p in parts])[:limit])
+    dense = batch.dense.astype("float32")
+    if dense.shape[1] == 0:
+        dense = np.zeros((len(batch), 1), np.float32)
+    return {"categorical": batch.keys, "dense": dense, "label": batch.labels.astype("float32")}
 
 
 def _stderr(text: str) -> None:
@@ -190,8 +173,8 @@ def make_worker_transport(mode: str, kind: str, addresses: Sequence[str],
     return make_transport(kind, addresses=list(addresses), token=token)
 
 
-def compare_policies(keys, global_batch: int, steps: int, config) -> dict[str, float]:
-    """Rows moved per sample by ps, het(bound 0) and herald on the same global batches,
+def compare_policies(samples: Samples, global_batch: int, config) -> dict[str, float]:
+    """Rows moved per sample by ps, het(bound 0) and herald on one epoch's global batches,
     computed by replaying the schedules (no training; DESIGN §6)."""
     from herald_tf.scheduler import make_engine
 
@@ -201,8 +184,8 @@ def compare_policies(keys, global_batch: int, steps: int, config) -> dict[str, f
         engine = make_engine(dataclasses.replace(
             config, policy=policy, allocation=allocation,
             cache_capacity=0 if policy == "ps" else config.cache_capacity), emit_plans=False)
-        for s in range(steps):
-            engine.step(keys[s * global_batch:(s + 1) * global_batch])
+        for batch in samples.train_batches(global_batch):
+            engine.step(batch.keys)
         rows[name] = engine.traffic.rows_per_sample()
     return rows
 
@@ -229,23 +212,19 @@ def main(argv: list[str]) -> None:
     mode = _mode()
     rank, workers = env.rank() or 0, env.num_workers() or 1
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    keys, dense, labels = _load_data(dataset_name)
-    fields = keys.shape[1]  # 26 for Criteo, 24 for Avazu
-    if dense.shape[1] == 0:  # Avazu has no numeric features; oneDNN aborts on 0-wide matmuls
-        dense = np.zeros((len(labels), 1), np.float32)
-    n_val = int(len(labels) * _flag("val-fraction"))
-    train = slice(0, len(labels) - n_val)
+    samples = load_samples(dataset_name)
+    fields = samples.fields  # 26 for Criteo, 24 for Avazu
+    dense_width = max(1, samples.dense_width)  # see _features
     g = workers * _flag("batch-size")
-    steps_per_epoch = (train.stop // g)
-    distinct = int(np.unique(keys[train]).size)
+    steps_per_epoch = samples.num_train // g
+    distinct = samples.distinct_train_keys()
     capacity = {"ps": 0, "allreduce": distinct}.get(
         mode, max(1, int(distinct * _flag("cache-limit-ratio"))))
 
     def global_batches():
         for _ in range(FLAGS.nepoch):  # the look-ahead continues across epochs
-            for s in range(steps_per_epoch):
-                sl = slice(s * g, (s + 1) * g)
-                yield {"categorical": keys[sl], "dense": dense[sl], "label": labels[sl]}
+            for batch in samples.train_batches(g):
+                yield _features(batch)
 
     transport = make_worker_transport(mode, FLAGS.transport, env.ps_addresses(),
                                       env.cluster_token())
@@ -259,15 +238,18 @@ def main(argv: list[str]) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     optimizer = OptimizerConfig(FLAGS.optimizer, learning_rate=_flag("learning-rate"))
     with strategy.scope(), runtime.scope():
-        model = MODELS[name](fields, dense.shape[1], _flag("embedding-size"), distinct, optimizer)
+        model = MODELS[name](fields, dense_width, _flag("embedding-size"), distinct, optimizer)
         model.compile(keras.optimizers.Adam(_flag("dense-learning-rate")), "binary_crossentropy",
                       metrics=[keras.metrics.AUC(name="auc")])
         if FLAGS.resume:
             model.optimizer.build(model.trainable_variables)
             load_worker(runtime, model, _flag("checkpoint-dir"), FLAGS.resume)
+    done = runtime.next_step
+    first_epoch = done // steps_per_epoch
     data = runtime.distributed_dataset(strategy, {
         "categorical": tf.TensorSpec([fields], tf.int64),
-        "dense": tf.TensorSpec([dense.shape[1]], tf.float32)})
+        "dense": tf.TensorSpec([dense_width], tf.float32)},
+        steps=(FLAGS.nepoch - first_epoch) * steps_per_epoch)
     if rank == 0:
         print(f"herald: model {FLAGS.model}, mode {mode}, {workers} workers x batch "
               f"{_flag('batch-size')}, {steps_per_epoch} steps/epoch, {distinct} distinct keys, "
@@ -282,21 +264,21 @@ def main(argv: list[str]) -> None:
     if FLAGS.logdir:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(FLAGS.logdir, f"w{rank}")))
     start = time.perf_counter()
-    done = runtime.next_step
     model.fit(data, epochs=FLAGS.nepoch, steps_per_epoch=steps_per_epoch,
-              initial_epoch=done // steps_per_epoch, verbose=0, callbacks=callbacks)
+              initial_epoch=first_epoch, verbose=0, callbacks=callbacks)
     train_s = time.perf_counter() - start
     runtime.flush_dirty()
     # Every worker's rows are on the PS once all have flushed: a collective is the barrier.
     strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
     if rank == 0:
-        probs = []
-        for s in range(0, n_val, 4096):
-            sl = slice(train.stop + s, train.stop + min(s + 4096, n_val))
-            probs.append(model({"categorical": keys[sl], "dense": dense[sl]},
-                               training=False).numpy().ravel())
+        probs, ys = [], []
+        for batch in samples.held_out(4096):
+            x = _features(batch)
+            ys.append(x.pop("label"))
+            probs.append(model(x, training=False).numpy().ravel())
         p = np.clip(np.concatenate(probs) if probs else np.zeros(0), 1e-7, 1 - 1e-7)
-        y = labels[train.stop:]
+        y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
+        n_val = samples.num_held_out
         auc = keras.metrics.AUC()
         auc.update_state(y, p)
         logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if n_val else 0.0
@@ -310,7 +292,7 @@ def main(argv: list[str]) -> None:
               f"({n_val} samples); trained {runtime.next_step - done} steps in "
               f"{train_s:.1f}s", flush=True)
         if mode == "herald":
-            rows = compare_policies(keys, g, steps_per_epoch, runtime.config.scheduler_config(
+            rows = compare_policies(samples, g, runtime.config.scheduler_config(
                 _flag("embedding-size"), optimizer.kind))
             result["rows_per_sample"] = rows
             print(f"embedding rows moved per sample on this data (one epoch, same schedule): "

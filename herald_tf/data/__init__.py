@@ -3,7 +3,9 @@
 ``AvazuReader`` streams Avazu CSV files into int64 keys (hashes stock TensorFlow reproduces);
 ``CriteoReader`` streams Criteo Kaggle TSV files into int64 keys and transformed dense features;
 ``SyntheticCriteo`` writes the same format (or produces key arrays directly) with Criteo's
-cardinalities, power-law popularity, optional time locality and learnable labels. Names are
+cardinalities, power-law popularity, optional time locality and learnable labels;
+``read_samples`` parses such a file once into a memory-mapped ``Samples`` (a run's training
+part and held-out tail) that no process holds whole. Names are
 imported lazily, so ``python -m herald_tf.data.synthetic`` runs without a double import.
 """
 
@@ -28,6 +30,8 @@ _EXPORTS = {
     "AvazuReader": "avazu",
     "keys_tf": "avazu",
     "write_synthetic_avazu": "avazu",
+    "Samples": "samples",
+    "read_samples": "samples",
 }
 
 __all__ = sorted(_EXPORTS)

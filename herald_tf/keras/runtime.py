@@ -333,12 +333,19 @@ class WorkerRuntime:
             features[STEP_FEATURE] = np.full(len(mine), step, np.int64)
             yield features, np.asarray(batch[self._label])[mine]
 
-    def dataset(self, feature_specs: Mapping[str, tf.TensorSpec]) -> tf.data.Dataset:
+    def dataset(self, feature_specs: Mapping[str, tf.TensorSpec],
+                steps: int | None = None) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of this worker's batches (feed it to ``model.fit``).
 
         ``feature_specs`` names the model inputs (without the batch dimension), e.g.
         ``{"categorical": tf.TensorSpec([26], tf.int64), "dense": tf.TensorSpec([13])}``.
+        ``steps``, when known, is how many batches training takes from here (from the resume
+        step): the dataset then ends after them, so tf.data's prefetching never asks the runtime
+        for a batch past the last step (which would plan it, or wait for its plan).
         """
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise InvalidArgumentError(f"Expected steps to be a positive int or None. Received: "
+                                       f"{steps!r}")
         self._feature_specs = dict(feature_specs)
         spec, label_spec = self.batch_spec(with_step=True)
 
@@ -348,8 +355,8 @@ class WorkerRuntime:
 
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return tf.data.Dataset.from_generator(generate, output_signature=(spec, label_spec)
-                                              ).with_options(options)
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=(spec, label_spec))
+        return (dataset if steps is None else dataset.take(steps)).with_options(options)
 
     def batch_spec(self, with_step: bool = False) -> tuple[dict[str, tf.TensorSpec],
                                                            tf.TensorSpec]:
@@ -361,15 +368,16 @@ class WorkerRuntime:
         return spec, tf.TensorSpec([b], tf.float32)
 
     def distributed_dataset(self, strategy: tf.distribute.Strategy,
-                            feature_specs: Mapping[str, tf.TensorSpec]) -> Any:
+                            feature_specs: Mapping[str, tf.TensorSpec],
+                            steps: int | None = None) -> Any:
         """``dataset`` for a tf.distribute strategy, one worker's batches per replica unsplit
-        (``distribute_datasets_from_function``; DESIGN §4a)."""
+        (``distribute_datasets_from_function``; DESIGN §4a); pass ``steps`` when known."""
         if strategy.num_replicas_in_sync != self.config.num_workers:
             raise InvalidArgumentError(
                 f"Expected one replica per worker ({self.config.num_workers}). Received: "
                 f"{strategy.num_replicas_in_sync} replicas in sync")
         return strategy.distribute_datasets_from_function(
-            lambda _: self.dataset(feature_specs))
+            lambda _: self.dataset(feature_specs, steps))
 
     # -- one step -----------------------------------------------------------------------------
 

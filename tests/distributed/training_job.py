@@ -306,6 +306,7 @@ def run_worker(args: argparse.Namespace) -> None:
                                                                                  flush=True)))
     specs = {"categorical": tf.TensorSpec([FIELDS], tf.int64),
              "dense": tf.TensorSpec([DENSE], tf.float32)}
+    steps = args.steps - args.resume_step  # the datasets end there (WorkerRuntime.dataset)
     if args.backend == "horovod":
         from herald_tf.dense import make_dense_sync
 
@@ -315,7 +316,7 @@ def run_worker(args: argparse.Namespace) -> None:
             model = build_model(args.model, args.optimizer, steps_per_execution=3,
                                 dense_sync=sync, lr_decay=args.lr_decay)
         resume(model, runtime, args)
-        history = model.fit(runtime.dataset(specs), epochs=1, verbose=0,
+        history = model.fit(runtime.dataset(specs, steps), epochs=1, verbose=0,
                             callbacks=sync.callbacks() + callbacks,
                             **_steps_of_unsized_dataset(args))
     else:
@@ -325,7 +326,8 @@ def run_worker(args: argparse.Namespace) -> None:
             model = build_model(args.model, args.optimizer, steps_per_execution=1,
                                 lr_decay=args.lr_decay)
             resume(model, runtime, args)
-        history = model.fit(runtime.distributed_dataset(strategy, specs), epochs=1, verbose=0,
+        history = model.fit(runtime.distributed_dataset(strategy, specs, steps), epochs=1,
+                            verbose=0,
                             callbacks=callbacks, **_steps_of_unsized_dataset(args))
     stats = runtime.stats()  # the plans' traffic, before the final flush of owned rows
     runtime.flush_dirty()

@@ -66,3 +66,28 @@ def test_fit_with_callbacks_then_evaluate_and_predict_match_the_reference(tmp_pa
                                                   verbose=0), rtol=1e-6)
     assert transport.stats()[0]["tables"]["emb"]["rows"] + transport.stats()[1]["tables"][
         "emb"]["rows"] == np.unique(keys).size
+
+
+def _runtime(mode: str = "ps") -> WorkerRuntime:
+    keys, labels = _data(STEPS * B, 0)
+    transport = make_transport("local", stores=[ShardStore(0, 2, 1), ShardStore(1, 2, 1)])
+    batches = ({"categorical": keys[s * B:(s + 1) * B], "label": labels[s * B:(s + 1) * B]}
+               for s in range(STEPS))
+    return WorkerRuntime(RuntimeConfig(mode=mode, num_workers=1, rank=0, batch_size=B,
+                                       num_fields=F, cache_capacity=0), transport, batches)
+
+
+def test_a_dataset_given_its_steps_ends_after_them_without_asking_for_more() -> None:
+    runtime = _runtime()
+    with runtime.scope():
+        _model()
+    taken = list(runtime.dataset({"categorical": tf.TensorSpec([F], tf.int64)}, steps=5))
+    assert [int(x["herald_step"][0]) for x, _ in taken] == [0, 1, 2, 3, 4]
+    # the sixth batch was never drawn from the runtime (take ends before its generator)
+    assert runtime.next_step == 0 and 5 not in runtime._plans
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.0])
+def test_a_dataset_refuses_steps_that_are_not_a_positive_int(steps) -> None:
+    with pytest.raises(ValueError, match="Expected steps to be a positive int"):
+        _runtime().dataset({"categorical": tf.TensorSpec([F], tf.int64)}, steps=steps)

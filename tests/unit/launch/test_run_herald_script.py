@@ -1,17 +1,18 @@
 """examples/ctr/run_herald.py, the launcher's worker script: flags that cannot work are refused at
-parsing, data files are read with their bad lines reported, and AllReduce needs no PS."""
+parsing, data files are mapped (their bad lines reported: tests/unit/data/test_samples.py), and
+AllReduce needs no PS."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from absl import app, flags
 
 from examples.ctr import run_herald
-from herald_tf.data import CriteoFormatError, CriteoReader
-from herald_tf.data.avazu import AvazuFormatError, AvazuReader, write_synthetic_avazu
+from herald_tf.data import CriteoFormatError
 
 GOOD = "\t".join(["1"] + ["3"] * 13 + ["68fd1e64"] * 26)
 
@@ -28,6 +29,7 @@ def parse() -> Iterator[Any]:
 
 
 def _write(path: Any, lines: list[str]) -> str:
+    path.parent.mkdir(exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
@@ -56,50 +58,21 @@ def test_a_negative_checkpoint_period_is_refused_at_parsing(parse: Any) -> None:
 
 # -- data files ----------------------------------------------------------------------------------
 
-def test_a_file_with_no_usable_line_is_refused_naming_the_file_and_the_format(tmp_path: Any
-                                                                              ) -> None:
-    path = _write(tmp_path / "commas.tsv", [GOOD.replace("\t", ",")] * 3)
-    with pytest.raises(CriteoFormatError) as e:
-        run_herald.read_file(CriteoReader(path), None)
-    assert str(e.value).startswith("Expected Criteo Kaggle TSV: 40 tab-separated fields")
-    assert f"Received: no usable line in {path} (3 malformed lines skipped)" in str(e.value)
-
-
-def test_an_empty_file_is_refused_naming_the_file(tmp_path: Any) -> None:
-    path = tmp_path / "empty.tsv"
-    path.write_text("")
-    with pytest.raises(CriteoFormatError, match=f"no usable line in {path}"):
-        run_herald.read_file(CriteoReader(str(path)), None)
-
-
-def test_an_avazu_file_with_no_usable_line_is_refused_with_the_avazu_format(tmp_path: Any
-                                                                             ) -> None:
-    path = tmp_path / "a.csv"
-    write_synthetic_avazu(path, 0, seed=0)  # the header only
-    with pytest.raises(AvazuFormatError, match="Expected Avazu CSV.*no usable line"):
-        run_herald.read_file(AvazuReader(str(path)), None)
-
-
-def test_skipped_lines_are_reported_with_their_count(tmp_path: Any) -> None:
-    path = _write(tmp_path / "a.tsv", [GOOD, "bad", GOOD, GOOD.replace("\t", ","), GOOD])
-    warnings: list[str] = []
-    batch = run_herald.read_file(CriteoReader(path), None, warn=warnings.append)
-    assert len(batch) == 3
-    assert len(warnings) == 1 and f"{path}: skipped 2 malformed lines" in warnings[0]
-
-
-def test_a_clean_file_is_read_without_a_warning(tmp_path: Any) -> None:
-    warnings: list[str] = []
-    batch = run_herald.read_file(CriteoReader(_write(tmp_path / "a.tsv", [GOOD] * 5)), 3,
-                                 warn=warnings.append)
-    assert len(batch) == 3 and batch.keys.shape == (3, 26) and warnings == []
-
-
 def test_strict_data_stops_at_the_first_bad_line_naming_it(parse: Any, tmp_path: Any) -> None:
     path = _write(tmp_path / "a.tsv", [GOOD, "bad", GOOD])
     parse("--data", path, "--strict-data")
     with pytest.raises(CriteoFormatError, match=r"a\.tsv:2"):
-        run_herald._load_data("criteo")
+        run_herald.load_samples("criteo")
+
+
+def test_a_data_file_is_mapped_and_split_into_training_and_held_out(parse: Any,
+                                                                     tmp_path: Any) -> None:
+    path = _write(tmp_path / "data" / "a.tsv", [GOOD] * 10)
+    parse("--data", path, "--all", "--val-fraction", "0.2", "--data-cache-dir", str(tmp_path))
+    samples = run_herald.load_samples("criteo")
+    assert isinstance(samples.data.keys, np.memmap)
+    assert (samples.num_train, samples.num_held_out, samples.fields) == (8, 2, 26)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # the parsed copy unlinked
 
 
 # -- the transport -------------------------------------------------------------------------------
