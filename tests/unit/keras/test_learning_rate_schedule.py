@@ -39,14 +39,14 @@ def _keys(n: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, VOCAB, size=(n, FIELDS)).astype(np.int64)
 
 
-def _reference_rows(config: OptimizerConfig, keys: np.ndarray, batch: int,
-                    kernel: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _reference_rows(config: OptimizerConfig, keys: np.ndarray, batch: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Rows and versions after training on ``keys`` by hand, step k at the schedule's rate at
-    k; the loss is the mean squared output (target 0) through a fixed dense kernel."""
+    k; the loss is the mean squared output (target 0), the output the pooled row's sum."""
     rows = _core.init_rows(InitializerConfig(), 11, np.arange(VOCAB, dtype=np.int64), DIM)
     state = _core.init_state(config, VOCAB, DIM)
     versions = np.zeros(VOCAB, np.int64)
-    w = np.ones((DIM, 1), np.float32) if kernel is None else kernel
+    w = np.ones((DIM, 1), np.float32)  # the model's dense kernel, held at ones
     for step, start in enumerate(range(0, keys.shape[0], batch)):
         k = keys[start:start + batch]
         out = rows[k].sum(axis=1) @ w  # [B, 1]
@@ -58,6 +58,13 @@ def _reference_rows(config: OptimizerConfig, keys: np.ndarray, batch: int,
         _core.sparse_apply(config, rows, state, versions, touched, g_rows[touched],
                            learning_rate=rate)
     return rows, versions
+
+
+def _fit(model: HeraldModel, samples: int) -> np.ndarray:
+    """Trains ``model`` on ``samples`` keys in batches of 16 (target 0); returns the keys."""
+    keys = _keys(samples)
+    model.fit(keys, np.zeros((samples, 1), np.float32), batch_size=16, shuffle=False, verbose=0)
+    return keys
 
 
 def _trained_rows(model: HeraldModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,10 +80,9 @@ def test_each_step_applies_the_schedules_rate_at_that_step(kind: str) -> None:
     model = _model(config)
     # the dense kernel stays at ones (learning rate 0), so the reference can hold it fixed
     model.compile(keras.optimizers.SGD(0.0), "mse", steps_per_execution=2)
-    keys = _keys(96)
-    model.fit(keys, np.zeros((96, 1), np.float32), batch_size=16, shuffle=False, verbose=0)
+    keys = _fit(model, 96)
     assert int(model.optimizer.iterations.numpy()) == 6
-    rows, versions = _reference_rows(config, keys, 16, None)
+    rows, versions = _reference_rows(config, keys, 16)
     seen, trained, trained_versions = _trained_rows(model)
     assert_close(trained, rows[seen])
     np.testing.assert_array_equal(trained_versions, versions[seen])
@@ -86,10 +92,9 @@ def test_a_model_without_dense_weights_still_counts_its_steps() -> None:
     config = OptimizerConfig("sgd")
     model = _model(config, with_dense=False)
     model.compile(keras.optimizers.SGD(0.1), "mse")
-    keys = _keys(64)
-    model.fit(keys, np.zeros((64, 1), np.float32), batch_size=16, shuffle=False, verbose=0)
+    keys = _fit(model, 64)
     assert int(model.optimizer.iterations.numpy()) == 4
-    rows, _ = _reference_rows(config, keys, 16, None)
+    rows, _ = _reference_rows(config, keys, 16)
     seen, trained, _ = _trained_rows(model)
     assert_close(trained, rows[seen])
 
@@ -102,7 +107,7 @@ def test_the_schedule_round_trips_through_get_config_and_saving(tmp_path) -> Non
         assert float(clone.learning_rate_at(step)) == float(layer.learning_rate_at(step))
     model = _model(OptimizerConfig("sgd"))
     model.compile(keras.optimizers.SGD(0.0), "mse")
-    model.fit(_keys(32), np.zeros((32, 1), np.float32), batch_size=16, verbose=0)
+    _fit(model, 32)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     schedule = loaded.get_layer("emb").learning_rate_schedule
