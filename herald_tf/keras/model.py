@@ -149,7 +149,7 @@ class HeraldModel(keras.Model):
                 dense_grad = self._allreduce_sum(dense_grad)
                 table.apply_embedding_gradients(
                     tf.IndexedSlices(tf.gather(dense_grad, slots), slots),
-                    step=tf.reshape(step, [-1])[0])
+                    learning_rate=table.learning_rate_at(tf.reshape(step, [-1])[0]))
             py_step(runtime.end_step, step)
         elif runtime is not None:
             flat = []
@@ -160,7 +160,8 @@ class HeraldModel(keras.Model):
         else:
             for table, grad in zip(tables, table_grads):
                 if grad is not None:
-                    table.apply_embedding_gradients(grad, step=step)
+                    table.apply_embedding_gradients(
+                        grad, learning_rate=table.learning_rate_at(step))
         return self._distributable(self.compute_metrics(x, y, y_pred,
                                                         sample_weight=sample_weight))
 
