@@ -147,7 +147,7 @@ def _features(batch: CriteoBatch) -> dict[str, np.ndarray]:
     one zero column (oneDNN aborts on 0-wide matmuls)."""
     import numpy as np
 
-    dense = batch.dense.astype("float32")
+    dense = batch.dense.astype("float32", copy=False)  # Samples hands out copies already
     if dense.shape[1] == 0:
         dense = np.zeros((len(batch), 1), np.float32)
     return {"categorical": batch.keys, "dense": dense, "label": batch.labels.astype("float32")}

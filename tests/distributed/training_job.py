@@ -258,12 +258,12 @@ def _keras_name() -> np.ndarray:
     return np.array("tf_keras" if compat.LEGACY_KERAS else "keras3")
 
 
-def _steps_of_unsized_dataset(args: argparse.Namespace) -> dict[str, int]:
+def _steps_of_unsized_dataset(steps: int) -> dict[str, int]:
     """tf-keras needs the number of steps of the runtime's datasets (a generator of unknown
     size) when they are distributed or run several steps per execution; Keras 3 runs them out."""
     from herald_tf.keras import compat
 
-    return {"steps_per_epoch": args.steps - args.resume_step} if compat.LEGACY_KERAS else {}
+    return {"steps_per_epoch": steps} if compat.LEGACY_KERAS else {}
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -318,7 +318,7 @@ def run_worker(args: argparse.Namespace) -> None:
         resume(model, runtime, args)
         history = model.fit(runtime.dataset(specs, steps), epochs=1, verbose=0,
                             callbacks=sync.callbacks() + callbacks,
-                            **_steps_of_unsized_dataset(args))
+                            **_steps_of_unsized_dataset(steps))
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         with strategy.scope(), runtime.scope():
@@ -328,7 +328,7 @@ def run_worker(args: argparse.Namespace) -> None:
             resume(model, runtime, args)
         history = model.fit(runtime.distributed_dataset(strategy, specs, steps), epochs=1,
                             verbose=0,
-                            callbacks=callbacks, **_steps_of_unsized_dataset(args))
+                            callbacks=callbacks, **_steps_of_unsized_dataset(steps))
     stats = runtime.stats()  # the plans' traffic, before the final flush of owned rows
     runtime.flush_dirty()
     if args.export:
