@@ -354,6 +354,11 @@ class WorkerRuntime:
                 yield ({k: features[k] for k in spec}, labels.astype(np.float32))
 
         options = tf.data.Options()
+        # No autotuning: this pipeline has nothing to tune, and deleting an autotuned iterator
+        # (as fit does when it returns) often waits out the rest of the autotuner's period, up to
+        # 60 s, because TensorFlow wakes that thread before marking it cancelled (README "Known
+        # issues").
+        options.autotune.enabled = False
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dataset = tf.data.Dataset.from_generator(generate, output_signature=(spec, label_spec))
         return (dataset if steps is None else dataset.take(steps)).with_options(options)

@@ -91,3 +91,13 @@ def test_a_dataset_given_its_steps_ends_after_them_without_asking_for_more() -> 
 def test_a_dataset_refuses_steps_that_are_not_a_positive_int(steps) -> None:
     with pytest.raises(ValueError, match="Expected steps to be a positive int"):
         _runtime().dataset({"categorical": tf.TensorSpec([F], tf.int64)}, steps=steps)
+
+
+def test_a_dataset_is_not_autotuned() -> None:
+    """Deleting an autotuned iterator can wait out the autotuner's period (up to 60 s) when fit
+    returns (README "Known issues"); the runtime's pipeline has nothing to tune."""
+    runtime = _runtime()
+    with runtime.scope():
+        _model()
+    dataset = runtime.dataset({"categorical": tf.TensorSpec([F], tf.int64)}, steps=5)
+    assert dataset.options().autotune.enabled is False
