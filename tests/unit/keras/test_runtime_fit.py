@@ -33,6 +33,17 @@ def _model() -> HeraldModel:
     return model
 
 
+def _runtime(mode: str = "ps") -> WorkerRuntime:
+    """One worker over 2 local shards, training on ``_data(STEPS * B, 0)`` in batches of B."""
+    keys, labels = _data(STEPS * B, 0)
+    transport = make_transport("local", stores=[ShardStore(0, 2, 1), ShardStore(1, 2, 1)])
+    batches = ({"categorical": keys[s * B:(s + 1) * B], "label": labels[s * B:(s + 1) * B]}
+               for s in range(STEPS))
+    return WorkerRuntime(RuntimeConfig(mode=mode, num_workers=1, rank=0, batch_size=B,
+                                       num_fields=F, cache_capacity=0 if mode == "ps" else 30),
+                         transport, batches)
+
+
 @pytest.mark.parametrize("mode", ["ps", "herald"])
 def test_fit_with_callbacks_then_evaluate_and_predict_match_the_reference(tmp_path,
                                                                           mode: str) -> None:
@@ -40,13 +51,8 @@ def test_fit_with_callbacks_then_evaluate_and_predict_match_the_reference(tmp_pa
     reference = _model()
     reference.fit({"categorical": keys}, labels, batch_size=B, shuffle=False, verbose=0)
 
-    transport = make_transport("local", stores=[ShardStore(0, 2, 1), ShardStore(1, 2, 1)])
-    batches = ({"categorical": keys[s * B:(s + 1) * B], "label": labels[s * B:(s + 1) * B]}
-               for s in range(STEPS))
-    runtime = WorkerRuntime(RuntimeConfig(mode=mode, num_workers=1, rank=0, batch_size=B,
-                                          num_fields=F,
-                                          cache_capacity=0 if mode == "ps" else 30),
-                            transport, batches)
+    runtime = _runtime(mode)
+    transport = runtime.transport
     with runtime.scope():
         model = _model()
     checkpoint = str(tmp_path / "dense.weights.h5")
@@ -66,15 +72,6 @@ def test_fit_with_callbacks_then_evaluate_and_predict_match_the_reference(tmp_pa
                                                   verbose=0), rtol=1e-6)
     assert transport.stats()[0]["tables"]["emb"]["rows"] + transport.stats()[1]["tables"][
         "emb"]["rows"] == np.unique(keys).size
-
-
-def _runtime(mode: str = "ps") -> WorkerRuntime:
-    keys, labels = _data(STEPS * B, 0)
-    transport = make_transport("local", stores=[ShardStore(0, 2, 1), ShardStore(1, 2, 1)])
-    batches = ({"categorical": keys[s * B:(s + 1) * B], "label": labels[s * B:(s + 1) * B]}
-               for s in range(STEPS))
-    return WorkerRuntime(RuntimeConfig(mode=mode, num_workers=1, rank=0, batch_size=B,
-                                       num_fields=F, cache_capacity=0), transport, batches)
 
 
 def test_a_dataset_given_its_steps_ends_after_them_without_asking_for_more() -> None:
