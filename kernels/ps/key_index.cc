@@ -17,7 +17,9 @@ using herald::SetOk;
 using herald::SetStatus;
 
 struct HeraldKeyIndex {
-  static constexpr int64_t kPrefetchAhead = 32;
+  // On the 2-core Zen 5 machine 53k lookups into an evicted index took 0.56 ms with 32 keys
+  // ahead, 0.39 ms with 128 (as with 256 and 512) and the same 0.28 ms warm.
+  static constexpr int64_t kPrefetchAhead = 128;
   // A bucket's key and row side by side: a probe touches one cache line, not one per array.
   struct Bucket {
     int64_t key;

@@ -23,6 +23,25 @@ namespace {
 
 constexpr uint64_t kShardSalt = 0x5348415244484552ULL;  // "SHARDHER", as sharding.py
 
+// Independent shard counters for consecutive keys: one counter per shard made every key wait for
+// the previous increment of the same counter (every other key, with 2 shards).
+constexpr int kCountLanes = 4;
+
+// shard_of[i] = reduce(Mix64(keys[i] ^ salt)) and the keys counted per shard, key i in counter
+// lane i % kCountLanes (counts: kCountLanes x num_shards). `reduce` is h mod num_shards; for a
+// power of two it is a mask, the same value without the 64-bit division per key that took most of
+// the partition's time.
+template <typename Reduce>
+void HashToShards(const int64_t* keys, int64_t n, int64_t num_shards, Reduce reduce,
+                  int32_t* shard_of, int64_t* counts) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t s = static_cast<int32_t>(
+        reduce(herald::Mix64(static_cast<uint64_t>(keys[i]) ^ kShardSalt)));
+    shard_of[i] = s;
+    ++counts[(i % kCountLanes) * num_shards + s];
+  }
+}
+
 // After a recv or send that moved nothing (`result` <= 0): 0 to try again, having waited up to
 // timeout_ms (< 0: no limit) for the socket to be ready for `events`, else the I/O outcome to
 // report (-1: the peer closed, ETIMEDOUT, or the errno of the failed call).
@@ -65,21 +84,28 @@ int herald_ps_partition(const int64_t* keys, int64_t n, int64_t num_shards, int6
                      static_cast<long long>(n), static_cast<long long>(num_shards));
   }
   std::vector<int32_t> shard_of;
+  std::vector<int64_t> counts;
   try {
     shard_of.resize(static_cast<size_t>(n));
+    counts.assign(static_cast<size_t>(kCountLanes * num_shards), 0);
   } catch (...) {
     return SetStatus(status, HERALD_INTERNAL, "Out of memory partitioning %lld keys",
                      static_cast<long long>(n));
   }
-  for (int64_t s = 0; s <= num_shards; ++s) offsets[s] = 0;
   const uint64_t shards = static_cast<uint64_t>(num_shards);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t h = herald::Mix64(static_cast<uint64_t>(keys[i]) ^ kShardSalt);
-    const int32_t s = static_cast<int32_t>(h % shards);
-    shard_of[i] = s;
-    ++offsets[s + 1];
+  if ((shards & (shards - 1)) == 0) {
+    HashToShards(keys, n, num_shards, [m = shards - 1](uint64_t h) { return h & m; },
+                 shard_of.data(), counts.data());
+  } else {
+    HashToShards(keys, n, num_shards, [shards](uint64_t h) { return h % shards; },
+                 shard_of.data(), counts.data());
   }
-  for (int64_t s = 0; s < num_shards; ++s) offsets[s + 1] += offsets[s];
+  offsets[0] = 0;
+  for (int64_t s = 0; s < num_shards; ++s) {
+    int64_t total = 0;
+    for (int lane = 0; lane < kCountLanes; ++lane) total += counts[lane * num_shards + s];
+    offsets[s + 1] = offsets[s] + total;
+  }
   std::vector<int64_t> next(offsets, offsets + num_shards);
   for (int64_t i = 0; i < n; ++i) order[next[shard_of[i]]++] = i;
   return SetOk(status);
