@@ -14,7 +14,7 @@ from herald_tf import _core
 from herald_tf.config import OptimizerConfig
 from herald_tf.errors import InvalidArgumentError
 from herald_tf.ps import _native
-from herald_tf.ps.sharding import split_by_shard
+from herald_tf.ps.sharding import SHARD_SALT, mix64, split_by_shard
 
 
 def _send_in_odd_pieces(sock: socket.socket, data: bytes) -> threading.Thread:
@@ -32,6 +32,39 @@ def _send_in_odd_pieces(sock: socket.socket, data: bytes) -> threading.Thread:
 def test_partition_equals_the_python_sharding(shards: int) -> None:
     # 5003: not a multiple of the partition's counter lanes
     keys = np.random.default_rng(shards).integers(-2**63, 2**63 - 1, 5003, dtype=np.int64)
+    for a, b in zip(_native.partition(keys, shards), split_by_shard(keys, shards), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _unmix64(h: int) -> int:
+    """The key bits whose splitmix64 finaliser is ``h`` (the finaliser is a bijection)."""
+    def unshift(x: int, s: int) -> int:  # inverse of x ^= x >> s
+        y, shift = x, s
+        while shift < 64:
+            y ^= x >> shift
+            shift += s
+        return y
+
+    mask = (1 << 64) - 1
+    x = unshift(h, 31)
+    x = (x * pow(0x94D049BB133111EB, -1, 1 << 64)) & mask
+    x = unshift(x, 27)
+    x = (x * pow(0xBF58476D1CE4E5B9, -1, 1 << 64)) & mask
+    return unshift(x, 30)
+
+
+@pytest.mark.parametrize("shards", [3, 7, 1000, 65537])
+def test_partition_is_exact_for_hashes_at_the_ends_of_64_bits(shards: int) -> None:
+    # the C++ partition takes the remainder without a division; these hashes are where such a
+    # method would round wrong if it were not exact
+    top = (1 << 64) - 1
+    hashes = {0, 1, shards - 1, shards, shards + 1, top, top - 1, 1 << 63, (1 << 63) - 1}
+    for k in [2, 3, 1 << 20, top // shards - 1, top // shards]:
+        hashes |= {k * shards - 1, k * shards, k * shards + 1}
+    hashes = sorted(h for h in hashes if 0 <= h <= top)
+    keys = np.array([_unmix64(h) ^ SHARD_SALT for h in hashes], np.uint64).view(np.int64)
+    np.testing.assert_array_equal(mix64(keys.view(np.uint64) ^ np.uint64(SHARD_SALT)),
+                                  np.array(hashes, np.uint64))
     for a, b in zip(_native.partition(keys, shards), split_by_shard(keys, shards), strict=True):
         np.testing.assert_array_equal(a, b)
 
