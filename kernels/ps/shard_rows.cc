@@ -77,9 +77,11 @@ int WaitForSocket(int fd, ssize_t result, short events, int64_t timeout_ms) {
   return 0;
 }
 
-// A staging buffer of whole rows that stays in L2 (at least one row).
+// A staging buffer of whole rows that stays in L2 (at least one row). On the 2-core Zen 5 machine
+// 128 KiB beat 256 KiB in every round of alternating push and pull loops (2 % faster; 64 KiB and
+// 1 MiB were slower).
 int AllocateStage(int64_t row_bytes, std::vector<char>* stage, HeraldStatus* status) {
-  constexpr int64_t kStageBytes = 256 << 10;
+  constexpr int64_t kStageBytes = 128 << 10;
   const int64_t rows = kStageBytes > row_bytes ? kStageBytes / row_bytes : 1;
   try {
     stage->resize(static_cast<size_t>(rows * row_bytes));
