@@ -116,7 +116,9 @@ class Launcher:
             argv += ["--", sys.executable, "-c", WORKER_PROLOGUE + MARK_READY + worker]
         elif "--" not in args:
             argv += ["--", sys.executable, "-c", "pass"]
-        child_env = dict(os.environ, LAUNCH_TEST_DIR=str(self.pid_dir),
+        # TMPDIR: the launcher's run folder lands in the test's folder, also when a test kills
+        # the launcher before it can remove it
+        child_env = dict(os.environ, LAUNCH_TEST_DIR=str(self.pid_dir), TMPDIR=str(self.tmp),
                          STANDIN_PS_MODE=ps_mode, **(env or {}))
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env=child_env)
