@@ -160,9 +160,7 @@ def send_frame(sock: socket.socket, kind: int, meta: Mapping[str, Any],
     arrays = [(name, a if isinstance(a, GatheredRows) else np.ascontiguousarray(a))
               for name, a in arrays]
     specs = [[name, _CODES[a.dtype.str], list(a.shape)] for name, a in arrays]
-    body = json.dumps({**meta, "arrays": specs}).encode()
-    payload = sum(a.nbytes for _, a in arrays)
-    buffers: list[Any] = [HEADER.pack(MAGIC, kind, len(body), payload) + body]
+    buffers: list[Any] = [_head(kind, meta, specs, sum(a.nbytes for _, a in arrays))]
     for _, a in arrays:
         if a.nbytes:
             buffers.append(a if isinstance(a, GatheredRows) else memoryview(a).cast("B"))
@@ -186,6 +184,25 @@ def send_frame(sock: socket.socket, kind: int, meta: Mapping[str, Any],
             contiguous -= 1
         if contiguous and sent:
             buffers[0] = memoryview(buffers[0])[sent:]
+
+
+def _head(kind: int, meta: Mapping[str, Any], specs: list[list[Any]], payload: int) -> bytes:
+    body = json.dumps({**meta, "arrays": specs}).encode()
+    return HEADER.pack(MAGIC, kind, len(body), payload) + body
+
+
+def send_without_waiting(sock: socket.socket, kind: int, meta: Mapping[str, Any]) -> bytes:
+    """Sends as much of an array-less frame as the socket takes at once; returns the rest,
+    which the caller sends later (``sendall``), before anything else on ``sock``."""
+    frame = _head(kind, meta, [], 0)
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return frame[sock.send(frame):]
+    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        return frame  # TLS: sent again whole, as OpenSSL asks after a write that must wait
+    finally:
+        sock.settimeout(timeout)
 
 
 def _spec(item: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
@@ -503,27 +520,33 @@ class DataPlaneServer:
         if not decision["commit"]:
             send_frame(sock, OK, {"committed": False})
             return
-        answered = []
+        unsent: list[bytes] = []  # of the answer given while the shard's lock is held
 
         def answer(applied: int) -> None:
-            answered.append(True)
-            send_frame(sock, OK, {"committed": True, "applied_step": applied})
+            # under the shard's lock: a client that stopped reading must not stall the shard,
+            # so what the socket does not take at once goes out after the update
+            unsent.append(send_without_waiting(
+                sock, OK, {"committed": True, "applied_step": applied}))
 
         timeout = _field(meta, "timeout_s", (int, float), 0) or None
         try:
             applied = self.store.commit_push(step, rank, prepared, wait_applied=_field(
                 meta, "wait_applied", bool, False), timeout=timeout, on_recorded=answer)
         except Exception:
-            if not answered:
+            if not unsent:
                 raise  # answered as an error; the connection goes on
-            # the caller already has its answer, so an error reply would be read as the next
-            # request's: report it here and drop the connection
+            # the caller has (most of) its answer, so an error reply would be read as the next
+            # request's: finish the answer, report the failure here and drop the connection
+            with contextlib.suppress(OSError):
+                sock.sendall(unsent[0])
             self.store.count_error()
             _log.exception("shard %d: applying step %d after answering rank %d's commit failed",
                            self.store.shard_index, step, rank)
             raise _DropConnection from None
-        if not answered:
-            answer(applied)
+        if unsent:
+            sock.sendall(unsent[0])
+        else:
+            send_frame(sock, OK, {"committed": True, "applied_step": applied})
 
     def _handle(self, kind: int, meta: dict[str, Any], arrays: Arrays
                 ) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:

@@ -189,7 +189,8 @@ def test_tls_round_trip(grpc_shards, tls_files) -> None:
         t.connect([CFG], num_workers=1)
         keys = np.arange(5000, dtype=np.int64)
         grads = np.repeat((keys % 7).astype(np.float32)[:, None], 64, axis=1)  # row order shows
-        t.push(0, 0, {"emb": (keys, grads)}, {"emb": 1.0}, wait_applied=True, timeout=30).wait()
+        # answered once recorded, while the shard holds its lock for the update
+        assert t.push(0, 0, {"emb": (keys, grads)}, {"emb": 1.0}, timeout=30).wait() == 0
         r = t.pull("emb", keys).wait()
         init = _core.init_rows(CFG.initializer, 1, keys, 64)
         np.testing.assert_array_equal(r.values, init - grads)
@@ -443,3 +444,37 @@ def test_a_client_replaced_after_a_lost_connection_keeps_no_connection_open(
     finally:
         t.close()
         server.stop(None)
+
+
+def test_a_client_that_stops_reading_does_not_stall_the_shard_with_its_commit_answer() -> None:
+    store = ShardStore(0, 1)
+    store.connect([CFG], num_workers=1)
+    server = tcp_data.DataPlaneServer(store, TOKEN).start()
+    s = None
+    try:
+        s = _prepared_push(server.port)
+        (shard_end,) = server._conns
+        # the client reads nothing more: fill everything the shard can send it
+        filler, queued, last = b"\0" * 65536, 0, time.monotonic()
+        while time.monotonic() - last < 0.5:  # until the buffers stop growing
+            try:
+                queued += shard_end.send(filler, socket.MSG_DONTWAIT)
+                last = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        tcp_data.send_frame(s, tcp_data.PUSH_DECISION, {"commit": True})
+        assert _eventually(lambda: store.applied_step == 0)
+        other = threading.Thread(target=store.pull, args=("emb", np.arange(3, dtype=np.int64)))
+        other.start()
+        other.join(10)  # another caller of the shard, while the commit's answer cannot go out
+        served = not other.is_alive()
+        view = memoryview(bytearray(queued))
+        while view:  # the client reads again: the answer follows what was queued before it
+            view = view[s.recv_into(view):]
+        other.join()
+        assert served
+        assert tcp_data.recv_frame(s)[1] == {"committed": True, "applied_step": 0}
+    finally:
+        if s is not None:
+            s.close()
+        server.stop()
