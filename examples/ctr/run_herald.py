@@ -13,6 +13,8 @@ parameter servers (a dist.yml with ``servers: 0``); its checkpoints are the work
 A ``--data`` file is parsed once into flat binary files (``--data-cache-dir``) that are mapped
 into memory and unlinked at once (``herald_tf.data.read_samples``): epochs, the evaluation and
 the schedule replay slice the mapping, and no worker holds the whole file in its own memory.
+With ``--keep-data-cache`` the parsed files stay and are shared: the workers of a host parse
+the file once between them, and later runs map the same files.
 Malformed lines are skipped with a warning that counts them (``--strict-data`` stops at the
 first, naming its line); a file with no usable line is refused.
 
@@ -89,7 +91,9 @@ flags.DEFINE_integer("resume", 0, "resume from the checkpoint at this step (the 
                      "been restored to step - 1: herald-ps --restore); needs --checkpoint-dir",
                      lower_bound=0)
 flags.DEFINE_string("data-cache-dir", None, "folder for the parsed copy of --data, unlinked "
-                    "once mapped (default: the data file's folder)")
+                    "once mapped unless --keep-data-cache (default: the data file's folder)")
+flags.DEFINE_bool("keep-data-cache", False, "keep the parsed copy of --data in --data-cache-dir "
+                  "and share it: one worker of a host parses, the others and later runs map it")
 flags.DEFINE_bool("strict-data", False, "stop at the first malformed line of --data (default: "
                   "skip such lines and print how many were skipped)")
 
@@ -136,7 +140,7 @@ def load_samples(dataset: str) -> Samples:
         reader = (AvazuReader(path, strict=strict) if dataset == "avazu"
                   else CriteoReader(path, strict=strict))
         return read_samples(reader, limit, _flag("val-fraction"), warn=_stderr,
-                            cache_dir=_flag("data-cache-dir"))
+                            cache_dir=_flag("data-cache-dir"), keep=_flag("keep-data-cache"))
     batch = SyntheticCriteo(SyntheticConfig(scale=_flag("synthetic-scale"), seed=0)).batch(
         limit or _flag("num-samples"))
     return Samples(batch, _flag("val-fraction"))

@@ -5,7 +5,8 @@
 ``SyntheticCriteo`` writes the same format (or produces key arrays directly) with Criteo's
 cardinalities, power-law popularity, optional time locality and learnable labels;
 ``read_samples`` parses such a file once into a memory-mapped ``Samples`` (a run's training
-part and held-out tail) that no process holds whole. Names are
+part and held-out tail) that no process holds whole (kept and shared by a host's processes
+with ``keep``). Names are
 imported lazily, so ``python -m herald_tf.data.synthetic`` runs without a double import.
 """
 

@@ -5,6 +5,8 @@ copy leaves no file behind; bad files are refused or their skipped lines reporte
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -172,3 +174,94 @@ def test_a_strict_reader_stops_at_the_first_bad_line_and_leaves_no_file(tmp_path
 def test_refuses_a_held_out_fraction_outside_0_to_1(criteo_file: str, fraction: float) -> None:
     with pytest.raises(ValueError, match="held_out_fraction"):
         _mapped(criteo_file, held_out=fraction)
+
+
+def _kept(path: str, folder: Any, limit: int | None = None,
+          warn: Any = None) -> tuple[Samples, CriteoReader]:
+    reader = CriteoReader(path, batch_rows=64)
+    return read_samples(reader, limit, 0.1, warn=warn or (lambda text: pytest.fail(text)),
+                        cache_dir=str(folder), keep=True), reader
+
+
+def _kept_folders(folder: Any) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith("herald-samples-")
+                  and not n.endswith(".lock"))
+
+
+def test_kept_samples_are_parsed_once_and_mapped_again_by_a_later_call(
+        criteo_file: str, tmp_path: Any) -> None:
+    first, reader = _kept(criteo_file, tmp_path)
+    assert reader.rows == 1003 and len(_kept_folders(tmp_path)) == 1
+    again, reader = _kept(criteo_file, tmp_path)
+    assert reader.rows == 0  # nothing parsed
+    memory = Samples(_whole(criteo_file), 0.1)
+    for samples in (first, again):
+        assert isinstance(samples.data.keys, np.memmap)
+        _same(list(samples.train_batches(100)), list(memory.train_batches(100)))
+        _same(list(samples.held_out(33)), list(memory.held_out(33)))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".herald-samples-")]
+
+
+def test_processes_reading_the_same_file_parse_it_once(criteo_file: str, tmp_path: Any) -> None:
+    script = ("import sys\n"
+              "from herald_tf.data import CriteoReader, read_samples\n"
+              "reader = CriteoReader(sys.argv[1], batch_rows=64)\n"
+              "s = read_samples(reader, None, 0.1, warn=print, cache_dir=sys.argv[2], keep=True)\n"
+              "print('parsed', reader.rows, 'samples', s.num_train + s.num_held_out)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, criteo_file, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    parsed = sorted(line for out in outputs for line in out.splitlines()
+                    if line.startswith("parsed"))
+    assert parsed == ["parsed 0 samples 1003"] * 2 + ["parsed 1003 samples 1003"]
+    assert len(_kept_folders(tmp_path)) == 1
+
+
+def test_a_changed_file_or_other_options_get_their_own_kept_samples(tmp_path: Any) -> None:
+    path = _write(tmp_path / "a.tsv", [GOOD] * 5)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert _kept(path, cache)[0].num_train == 5
+    assert _kept(path, cache, limit=3)[0].num_train == 3
+    os.utime(path, ns=(1, 1))  # the same size, another modification time
+    assert _kept(path, cache)[1].rows == 5
+    _write(tmp_path / "a.tsv", [GOOD] * 7)
+    assert _kept(path, cache)[0].num_train == 7
+    assert len(_kept_folders(cache)) == 4
+
+
+def test_kept_samples_report_their_skipped_lines_on_every_use(tmp_path: Any) -> None:
+    path = _write(tmp_path / "a.tsv", [GOOD, "bad", GOOD])
+    for _ in range(2):
+        warnings: list[str] = []
+        _kept(path, tmp_path, warn=warnings.append)
+        assert len(warnings) == 1 and f"{path}: skipped 1 malformed lines" in warnings[0]
+
+
+def test_a_kept_folder_that_does_not_match_its_record_is_refused_naming_it(
+        criteo_file: str, tmp_path: Any) -> None:
+    _kept(criteo_file, tmp_path)
+    (folder,) = _kept_folders(tmp_path)
+    with open(os.path.join(tmp_path, folder, "keys"), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(OSError, match=f"Expected {tmp_path / folder} .*'keys' of 100 bytes.*"
+                                      "remove the folder"):
+        _kept(criteo_file, tmp_path)
+
+
+def test_a_failed_parse_keeps_nothing_and_the_next_call_parses_again(tmp_path: Any) -> None:
+    path = _write(tmp_path / "a.tsv", ["bad"] * 3)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for _ in range(2):
+        with pytest.raises(CriteoFormatError, match="no usable line"):
+            _kept(path, cache)
+    assert _kept_folders(cache) == [] and not [
+        n for n in os.listdir(cache) if n.startswith(".herald-samples-")]

@@ -75,6 +75,18 @@ def test_a_data_file_is_mapped_and_split_into_training_and_held_out(parse: Any,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # the parsed copy unlinked
 
 
+def test_keep_data_cache_keeps_the_parsed_copy_for_the_next_run(parse: Any,
+                                                                 tmp_path: Any) -> None:
+    path = _write(tmp_path / "data" / "a.tsv", [GOOD] * 10)
+    parse("--data", path, "--all", "--data-cache-dir", str(tmp_path), "--keep-data-cache")
+    first = run_herald.load_samples("criteo")
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name != "data")
+    assert len(kept) == 2 and kept[0].startswith("herald-samples-")
+    assert kept[1] == kept[0] + ".lock"
+    second = run_herald.load_samples("criteo")
+    assert second.data.keys.filename == first.data.keys.filename  # the same files, mapped again
+
+
 # -- the transport -------------------------------------------------------------------------------
 
 def test_allreduce_builds_no_transport_and_needs_no_parameter_servers() -> None:
