@@ -44,7 +44,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import DIM, TorchAllocator, median_ms, zipf_slots  # noqa: E402
-from herald_cuda import ROOT, Combiner, Library, Optimizer, OptimizerParams  # noqa: E402
+from herald_cuda import ROOT, Library, Optimizer, OptimizerParams  # noqa: E402
 
 FLOORS = {
     "floor_adam_apply_at_move": "(fused_adam - apply_adam_in_fused + adam_move) / fused_sgd: "
@@ -460,28 +460,8 @@ def main() -> int:
     alloc = TorchAllocator(stream)
 
     def fused(ids, kind):
-        state = states[kind]
-        lib.call(
-            "herald_cuda_dedup_apply",
-            ctypes.addressof(params[kind]),
-            storage.data_ptr(),
-            state.data_ptr() if state is not None else None,
-            versions.data_ptr(),
-            slots,
-            DIM,
-            ids.data_ptr(),
-            n,
-            grad_rows.data_ptr(),
-            None,
-            n,
-            int(Combiner.NONE),
-            unique.data_ptr(),
-            num.data_ptr(),
-            summed.data_ptr(),
-            sp,
-            alloc.ptr,
-            rec,
-        )
+        lib.dedup_apply_rows(params[kind], storage, states[kind], versions, ids, grad_rows,
+                             unique, num, summed, sp, alloc.ptr, rec)
 
     def move_call(vi, dist, i):
         s, d = dev_lists[dist][i % sets]

@@ -246,28 +246,8 @@ def main() -> int:
         )
 
     def dedup_apply(ids, kind):
-        state = states[kind]
-        lib.call(
-            "herald_cuda_dedup_apply",
-            ctypes.addressof(params[kind]),
-            storage.data_ptr(),
-            state.data_ptr() if state is not None else None,
-            versions.data_ptr(),
-            slots,
-            DIM,
-            ids.data_ptr(),
-            n,
-            grad_rows.data_ptr(),
-            None,
-            n,
-            int(Combiner.NONE),
-            unique.data_ptr(),
-            num.data_ptr(),
-            summed.data_ptr(),
-            sp,
-            allocator["ptr"],
-            rec,
-        )
+        lib.dedup_apply_rows(params[kind], storage, states[kind], versions, ids, grad_rows,
+                             unique, num, summed, sp, allocator["ptr"], rec)
 
     for dist, ids_list in id_sets.items():
         entry: dict = {}

@@ -134,3 +134,30 @@ class Library:
 
     def raw(self, name: str, *args) -> int:
         return getattr(self.lib, name)(*args)
+
+    def dedup_apply_rows(self, params: OptimizerParams, storage, state, versions, ids, grad_rows,
+                         unique, num, summed, stream: int, allocator, record: int | None) -> None:
+        """The benchmarks' fused dedup + apply: one gradient row per id (no combiner), torch
+        tensors (``state`` None for SGD), the stream and allocator as raw pointers."""
+        slots, dim = storage.shape
+        self.call(
+            "herald_cuda_dedup_apply",
+            ctypes.addressof(params),
+            storage.data_ptr(),
+            state.data_ptr() if state is not None else None,
+            versions.data_ptr(),
+            slots,
+            dim,
+            ids.data_ptr(),
+            ids.numel(),
+            grad_rows.data_ptr(),
+            None,
+            ids.numel(),
+            int(Combiner.NONE),
+            unique.data_ptr(),
+            num.data_ptr(),
+            summed.data_ptr(),
+            stream,
+            allocator,
+            record,
+        )

@@ -133,27 +133,8 @@ def main() -> int:
 
     def fused_step(i):
         p = OptimizerParams(int(Optimizer.SGD), 0.01, 0.9, 0.999, 1e-4, 0.1)
-        lib.call(
-            "herald_cuda_dedup_apply",
-            ctypes.addressof(p),
-            storage.data_ptr(),
-            None,
-            versions.data_ptr(),
-            slots,
-            DIM,
-            ids[i % 4].data_ptr(),
-            n,
-            grad_rows.data_ptr(),
-            None,
-            n,
-            int(Combiner.NONE),
-            unique.data_ptr(),
-            num.data_ptr(),
-            summed.data_ptr(),
-            sp,
-            alloc.ptr,
-            record.data_ptr(),
-        )
+        lib.dedup_apply_rows(p, storage, None, versions, ids[i % 4], grad_rows, unique, num,
+                             summed, sp, alloc.ptr, record.data_ptr())
         uniq, inv = torch.unique(ids[i % 4], return_inverse=True)
         g = torch.zeros((uniq.numel(), DIM), dtype=torch.float32, device=dev)
         g.index_add_(0, inv, grad_rows)
