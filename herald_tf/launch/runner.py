@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import fcntl
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -423,6 +425,57 @@ class _Launch:
         return self._supervise()
 
 
+class RunFolder:
+    """The launcher's temporary folder (``herald-run-*``: the PS port files), marked as in use by
+    a lock its launcher holds while it runs. The kernel drops the lock of a launcher killed with
+    SIGKILL, which could not remove its folder; the next launcher's sweep removes every such
+    folder of this user (folders without a lock file, from older launchers, are left alone)."""
+
+    PREFIX = "herald-run-"
+    LOCK = "launcher.lock"
+
+    def __init__(self) -> None:
+        self.sweep(tempfile.gettempdir())
+        self.path = tempfile.mkdtemp(prefix=self.PREFIX)
+        # locked before it has its name, so a sweep never finds it unlocked
+        fd, tmp = tempfile.mkstemp(dir=self.path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, os.path.join(self.path, self.LOCK))
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Removes the folder, then drops the lock."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._lock_fd)
+
+    @classmethod
+    def sweep(cls, parent: str) -> list[str]:
+        """Removes the run folders in ``parent`` of this user whose launcher is gone (their lock
+        is free); returns them."""
+        removed = []
+        try:
+            names = [n for n in os.listdir(parent) if n.startswith(cls.PREFIX)]
+        except OSError:
+            return removed
+        for name in names:
+            folder = os.path.join(parent, name)
+            try:
+                if os.lstat(folder).st_uid != os.getuid():
+                    continue
+                fd = os.open(os.path.join(folder, cls.LOCK), os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # not ours, not a folder, or no lock file
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its launcher still runs
+            finally:
+                os.close(fd)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        return removed
+
+
 def run_cluster(cluster: ClusterSpec, options: LaunchOptions, token: str, *,
                 out: BinaryIO | None = None, err: TextIO | None = None,
                 grace_s: float = 10.0, start_timeout_s: float = 60.0) -> int:
@@ -434,9 +487,9 @@ def run_cluster(cluster: ClusterSpec, options: LaunchOptions, token: str, *,
     child is reaped before returning.
     """
     sup = Supervisor(out or sys.stdout.buffer, err or sys.stderr, grace_s)
-    run_dir = tempfile.TemporaryDirectory(prefix="herald-run-")
+    run_dir = RunFolder()
     options = dataclasses.replace(
-        options, run_dir=options.run_dir or run_dir.name,
+        options, run_dir=options.run_dir or run_dir.path,
         launcher_pid=options.launcher_pid if options.launcher_pid is not None else os.getpid())
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -457,4 +510,4 @@ def run_cluster(cluster: ClusterSpec, options: LaunchOptions, token: str, *,
         finally:
             for sig, h in previous.items():
                 signal.signal(sig, h)
-            run_dir.cleanup()
+            run_dir.close()

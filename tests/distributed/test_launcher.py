@@ -337,6 +337,10 @@ def test_children_die_with_a_killed_launcher(launcher: Launcher) -> None:
     os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: the parent-death signal must
     proc.wait()
     launcher.assert_all_gone()
+    # its run folder stayed; the next launcher removes it (and its own when it ends)
+    assert len(list(launcher.tmp.glob("herald-run-*"))) == 1
+    assert launcher.run(["-c", launcher.config(0, 1)], "pass\n").code == 0
+    assert list(launcher.tmp.glob("herald-run-*")) == []
 
 
 def test_remote_hosts_run_through_the_ssh_command_with_the_token_on_stdin(

@@ -1,15 +1,21 @@
-"""Supervisor: prefixed output lines, stopping with escalation, free ports (single process)."""
+"""Supervisor: prefixed output lines, stopping with escalation, free ports (single process); the
+launcher's run folder and the sweep of those whose launcher is gone."""
 
 from __future__ import annotations
 
 import io
+import os
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+import pytest
 
 from herald_tf.launch.config import Endpoint, Role, parse_dist_config
 from herald_tf.launch.plan import ProcessSpec
-from herald_tf.launch.runner import Supervisor, assign_free_ports, free_port
+from herald_tf.launch.runner import RunFolder, Supervisor, assign_free_ports, free_port
 
 
 def _spec(name: str) -> ProcessSpec:
@@ -83,3 +89,43 @@ def test_free_ports_go_to_local_workers_and_coordinator_only() -> None:
     assert all(p > 0 for p in ports) and len(set(ports)) == 3
     remote = parse_dist_config({"nodes": [{"host": "node1", "workers": 1}]})
     assert assign_free_ports(remote) == remote
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary directory of its own for the run folders of the test."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def _left_by_a_killed_launcher(parent: Path, name: str) -> Path:
+    folder = parent / name
+    folder.mkdir()
+    (folder / RunFolder.LOCK).touch()  # nobody holds its lock
+    (folder / "ps-0.port").write_text("1234")
+    return folder
+
+
+def test_a_run_folder_is_removed_when_its_launch_ends(temp_dir: Path) -> None:
+    run = RunFolder()
+    assert os.path.dirname(run.path) == str(temp_dir)
+    assert os.path.basename(run.path).startswith("herald-run-")
+    run.close()
+    assert list(temp_dir.iterdir()) == []
+
+
+def test_a_new_launcher_removes_the_run_folders_of_killed_ones_only(temp_dir: Path) -> None:
+    dead = _left_by_a_killed_launcher(temp_dir, "herald-run-dead")
+    older = temp_dir / "herald-run-older"  # an older launcher's: no lock file
+    older.mkdir()
+    other = temp_dir / "not-herald"
+    other.mkdir()
+    (other / RunFolder.LOCK).touch()
+    running = RunFolder()
+    try:
+        assert not dead.exists() and older.exists() and other.exists()
+        assert RunFolder.sweep(str(temp_dir)) == []  # the running launcher's folder stays
+        assert os.path.isdir(running.path)
+    finally:
+        running.close()
+    assert sorted(p.name for p in temp_dir.iterdir()) == ["herald-run-older", "not-herald"]
