@@ -34,7 +34,9 @@ def build() -> None:
         # Copy beside, then rename: processes that already mapped the old library keep it,
         # and a process starting now sees either the old or the new file, never none.
         tmp = dst + ".tmp"
-        shutil.copy2(os.path.join(bin_dir, target), tmp)
+        # copyfile, not copy2: the installed file must be newer than the sources for make,
+        # also when Bazel had nothing to rebuild and its output kept an older time
+        shutil.copyfile(os.path.join(bin_dir, target), tmp)
         os.chmod(tmp, 0o755)
         os.replace(tmp, dst)
     print(f"installed {', '.join(TARGETS)} into {lib_dir}")
