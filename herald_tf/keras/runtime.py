@@ -381,6 +381,7 @@ class WorkerRuntime:
             raise InvalidArgumentError(
                 f"Expected one replica per worker ({self.config.num_workers}). Received: "
                 f"{strategy.num_replicas_in_sync} replicas in sync")
+        _untuned_device_datasets()
         return strategy.distribute_datasets_from_function(
             lambda _: self.dataset(feature_specs, steps))
 
@@ -672,6 +673,33 @@ class WorkerRuntime:
         """Stops the scheduler thread (the transport belongs to the caller)."""
         if self._scheduler is not None:
             self._scheduler.close()
+
+
+def _untuned_device_datasets() -> None:
+    """Makes the per-device datasets that tf.distribute builds over a worker's dataset (through
+    its ``MultiDeviceIterator``) run without tf.data autotuning, as ``WorkerRuntime.dataset``
+    does for its own pipeline.
+
+    Deleting an autotuned iterator, as ``fit`` does when it returns, can wait out the rest of the
+    autotuner's period (up to 60 s; README, Known issue), and that pipeline, a generator and a
+    prefetch of fixed size, has nothing to tune. TensorFlow gives it default options and offers
+    no setting for them, so its module function is wrapped, once per process; a TensorFlow
+    without that function is left as it is.
+    """
+    from tensorflow.python.data.ops import multi_device_iterator_ops as devices
+
+    create = getattr(devices, "_create_device_dataset", None)
+    if create is None or getattr(create, "herald_untuned", False):
+        return
+    options = tf.data.Options()
+    options.autotune.enabled = False
+
+    @functools.wraps(create)
+    def untuned(*args: Any, **kwargs: Any) -> tf.data.Dataset:
+        return create(*args, **kwargs).with_options(options)
+
+    untuned.herald_untuned = True  # type: ignore[attr-defined]
+    devices._create_device_dataset = untuned
 
 
 def _slots_of(plan: StepPlan, keys: np.ndarray) -> np.ndarray:

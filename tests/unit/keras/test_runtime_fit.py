@@ -98,3 +98,29 @@ def test_a_dataset_is_not_autotuned() -> None:
         _model()
     dataset = runtime.dataset({"categorical": tf.TensorSpec([F], tf.int64)}, steps=5)
     assert dataset.options().autotune.enabled is False
+
+
+def test_the_device_datasets_tf_distribute_builds_are_not_autotuned(monkeypatch) -> None:
+    """The same wait hides in the per-device pipeline tf.distribute builds over the dataset,
+    which TensorFlow gives default options."""
+    from tensorflow.python.data.ops import multi_device_iterator_ops as devices
+
+    # whatever the runtime installs is undone after the test
+    monkeypatch.setattr(devices, "_create_device_dataset", devices._create_device_dataset)
+    runtime = _runtime()
+    with runtime.scope():
+        _model()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    distributed = runtime.distributed_dataset(
+        strategy, {"categorical": tf.TensorSpec([F], tf.int64)}, steps=2)
+    installed = devices._create_device_dataset
+    autotuned = []
+
+    def record(*args, **kwargs):
+        made = installed(*args, **kwargs)
+        autotuned.append(made.options().autotune.enabled)
+        return made
+
+    monkeypatch.setattr(devices, "_create_device_dataset", record)
+    steps = [int(x["herald_step"][0]) for x, _ in distributed]
+    assert steps == [0, 1] and autotuned == [False]
