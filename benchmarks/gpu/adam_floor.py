@@ -43,7 +43,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_kernels import DIM, TorchAllocator, median_ms, zipf_slots  # noqa: E402
+from bench_kernels import (  # noqa: E402
+    DIM,
+    TorchAllocator,
+    copy_bandwidth_gbps,
+    median_ms,
+    run_record,
+    zipf_slots,
+)
 from herald_cuda import ROOT, Library, Optimizer, OptimizerParams  # noqa: E402
 
 FLOORS = {
@@ -407,30 +414,9 @@ def main() -> int:
     stream = torch.cuda.Stream()
     torch.cuda.set_stream(stream)
     sp = stream.cuda_stream
-    props = torch.cuda.get_device_properties(dev)
     rng = np.random.default_rng(1234)  # bench_kernels.py's seed and draw order: the same ids
-    result: dict = {
-        "device": props.name,
-        "sm_count": props.multi_processor_count,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "quick": args.quick,
-        "slots": slots,
-        "dim": DIM,
-        "batch": batch,
-        "ids_per_bag": hot,
-        "lookups": n,
-        "repetitions": reps,
-        "definitions": FLOORS,
-    }
-
-    # ---------------------------------------------------------------- copy bandwidth
-    nbytes = 2 << 30
-    a = torch.empty(nbytes // 4, dtype=torch.float32, device=dev).normal_()
-    b = torch.empty_like(a)
-    copy_gbps = 2 * nbytes / median_ms(lambda i, a=a, b=b: b.copy_(a), reps) / 1e6
-    result["copy_gbps"] = copy_gbps
-    del a, b
+    result = {**run_record(dev, args.quick, slots, batch, hot, reps), "definitions": FLOORS}
+    copy_gbps = result["copy_gbps"] = copy_bandwidth_gbps(dev, reps)
 
     storage = torch.empty((slots, DIM), dtype=torch.float32, device=dev).uniform_(-0.05, 0.05)
     record = torch.empty(1, dtype=torch.int64, device=dev)

@@ -79,6 +79,32 @@ class TorchAllocator:
         self.ptr = ctypes.addressof(self.struct)
 
 
+def run_record(dev, quick: bool, slots: int, batch: int, hot: int, reps: int) -> dict:
+    """The fields every GPU benchmark result starts with: card, versions and sizes."""
+    props = torch.cuda.get_device_properties(dev)
+    return {
+        "device": props.name,
+        "sm_count": props.multi_processor_count,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "quick": quick,
+        "slots": slots,
+        "dim": DIM,
+        "batch": batch,
+        "ids_per_bag": hot,
+        "lookups": batch * hot,
+        "repetitions": reps,
+    }
+
+
+def copy_bandwidth_gbps(dev, reps: int) -> float:
+    """Device-to-device copy rate of a 2 GiB buffer, bytes read + written: the yardstick."""
+    nbytes = 2 << 30
+    a = torch.empty(nbytes // 4, dtype=torch.float32, device=dev).normal_()
+    b = torch.empty_like(a)
+    return 2 * nbytes / median_ms(lambda i: b.copy_(a), reps) / 1e6
+
+
 def zipf_slots(rng, size, slots, perm):
     z = rng.zipf(1.1, size=size).astype(np.int64)
     return perm[(z - 1) % slots]
@@ -100,32 +126,10 @@ def main() -> int:
     stream = torch.cuda.Stream()
     torch.cuda.set_stream(stream)
     sp = stream.cuda_stream
-    props = torch.cuda.get_device_properties(dev)
     rng = np.random.default_rng(1234)
     t_start = time.time()
-
-    result: dict = {
-        "device": props.name,
-        "sm_count": props.multi_processor_count,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "quick": args.quick,
-        "slots": slots,
-        "dim": DIM,
-        "batch": batch,
-        "ids_per_bag": hot,
-        "lookups": n,
-        "repetitions": reps,
-    }
-
-    # ---------------------------------------------------------------- copy bandwidth
-    nbytes = 2 << 30
-    a = torch.empty(nbytes // 4, dtype=torch.float32, device=dev).normal_()
-    b = torch.empty_like(a)
-    ms = median_ms(lambda i, a=a, b=b: b.copy_(a), reps)
-    copy_gbps = 2 * nbytes / ms / 1e6
-    result["copy_gbps"] = copy_gbps
-    del a, b
+    result = run_record(dev, args.quick, slots, batch, hot, reps)
+    copy_gbps = result["copy_gbps"] = copy_bandwidth_gbps(dev, reps)
 
     storage = torch.empty((slots, DIM), dtype=torch.float32, device=dev).uniform_(-0.05, 0.05)
     record = torch.empty(1, dtype=torch.int64, device=dev)
