@@ -26,7 +26,6 @@ slots, the same seed and so the same ids), this script measures
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -44,12 +43,15 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import (  # noqa: E402
+    BATCH,
     DIM,
+    IDS_PER_BAG,
     TorchAllocator,
     copy_bandwidth_gbps,
+    draw_ids,
     median_ms,
+    run_arguments,
     run_record,
-    zipf_slots,
 )
 from herald_cuda import ROOT, Library, Optimizer, OptimizerParams  # noqa: E402
 
@@ -396,15 +398,9 @@ def kernel_summary(kernels: list[tuple[str, float]], calls: int, marker: str) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1M rows, fewer repetitions")
-    parser.add_argument("--out", default=os.environ.get("OUT") or "build/gpu/out")
-    args = parser.parse_args()
-
-    slots = 1_000_000 if args.quick else 10_000_000
-    batch, hot = 16384, 26
+    args, slots, reps = run_arguments(__doc__.splitlines()[0], "build/gpu/out")
+    batch, hot = BATCH, IDS_PER_BAG
     n = batch * hot
-    reps = 5 if args.quick else 20
     prof_calls = 12
     sets = 4
     t_start = time.time()
@@ -414,7 +410,6 @@ def main() -> int:
     stream = torch.cuda.Stream()
     torch.cuda.set_stream(stream)
     sp = stream.cuda_stream
-    rng = np.random.default_rng(1234)  # bench_kernels.py's seed and draw order: the same ids
     result = {**run_record(dev, args.quick, slots, batch, hot, reps), "definitions": FLOORS}
     copy_gbps = result["copy_gbps"] = copy_bandwidth_gbps(dev, reps)
 
@@ -422,11 +417,7 @@ def main() -> int:
     record = torch.empty(1, dtype=torch.int64, device=dev)
     rec = record.data_ptr()
     lib.call("herald_cuda_error_reset", rec, sp)
-    perm = rng.permutation(slots).astype(np.int64)
-    ids_np = {
-        "uniform": [rng.integers(0, slots, n) for _ in range(sets)],
-        "zipf": [zipf_slots(rng, n, slots, perm) for _ in range(sets)],
-    }
+    ids_np = draw_ids(slots, n, sets)  # bench_kernels.py's ids
     id_sets = {k: [torch.from_numpy(x).to(dev) for x in v] for k, v in ids_np.items()}
     lists = {k: [first_appearance(x) for x in v] for k, v in ids_np.items()}
     dev_lists = {

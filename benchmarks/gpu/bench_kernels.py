@@ -42,6 +42,7 @@ from herald_cuda import (  # noqa: E402
 )
 
 DIM = 128
+BATCH, IDS_PER_BAG = 16384, 26  # the issue's batch: 425 984 lookups
 
 
 def median_ms(fn, reps: int, warmup: int = 3, per_sample: int = 8) -> float:
@@ -79,6 +80,16 @@ class TorchAllocator:
         self.ptr = ctypes.addressof(self.struct)
 
 
+def run_arguments(description: str, default_out: str) -> tuple[argparse.Namespace, int, int]:
+    """``--quick`` and ``--out``, then (args, storage rows, repetitions) of the GPU benchmarks'
+    batch: ``BATCH`` bags of ``IDS_PER_BAG`` ids."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="1M rows, fewer repetitions")
+    parser.add_argument("--out", default=os.environ.get("OUT") or default_out)
+    args = parser.parse_args()
+    return args, 1_000_000 if args.quick else 10_000_000, 5 if args.quick else 20
+
+
 def run_record(dev, quick: bool, slots: int, batch: int, hot: int, reps: int) -> dict:
     """The fields every GPU benchmark result starts with: card, versions and sizes."""
     props = torch.cuda.get_device_properties(dev)
@@ -110,23 +121,25 @@ def zipf_slots(rng, size, slots, perm):
     return perm[(z - 1) % slots]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1M rows, fewer repetitions")
-    parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
-    args = parser.parse_args()
+def draw_ids(slots: int, n: int, sets: int) -> dict[str, list[np.ndarray]]:
+    """The benchmarks' slot ids, the same in every script (one seed, one draw order): ``sets``
+    batches of ``n`` uniform ids, then ``sets`` of ``n`` zipf(1.1) ids."""
+    rng = np.random.default_rng(1234)
+    perm = rng.permutation(slots).astype(np.int64)
+    return {"uniform": [rng.integers(0, slots, n) for _ in range(sets)],
+            "zipf": [zipf_slots(rng, n, slots, perm) for _ in range(sets)]}
 
-    slots = 1_000_000 if args.quick else 10_000_000
-    batch, hot = 16384, 26
+
+def main() -> int:
+    args, slots, reps = run_arguments(__doc__.splitlines()[0], "benchmarks/results")
+    batch, hot = BATCH, IDS_PER_BAG
     n = batch * hot
-    reps = 5 if args.quick else 20
     sets = 4
     lib = Library()
     dev = torch.device("cuda")
     stream = torch.cuda.Stream()
     torch.cuda.set_stream(stream)
     sp = stream.cuda_stream
-    rng = np.random.default_rng(1234)
     t_start = time.time()
     result = run_record(dev, args.quick, slots, batch, hot, reps)
     copy_gbps = result["copy_gbps"] = copy_bandwidth_gbps(dev, reps)
@@ -136,11 +149,8 @@ def main() -> int:
     rec = record.data_ptr()
     lib.call("herald_cuda_error_reset", rec, sp)
 
-    perm = rng.permutation(slots).astype(np.int64)
-    id_sets = {
-        "uniform": [torch.from_numpy(rng.integers(0, slots, n)).to(dev) for _ in range(sets)],
-        "zipf": [torch.from_numpy(zipf_slots(rng, n, slots, perm)).to(dev) for _ in range(sets)],
-    }
+    id_sets = {dist: [torch.from_numpy(ids).to(dev) for ids in drawn]
+               for dist, drawn in draw_ids(slots, n, sets).items()}
     result["unique_per_batch"] = {k: int(torch.unique(v[0]).numel()) for k, v in id_sets.items()}
 
     # ---------------------------------------------------------------- lookup + sum
