@@ -5,7 +5,8 @@ truncated file under the target's name; workers that share a folder may also wri
 at once. :func:`atomic_text_file` writes to ``.<name>.<random>.tmp`` beside ``path`` and renames
 it over ``path`` (atomic on POSIX within one file system) only when the writing finished; on any
 error the temporary file is removed and ``path`` is left as it was (a killed writer leaves only
-the hidden temporary file).
+the hidden temporary file). :func:`fsync_path` flushes a file or a folder's entries, for
+writers that publish by a rename of their own (PS checkpoints, kept parsed samples).
 """
 
 from __future__ import annotations
@@ -46,3 +47,12 @@ def atomic_text_file(path: str | os.PathLike, encoding: str = "ascii") -> Iterat
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flushes a file, or a folder's entries (a rename in it), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

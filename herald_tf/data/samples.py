@@ -28,6 +28,7 @@ import numpy as np
 
 from herald_tf.data import avazu as avazu_format
 from herald_tf.data import criteo as criteo_format
+from herald_tf.data._atomic import fsync_path
 from herald_tf.data.avazu import AvazuFormatError, AvazuReader
 from herald_tf.data.criteo import CriteoBatch, CriteoFormatError, CriteoReader
 
@@ -203,17 +204,9 @@ def _publish(parsing: str, folder: str) -> None:
     """Makes a finished parse the kept folder: its files reach the disk before the rename
     names them, so a crash leaves the folder whole or absent."""
     for name in os.listdir(parsing):
-        _fsync(os.path.join(parsing, name))
+        fsync_path(os.path.join(parsing, name))
     os.rename(parsing, folder)
-    _fsync(os.path.dirname(folder))  # the rename itself
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(os.path.dirname(folder))  # the rename itself
 
 
 def _shapes(record: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -237,10 +230,11 @@ def _read_record(folder: str) -> dict[str, Any]:
             for k in ("samples", "fields", "dense_width", "skipped")) or not isinstance(
             record.get("limited"), bool):
         raise refuse(f"{_RECORD} {record!r}")
+    shapes = _shapes(record)
     for name, dtype in _ARRAYS:
         path = os.path.join(folder, name)
         size = os.path.getsize(path) if os.path.exists(path) else None
-        expected = math.prod(_shapes(record)[name]) * np.dtype(dtype).itemsize
+        expected = math.prod(shapes[name]) * np.dtype(dtype).itemsize
         if size != expected:
             raise refuse(f"'{name}' of {size} bytes, not {expected}")
     return record

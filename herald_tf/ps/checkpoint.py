@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from herald_tf.config import TableConfig
+from herald_tf.data._atomic import fsync_path
 from herald_tf.ps.errors import FailedPreconditionError, NotFoundError
 from herald_tf.ps.sharding import shard_of
 from herald_tf.ps.store import ShardStore
@@ -59,11 +60,7 @@ def atomic_write(path: str, write: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_path(folder)  # the rename itself
 
 
 def write_shard(store: ShardStore, directory: str, step: int,
